@@ -1,0 +1,33 @@
+# The two commands of the quick start: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+FASHION := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -qq --upgrade pip 2>&1 | grep -v 'is ignored' || true
+	$(PIP) install -qq -e '.[test]' 2>&1 | grep -v 'is ignored' || true
+	$(PY) -c "import torch, torchvision, ray, optuna, torchmetrics, trainables, orchestrator"
+	touch $@
+
+# Fashion-MNIST from Debian's package when we may install it; otherwise the sweep looks in
+# --data-root and then tries torchvision's download, and says how to get the data if all fail.
+data:
+	@test -d $(FASHION) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)); } || \
+	  echo "note: $(FASHION) is missing; the sweep will try other sources"
+
+demo: setup data
+	$(PY) -m orchestrator.sweep dcgan --quick
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf experiments .pytest_cache

@@ -1,0 +1,58 @@
+"""python -m orchestrator.best EXPERIMENT_DIR [--top K] [--dst DIR]: export the best checkpoints.
+
+Ranks every kept checkpoint of every trial by the experiment's objective (a GAN's best checkpoint
+is often not its last) and copies the top K, each with its config.json, metrics.json and sample
+grid, to DST/rank<N>-<trial>-step<S>/. Reads files only: works on a copy pulled from storage.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from orchestrator.cli import Parser, UsageError, run
+from orchestrator.experiment import load_experiment
+
+SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def export_best(experiment: str | Path, top: int = 1, dst: str | Path | None = None) -> list[Path]:
+    exp = load_experiment(experiment)
+    ranked = exp.ranked_checkpoints()[:top]
+    if not ranked:
+        raise UsageError(f"{exp.path} has no checkpoint with a finite {exp.objective} yet")
+    dst = Path(dst) if dst else exp.path / "best"
+    dst.mkdir(parents=True, exist_ok=True)
+    exported, summary = [], []
+    for rank, (trial, ckpt) in enumerate(ranked, start=1):
+        # names come from metadata: keep them to one safe path component inside dst
+        target = dst / SAFE.sub("_", f"rank{rank}-{trial.trial_id}-step{ckpt.step}")
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(ckpt.path, target)
+        exported.append(target)
+        summary.append({"rank": rank, "trial": trial.trial_id, "step": ckpt.step, "path": str(target),
+                        exp.objective: ckpt.metrics.get(exp.objective), "hp": trial.params, "source": str(ckpt.path)})
+    (dst / "best.json").write_text(json.dumps({"objective": exp.objective, "mode": exp.mode, "checkpoints": summary}, indent=1))
+    return exported
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python -m orchestrator.best", description=__doc__)
+    p.add_argument("experiment", help="experiment directory (STORAGE/NAME)")
+    p.add_argument("--top", type=int, default=1, help="how many checkpoints to export (default 1)")
+    p.add_argument("--dst", help="where to copy them (default EXPERIMENT/best)")
+    args = p.parse_args(argv)
+    if args.top < 1:
+        raise UsageError(f"--top must be 1 or more, got {args.top}")
+    exp = load_experiment(args.experiment)
+    for path in export_best(args.experiment, args.top, args.dst):
+        metrics = json.loads((path / "metrics.json").read_text())
+        print(f"{path}  {exp.objective}={metrics.get(exp.objective):.4g} step={metrics.get('step')}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,42 @@
+"""What every command line of the project shares: one-line errors and exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn
+
+
+class UsageError(ValueError):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def bad_input_types() -> tuple[type[Exception], ...]:
+    from search_spaces import SpaceError
+    from trainables.checkpoints import CheckpointError
+    from trainables.datasets import DatasetError
+    from trainables.family import UnknownFamily
+
+    return UsageError, SpaceError, CheckpointError, DatasetError, UnknownFamily
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line on stderr (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{self.prog}: {message} (see --help)")
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> NoReturn:
+    try:
+        code = main(argv)
+    except bad_input_types() as e:
+        fail(e.args[0] if e.args else str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; what was written so far is kept")
+    raise SystemExit(code or 0)

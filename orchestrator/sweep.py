@@ -1,0 +1,337 @@
+"""python -m orchestrator.sweep MODEL [options]: a Ray Tune + Optuna sweep of one model family.
+
+Each trial is a Ray Train TorchTrainer (see trainables/loop.py); the Optuna TPE searcher picks
+hyperparameters, ASHA stops poor trials early, and each trial keeps its best checkpoints by the
+family's objective. At the end the sweep prints a leaderboard and writes dashboard.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.cli import Parser, UsageError, run
+from orchestrator.experiment import SPEC_FILE, leaderboard, load_experiment
+
+QUICK = {"trials": 8, "max_steps": 300, "eval_every": 100, "log_every": 20, "eval_samples": 1000}
+DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000}
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m orchestrator.sweep", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", help="model family to sweep (see --list)")
+    p.add_argument("--list", action="store_true", help="list the model families: default dataset, objective, search space")
+    budget = p.add_argument_group("budget")
+    budget.add_argument("--quick", action="store_true",
+                        help=f"the demo's small budget: {QUICK['trials']} trials of {QUICK['max_steps']} steps "
+                             f"(explicit options below still win)")
+    budget.add_argument("--trials", type=positive_int, help=f"number of trials (default {DEFAULTS['trials']})")
+    budget.add_argument("--max-steps", type=positive_int,
+                        help=f"training steps per trial, the most ASHA lets a trial run (default {DEFAULTS['max_steps']})")
+    budget.add_argument("--eval-every", type=positive_int,
+                        help=f"steps between evaluations (FID/KID) and checkpoints (default {DEFAULTS['eval_every']})")
+    budget.add_argument("--log-every", type=positive_int,
+                        help=f"steps between loss reports to Tune (default {DEFAULTS['log_every']})")
+    budget.add_argument("--eval-samples", type=positive_int,
+                        help=f"generated and held-out real images per FID/KID evaluation (default {DEFAULTS['eval_samples']}; "
+                             f"capped by the test split)")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", help="dataset name (default: the model's own; see --list)")
+    data.add_argument("--data-root", help="folder holding the dataset's files (default: system folders, then download)")
+    data.add_argument("--subset", type=positive_int, help="use only the first N training images")
+    search = p.add_argument_group("search")
+    search.add_argument("--space", help="search-space TOML file (default: search_spaces/MODEL.toml)")
+    search.add_argument("--scheduler", choices=["asha", "fifo"], default="asha",
+                        help="asha: stop poor trials early (default); fifo: run every trial to --max-steps")
+    search.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler and of training (default 0)")
+    where = p.add_argument_group("where results go")
+    where.add_argument("--storage", default="experiments",
+                       help="experiments folder: local path, NFS path or s3://bucket/path (default ./experiments)")
+    where.add_argument("--name", help="experiment name (default MODEL-DATASET-TIMESTAMP); results go to STORAGE/NAME")
+    where.add_argument("--resume", action="store_true",
+                       help="continue the experiment STORAGE/NAME: finished trials are kept, unfinished ones "
+                            "resume from their checkpoints")
+    where.add_argument("--keep-checkpoints", type=positive_int, default=3,
+                       help="checkpoints kept per trial, the best by the objective (default 3)")
+    cluster = p.add_argument_group("cluster and resources")
+    cluster.add_argument("--address", help="Ray cluster to join: 'auto' or HOST:PORT (default: $RAY_ADDRESS, "
+                                           "else start a local Ray on this machine)")
+    cluster.add_argument("--workers-per-trial", type=positive_int, default=1,
+                         help="Ray Train workers (DDP processes) per trial (default 1)")
+    cluster.add_argument("--cpus-per-worker", type=non_negative_float, default=1.0,
+                         help="CPUs per training worker; also its torch threads (default 1)")
+    cluster.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0,
+                         help="GPUs per training worker, fractions allowed (default 0: CPU training)")
+    cluster.add_argument("--max-concurrent", type=positive_int,
+                         help="trials running at once (default: as many as the cluster's CPUs/GPUs fit)")
+    cluster.add_argument("--max-failures", type=int, default=1,
+                         help="times a trial's training restarts from its last checkpoint after a worker dies (default 1)")
+    p.add_argument("--no-dashboard", action="store_true", help="don't write dashboard.html at the end")
+    return p
+
+
+def list_models() -> None:
+    from search_spaces import default_space_path, describe, load_space
+    from trainables.family import all_families
+
+    for name, family in all_families().items():
+        space = describe(load_space(default_space_path(name), set(family.defaults)))
+        print(f"{name}: {family.description}")
+        print(f"  default dataset: {family.default_dataset}; objective: {family.objective} ({family.mode}); "
+              f"inference: {', '.join(family.inference_modes)}")
+        for key, text in space.items():
+            print(f"  {key}: {text}")
+
+
+def make_spec(args: argparse.Namespace) -> dict:
+    """Everything that defines the sweep, saved as sweep.json (and reused by --resume)."""
+    from search_spaces import default_space_path, load_space
+    from trainables.datasets import DATASETS
+    from trainables.family import get_family
+
+    family = get_family(args.model)
+    dataset = args.dataset or family.default_dataset
+    if dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    budget = QUICK if args.quick else DEFAULTS
+    spec = {key: getattr(args, key) if getattr(args, key) is not None else default for key, default in budget.items()}
+    space_file = Path(args.space) if args.space else default_space_path(args.model)
+    load_space(space_file, set(family.defaults))  # validate before anything starts
+    spec.update(
+        model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
+        subset=args.subset, space_toml=space_file.read_text(), space_file=str(space_file),
+        scheduler=args.scheduler, seed=args.seed, objective=family.objective, mode=family.mode,
+        keep_checkpoints=args.keep_checkpoints)
+    return spec
+
+
+def storage_root(storage: str) -> str:
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def write_text(location: str, text: str) -> None:
+    """Write a small file to a local path or a storage URI (s3://, gs://, ...)."""
+    if "://" not in location:
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        Path(location).write_text(text)
+        return
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def read_text(location: str) -> str:
+    if "://" not in location:
+        return Path(location).read_text()
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def exists(location: str) -> bool:
+    try:
+        read_text(location)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def init_ray(address: str | None) -> str | None:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray; returns the dashboard URL."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    try:
+        if address or os.environ.get("RAY_ADDRESS"):
+            context = ray.init(address=address, logging_level="WARNING")
+        else:
+            context = ray.init(logging_level="WARNING", include_dashboard=True, dashboard_host="127.0.0.1")
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"cannot reach Ray at {address or os.environ.get('RAY_ADDRESS')}: {first}") from None
+    return context.dashboard_url
+
+
+def default_concurrency(args: argparse.Namespace) -> int:
+    import ray
+
+    resources = ray.cluster_resources()
+    if args.gpus_per_worker > 0:
+        fit = resources.get("GPU", 0) / (args.gpus_per_worker * args.workers_per_trial)
+    else:
+        fit = resources.get("CPU", 1) / (max(args.cpus_per_worker, 0.01) * args.workers_per_trial)
+    return max(1, int(fit + 1e-9))
+
+
+def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, resume: bool):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search_spaces import parse_space
+    from trainables.family import get_family
+    from trainables.loop import run_trial
+
+    family = get_family(spec["model"])
+    exp_path = f"{root}/{spec['name']}"
+    settings = {
+        "model": spec["model"],
+        "workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
+        "gpus_per_worker": args.gpus_per_worker, "max_failures": args.max_failures,
+        "keep_checkpoints": spec["keep_checkpoints"], "checkpoint_root": f"{exp_path}/checkpoints",
+        "loop": {
+            "model": spec["model"], **refs, "seed": spec["seed"], "cpus_per_worker": args.cpus_per_worker,
+            **{k: spec[k] for k in ("max_steps", "log_every", "eval_every", "eval_samples")},
+            "checkpoint_config": {"model": spec["model"], "dataset": spec["dataset_info"]["name"],
+                                  "shape": spec["dataset_info"]["shape"], "classes": spec["dataset_info"]["classes"],
+                                  "feature_network": spec["feature_network"]["name"], "experiment": spec["name"]},
+        },
+    }
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), {"cpu": 0.01})
+    if resume:
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+
+    metric = f"{family.objective}_best"
+    storage = None
+    if "://" not in exp_path:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{exp_path}/optuna.db")
+    sampler = optuna.samplers.TPESampler(seed=spec["seed"], n_startup_trials=max(2, min(10, spec["trials"] // 3)))
+    searcher = OptunaSearch(metric=metric, mode=family.mode, sampler=sampler, study_name=spec["name"], storage=storage)
+    if spec["scheduler"] == "asha":
+        scheduler = ASHAScheduler(time_attr="step", max_t=spec["max_steps"], reduction_factor=2,
+                                  grace_period=max(spec["eval_every"], spec["max_steps"] // 4))
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        param_space=parse_space(spec["space_toml"], set(family.defaults), spec["space_file"]),
+        tune_config=tune.TuneConfig(metric=metric, mode=family.mode, search_alg=searcher, scheduler=scheduler,
+                                    num_samples=spec["trials"], max_concurrent_trials=spec["max_concurrent"]),
+        run_config=tune.RunConfig(name=spec["name"], storage_path=root),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        list_models()
+        return 0
+    if not args.model:
+        raise UsageError("name a model family to sweep (see --list)")
+
+    def log(message: str) -> None:
+        print(f"[sweep] {message}", flush=True)
+
+    root = storage_root(args.storage)
+    if args.resume:
+        if not args.name:
+            raise UsageError("--resume needs --name of the experiment to continue")
+        exp_path = f"{root}/{args.name}"
+        try:
+            spec = json.loads(read_text(f"{exp_path}/{SPEC_FILE}"))
+        except (OSError, ValueError):
+            raise UsageError(f"nothing to resume: {exp_path} is not an experiment of this project") from None
+        if spec["model"] != args.model:
+            raise UsageError(f"{exp_path} is a {spec['model']} sweep, not {args.model}")
+    else:
+        spec = make_spec(args)
+        spec["name"] = args.name or f"{args.model}-{spec['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
+        exp_path = f"{root}/{spec['name']}"
+        if exists(f"{exp_path}/{SPEC_FILE}"):
+            raise UsageError(f"{exp_path} already exists; pass --resume to continue it or choose another --name")
+
+    from trainables.datasets import load_dataset
+    from trainables.features import get_feature_network
+
+    data = load_dataset(spec["dataset"], spec["data_root"], spec["subset"])
+    log(f"dataset {data.name}: {len(data.train_x)} training / {len(data.test_x)} held-out images "
+        f"of shape {data.shape} from {data.source}")
+    feature_state, spec["feature_network"] = get_feature_network(data, log=log)
+    spec["dataset_info"] = {"name": data.name, "shape": list(data.shape), "classes": data.classes,
+                            "source": data.source}
+    spec["resources"] = {"workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
+                         "gpus_per_worker": args.gpus_per_worker}
+    if not args.resume:
+        spec["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            write_text(f"{exp_path}/{SPEC_FILE}", json.dumps(spec, indent=1))
+        except OSError as e:
+            raise UsageError(f"cannot write to {exp_path}: {e}") from None
+
+    dashboard_url = init_ray(args.address)
+    import ray
+
+    # decoded once per sweep; trials read them from the object store (zero-copy on each node)
+    refs = {"data_ref": ray.put(data), "feature_ref": ray.put((feature_state, spec["feature_network"]))}
+    spec["max_concurrent"] = args.max_concurrent or default_concurrency(args)
+    log(f"experiment {exp_path}: {spec['trials']} trials of up to {spec['max_steps']} steps, "
+        f"{spec['max_concurrent']} at a time, scheduler {spec['scheduler']}")
+    log(f"Ray dashboard: {'http://' + dashboard_url if dashboard_url else 'not running'}")
+
+    start = time.time()
+    tuner = build_tuner(spec, args, root, refs, args.resume)
+    tuner.fit()
+    elapsed = time.time() - start
+    ray.shutdown()
+    return report(exp_path, elapsed, dashboard=not args.no_dashboard)
+
+
+def report(exp_path: str, elapsed: float, dashboard: bool) -> int:
+    import pandas as pd
+
+    exp = load_experiment(exp_path)
+    table = leaderboard(exp)
+    print(f"\nexperiment: {exp_path}  ({elapsed:.0f} s)")
+    if len(table):
+        columns = [c for c in table.columns if c != "checkpoint"]
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
+            print(table[columns].to_string())
+    ranked = exp.ranked_checkpoints()
+    if ranked:
+        trial, ckpt = ranked[0]
+        print(f"best checkpoint: {ckpt.path}  ({exp.objective} {ckpt.metrics[exp.objective]:.4g} "
+              f"at step {ckpt.step}, trial {trial.trial_id})")
+    else:
+        print("no checkpoint was written (every trial failed or stopped before its first evaluation)")
+    if dashboard:
+        from dashboards.build import build
+
+        out = build([exp_path])
+        print(f"dashboard: {out}")
+    return 0 if ranked else 1
+
+
+if __name__ == "__main__":
+    run(main)

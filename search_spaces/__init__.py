@@ -1,0 +1,123 @@
+"""Declarative search spaces: one TOML file per model family, parsed into Ray Tune domains.
+
+A table is a searched hyperparameter, a bare value a fixed one:
+
+    [lr_g]                      # searched: log-uniform between low and high
+    distribution = "loguniform"
+    low = 5e-5
+    high = 1e-3
+
+    [latent_dim]                # searched: one of the values
+    distribution = "choice"
+    values = [16, 32, 64, 128]
+
+    width = 64                  # fixed for every trial
+
+Distributions: uniform, loguniform (floats, low < high), int, logint (integers, low <= high,
+both inclusive), choice (a non-empty list of numbers, strings or booleans).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from ray import tune
+
+HERE = Path(__file__).parent
+
+
+class SpaceError(ValueError):
+    """A search-space file that can't be used; the message names the file and the key."""
+
+
+def default_space_path(model: str) -> Path:
+    return HERE / f"{model}.toml"
+
+
+def _number(where: str, spec: dict, key: str, integer: bool) -> float:
+    if key not in spec:
+        raise SpaceError(f"{where}: missing {key!r}")
+    value = spec[key]
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise SpaceError(f"{where}: {key!r} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    return value
+
+
+def _domain(where: str, spec: dict):
+    kind = spec.get("distribution")
+    allowed = {"uniform", "loguniform", "int", "logint", "choice"}
+    if kind not in allowed:
+        raise SpaceError(f"{where}: distribution must be one of {', '.join(sorted(allowed))}, got {kind!r}")
+    fields = {"distribution", "values"} if kind == "choice" else {"distribution", "low", "high"}
+    extra = set(spec) - fields
+    if extra:
+        raise SpaceError(f"{where}: unknown field(s) {', '.join(sorted(extra))} for {kind}")
+    if kind == "choice":
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise SpaceError(f"{where}: 'values' must be a non-empty list")
+        if not all(isinstance(v, (int, float, str, bool)) for v in values):
+            raise SpaceError(f"{where}: 'values' may hold only numbers, strings and booleans")
+        if len(set(map(repr, values))) != len(values):
+            raise SpaceError(f"{where}: 'values' has duplicates")
+        return tune.choice(values)
+    integer = kind in ("int", "logint")
+    low, high = _number(where, spec, "low", integer), _number(where, spec, "high", integer)
+    if (low > high) if integer else (low >= high):
+        raise SpaceError(f"{where}: empty range, low {low} must be below high {high}")
+    if kind.startswith("log") and low <= 0:
+        raise SpaceError(f"{where}: {kind} needs low > 0, got {low}")
+    if kind == "uniform":
+        return tune.uniform(low, high)
+    if kind == "loguniform":
+        return tune.loguniform(low, high)
+    # tune.randint excludes its upper bound; the file's high is inclusive
+    return tune.lograndint(low, high + 1) if kind == "logint" else tune.randint(low, high + 1)
+
+
+def parse_space(text: str, known: set[str], source: str = "search space") -> dict:
+    """TOML text -> {name: Tune domain or fixed value}; `known` are the family's hyperparameters."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpaceError(f"{source}: not valid TOML ({e})") from None
+    space = {}
+    for name, spec in raw.items():
+        where = f"{source}: {name}"
+        if name not in known:
+            raise SpaceError(f"{where}: unknown hyperparameter; known: {', '.join(sorted(known))}")
+        if isinstance(spec, dict):
+            space[name] = _domain(where, spec)
+        elif isinstance(spec, (int, float, str, bool)):
+            space[name] = spec
+        else:
+            raise SpaceError(f"{where}: must be a table or a single value, got {spec!r}")
+    if not any(not isinstance(v, (int, float, str, bool)) for v in space.values()):
+        raise SpaceError(f"{source}: searches nothing; give at least one hyperparameter a distribution")
+    return space
+
+
+def load_space(path: str | Path, known: set[str]) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpaceError(f"search space {path}: cannot read ({e.strerror if isinstance(e, OSError) else e})") from None
+    return parse_space(text, known, str(path))
+
+
+def describe(space: dict) -> dict[str, str]:
+    """A short readable form of each entry, for --list, sweep.json and the dashboard."""
+    out = {}
+    for name, value in space.items():
+        if isinstance(value, tune.search.sample.Categorical):
+            out[name] = f"choice {value.categories}"
+        elif isinstance(value, tune.search.sample.Domain):
+            sampler = type(value.get_sampler()).__name__.lower()
+            kind = "log" if "log" in sampler else ""
+            bounds = (value.lower, value.upper - 1) if isinstance(value, tune.search.sample.Integer) else (value.lower, value.upper)
+            out[name] = f"{kind}{'int' if isinstance(value, tune.search.sample.Integer) else 'uniform'} [{bounds[0]:g}, {bounds[1]:g}]"
+        else:
+            out[name] = f"fixed {value!r}"
+    return out

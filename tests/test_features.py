@@ -1,0 +1,26 @@
+import numpy as np
+import torch
+
+from trainables.datasets import load_dataset
+from trainables.features import SampleQuality, build_feature_network, get_feature_network, to_float
+
+
+def test_feature_network_is_trained_once_then_cached(cache_dir):
+    data = load_dataset("digits")
+    messages = []
+    state, meta = get_feature_network(data, log=messages.append)
+    assert meta["test_accuracy"] > 0.6 and meta["name"] == "classifier-digits"
+    assert any("training" in m for m in messages)
+    again = []
+    state2, meta2 = get_feature_network(data, log=again.append)
+    assert again == [] and meta2 == meta
+    assert all(np.array_equal(state[k], state2[k]) for k in state)
+
+
+def test_fid_separates_real_images_from_noise(cache_dir):
+    data = load_dataset("digits")
+    quality = SampleQuality(build_feature_network(*get_feature_network(data)), data.test_x, torch.device("cpu"))
+    real = quality(to_float(torch.from_numpy(data.train_x[:360])))
+    noise = quality(torch.rand(360, 1, 16, 16) * 2 - 1)
+    assert np.isfinite(real["fid"]) and real["fid"] * 5 < noise["fid"]
+    assert real["kid"] < noise["kid"]

@@ -1,0 +1,114 @@
+"""Real sweeps on a real local Ray cluster, tiny budgets."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from PIL import Image
+
+from conftest import assert_one_line_error, run_cli
+from orchestrator.best import export_best
+from orchestrator.experiment import load_experiment
+from trainables.checkpoints import load_checkpoint
+from trainables.datasets import load_dataset
+from trainables.features import SampleQuality, build_feature_network, get_feature_network
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def digits_sweep(ray_address, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("experiments")
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "2", "--max-steps", "120",
+                   "--eval-every", "40", "--log-every", "20", "--scheduler", "fifo", "--storage", str(storage),
+                   "--name", "digits", "--address", ray_address, "--seed", "1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return storage / "digits", proc
+
+
+def test_sweep_writes_a_complete_experiment(digits_sweep):
+    path, proc = digits_sweep
+    assert "best checkpoint:" in proc.stdout and "dashboard:" in proc.stdout
+    spec = json.loads((path / "sweep.json").read_text())
+    assert spec["feature_network"]["name"] == "classifier-digits" and spec["objective"] == "fid"
+    exp = load_experiment(path)
+    assert len(exp.trials) == 2
+    for trial in exp.trials:
+        assert trial.status(spec["max_steps"]) == "finished"
+        steps = [r["step"] for r in trial.results]
+        assert steps == [0, 20, 40, 60, 80, 100, 120]
+        assert 1 <= len(trial.checkpoints) <= 3  # 3 evaluations with a checkpoint, keep-best 3
+        for ckpt in trial.checkpoints:
+            names = {p.name for p in ckpt.path.iterdir()}
+            assert {"model.safetensors", "config.json", "metrics.json", "samples.png", "training_state.pt"} <= names
+            assert ckpt.metrics["fid"] == pytest.approx(ckpt.metrics["fid"]) and ckpt.metrics["fid"] > 0
+    study = optuna.load_study(study_name="digits", storage=f"sqlite:///{path}/optuna.db")
+    assert len(study.trials) == 2
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    page = (path / "dashboard.html").read_text()
+    assert "data:image/png;base64," in page and "plotly" in page.lower()
+    assert list(path.glob("run_trial_*/events.out.tfevents.*"))  # TensorBoard can read the run
+
+
+def test_best_checkpoint_beats_an_untrained_generator(digits_sweep, cache_dir):
+    path, _ = digits_sweep
+    exp = load_experiment(path)
+    best_trial, best = exp.ranked_checkpoints()[0]
+    model = load_checkpoint(best.path, "cpu")
+    data = load_dataset("digits")
+    quality = SampleQuality(build_feature_network(*get_feature_network(data)), data.test_x, torch.device("cpu"))
+    trained = quality(model.sample(len(data.test_x), seed=3))["fid"]
+    torch.manual_seed(0)
+    untrained = {k: m.eval() for k, m in model.family.build(model.hp, data.shape).items()}
+    baseline = quality(model.family.generate(untrained, len(data.test_x), model.hp, 3))["fid"]
+    assert trained < 0.7 * baseline, (trained, baseline)
+    # the loop measured the untrained model too: its first report (step 0)
+    assert best_trial.results[0]["step"] == 0 and best_trial.results[0]["fid"] > best.metrics["fid"]
+
+
+def test_best_exports_and_infer_samples_a_grid(digits_sweep, tmp_path):
+    path, _ = digits_sweep
+    proc = run_cli("orchestrator.best", str(path), "--top", "2", "--dst", str(tmp_path / "best"))
+    assert proc.returncode == 0, proc.stderr
+    exported = sorted((tmp_path / "best").glob("rank*"))
+    assert [p.name.split("-")[0] for p in exported] == ["rank1", "rank2"]
+    summary = json.loads((tmp_path / "best" / "best.json").read_text())
+    fids = [c["fid"] for c in summary["checkpoints"]]
+    assert fids == sorted(fids)
+    out = tmp_path / "grid.png"
+    proc = run_cli("orchestrator.infer", str(exported[0]), "sample", "--n", "16", "--out", str(out), "--seed", "5")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out) as image:
+        assert image.size == (4 * 18 + 2, 4 * 18 + 2)  # 4x4 grid of 16px digits, 2px padding
+
+
+def test_resume_of_a_finished_sweep_reruns_nothing(digits_sweep, ray_address):
+    path, _ = digits_sweep
+    before = {p: p.stat().st_size for p in path.glob("run_trial_*/result.json")}
+    checkpoints = sorted(p.name for p in path.glob("checkpoints/*/checkpoint_*"))
+    proc = run_cli("orchestrator.sweep", "dcgan", "--resume", "--name", "digits", "--storage", str(path.parent),
+                   "--address", ray_address, "--no-dashboard")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {p: p.stat().st_size for p in path.glob("run_trial_*/result.json")} == before
+    assert sorted(p.name for p in path.glob("checkpoints/*/checkpoint_*")) == checkpoints
+    wrong_family = run_cli("orchestrator.sweep", "vae", "--resume", "--name", "digits", "--storage", str(path.parent))
+    assert_one_line_error(wrong_family, "is a dcgan sweep, not vae")
+
+
+def test_fashion_mnist_subset_with_two_ddp_workers(ray_address, tmp_path):
+    """One trial on real Fashion-MNIST images, trained by two DDP workers of one TorchTrainer."""
+    proc = run_cli("orchestrator.sweep", "dcgan", "--subset", "2000", "--trials", "1", "--max-steps", "20",
+                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "500", "--workers-per-trial", "2",
+                   "--storage", str(tmp_path), "--name", "fmnist", "--address", ray_address, "--no-dashboard")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = load_experiment(tmp_path / "fmnist")
+    (trial,) = exp.trials
+    assert [r["step"] for r in trial.results] == [0, 10, 20]
+    (ckpt,) = trial.checkpoints
+    config = json.loads((ckpt.path / "config.json").read_text())
+    assert config["shape"] == [1, 28, 28] and config["dataset"] == "fashion_mnist"
+    assert ckpt.metrics["fid"] < trial.results[0]["fid"]
+    assert load_checkpoint(ckpt.path).sample(4).shape == (4, 1, 28, 28)

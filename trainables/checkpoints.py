@@ -1,0 +1,130 @@
+"""Checkpoint directories: tensors and plain JSON only, loaded without unpickling arbitrary objects.
+
+    model.safetensors     every module's state_dict, keys prefixed by the module's name
+    training_state.pt     optimizer state_dicts + step (torch.save, read with weights_only=True)
+    config.json           model family, hyperparameters, dataset, image shape, trial, step, code version
+    metrics.json          the metrics reported with this checkpoint
+    samples.png           a grid of generated images (fixed seed)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchvision.utils import save_image
+
+from trainables.family import ModelFamily, UnknownFamily, get_family
+
+CODE_VERSION = "0.1.0"
+WEIGHTS, STATE, CONFIG, METRICS, SAMPLES = (
+    "model.safetensors", "training_state.pt", "config.json", "metrics.json", "samples.png")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that is missing files, damaged, or not one of ours."""
+
+
+def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None) -> None:
+    """Images in [-1, 1] -> one PNG grid."""
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(len(images)))))
+    save_image(images.detach().float().cpu(), str(path), nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
+
+
+def save_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizers: dict, step: int,
+                    config: dict, metrics: dict, samples: torch.Tensor) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {f"{name}.{key}": value.detach().cpu().contiguous()
+               for name, module in modules.items() for key, value in module.state_dict().items()}
+    save_file(weights, str(folder / WEIGHTS))
+    torch.save({"step": step, "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}, folder / STATE)
+    (folder / CONFIG).write_text(json.dumps({**config, "step": step, "code_version": CODE_VERSION}, indent=1))
+    (folder / METRICS).write_text(json.dumps(metrics, indent=1))
+    save_grid(samples, folder / SAMPLES)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.parent} is not a checkpoint: {path.name} is missing") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not readable JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return value
+
+
+def load_weights(folder: Path, modules: dict[str, nn.Module]) -> None:
+    path = folder / WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a checkpoint: {WEIGHTS} is missing")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is damaged ({e})") from None
+    for name, module in modules.items():
+        prefix = f"{name}."
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"{path} does not fit its config.json ({first})") from None
+
+
+def load_training_state(folder: Path, modules: dict[str, nn.Module], optimizers: dict) -> int:
+    """Restore weights and optimizer state for resuming; returns the step to continue from."""
+    load_weights(folder, modules)
+    state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    return int(state["step"])
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's modules, ready for inference (eval mode, on `device`)."""
+    family: ModelFamily
+    config: dict
+    modules: dict[str, nn.Module]
+    device: torch.device
+
+    @property
+    def hp(self) -> dict:
+        return self.config["hp"]
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """`n` generated images in [-1, 1] (on the CPU)."""
+        return self.family.generate(self.modules, n, self.hp, seed).float().cpu()
+
+
+def load_checkpoint(folder: str | Path, device: str | torch.device | None = None) -> LoadedModel:
+    """Load a checkpoint directory for inference. Reads JSON and safetensors only; never unpickles.
+
+    >>> model = load_checkpoint("experiments/dcgan-.../best/rank1_...")
+    >>> images = model.sample(64, seed=0)   # (64, C, H, W) in [-1, 1]
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint directory {folder} does not exist")
+    config = read_json(folder / CONFIG)
+    for key in ("model", "hp", "shape"):
+        if key not in config:
+            raise CheckpointError(f"{folder / CONFIG} lacks {key!r}: not a checkpoint of this project")
+    try:
+        family = get_family(config["model"])
+    except UnknownFamily as e:
+        raise CheckpointError(f"{folder}: {e.args[0]}") from None
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    modules = family.build({**family.defaults, **config["hp"]}, tuple(config["shape"]))
+    load_weights(folder, modules)
+    for module in modules.values():
+        module.to(device).eval()
+    return LoadedModel(family, config, modules, device)

@@ -1,0 +1,186 @@
+"""Dataset registry.
+
+Every dataset loads to uint8 arrays of shape (N, C, H, W) plus int64 labels. The sweep loads a
+dataset once, puts it in Ray's object store, and every trial reads it from there (zero-copy on
+the same node), so images are decoded once per sweep, not once per trial.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A dataset that can't be found or read; the message says how to get it."""
+
+
+@dataclass
+class ImageData:
+    name: str
+    train_x: np.ndarray  # uint8 (N, C, H, W)
+    train_y: np.ndarray  # int64 (N,)
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: list[str]
+    source: str  # where the images were read from
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+    def subset(self, n_train: int | None) -> "ImageData":
+        if not n_train or n_train >= len(self.train_x):
+            return self
+        return ImageData(self.name, self.train_x[:n_train], self.train_y[:n_train], self.test_x,
+                         self.test_y, self.classes, f"{self.source} (first {n_train} training images)")
+
+
+Loader = Callable[[Path | None], ImageData]
+DATASETS: dict[str, Loader] = {}
+DATASET_HELP: dict[str, str] = {}
+
+
+def register_dataset(name: str, help: str):
+    def wrap(fn: Loader) -> Loader:
+        DATASETS[name] = fn
+        DATASET_HELP[name] = help
+        return fn
+    return wrap
+
+
+def load_dataset(name: str, root: str | Path | None = None, subset: int | None = None) -> ImageData:
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    root = Path(root).expanduser() if root else None
+    if root is not None and not root.is_dir():
+        raise DatasetError(f"--data-root {root} is not a directory")
+    return DATASETS[name](root).subset(subset)
+
+
+def cache_dir() -> Path:
+    """Where downloads and trained feature networks are kept (ORCHESTRATOR_CACHE overrides)."""
+    return Path(os.environ.get("ORCHESTRATOR_CACHE", Path.home() / ".cache" / "gen-orchestrator"))
+
+
+# --- MNIST-format datasets (idx files) -------------------------------------------------------
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (MNIST's format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+        ndim = raw[3]
+        dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (OSError, ValueError, IndexError, EOFError) as e:
+        raise DatasetError(f"{path} is not a readable idx file ({e})") from None
+
+
+IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+def find_idx_files(folder: Path) -> dict[str, Path] | None:
+    """The four idx files in `folder` (or torchvision's `raw/` below it), gzipped or not."""
+    for base in (folder, folder / "raw"):
+        found = {}
+        for key, stem in IDX_FILES.items():
+            for candidate in (base / stem, base / f"{stem}.gz"):
+                if candidate.is_file():
+                    found[key] = candidate
+                    break
+        if len(found) == len(IDX_FILES):
+            return found
+    return None
+
+
+def load_idx_dataset(name: str, files: dict[str, Path], classes: list[str]) -> ImageData:
+    arrays = {key: read_idx(path) for key, path in files.items()}
+    for key in ("train_x", "test_x"):
+        if arrays[key].ndim != 3:
+            raise DatasetError(f"{files[key]} holds shape {arrays[key].shape}, expected (N, H, W) images")
+    if len(arrays["train_x"]) != len(arrays["train_y"]) or len(arrays["test_x"]) != len(arrays["test_y"]):
+        raise DatasetError(f"{name}: image and label files in {files['train_x'].parent} differ in length")
+    return ImageData(
+        name=name,
+        train_x=arrays["train_x"][:, None].copy(),
+        train_y=arrays["train_y"].astype(np.int64),
+        test_x=arrays["test_x"][:, None].copy(),
+        test_y=arrays["test_y"].astype(np.int64),
+        classes=classes,
+        source=str(files["train_x"].parent),
+    )
+
+
+def idx_dataset(name: str, torchvision_cls: str, system_dirs: list[str], classes: list[str],
+                how_to_get: str) -> Loader:
+    """A loader for an MNIST-format dataset: --data-root, then system folders, then torchvision."""
+
+    def load(root: Path | None) -> ImageData:
+        if root is not None:
+            for folder in (root, root / torchvision_cls):
+                files = find_idx_files(folder)
+                if files:
+                    return load_idx_dataset(name, files, classes)
+            raise DatasetError(f"no {name} idx files (train-images-idx3-ubyte[.gz] ...) in {root}")
+        for folder in system_dirs + [str(cache_dir() / "data" / torchvision_cls)]:
+            files = find_idx_files(Path(folder))
+            if files:
+                return load_idx_dataset(name, files, classes)
+        return download(name, torchvision_cls, classes, how_to_get)
+
+    return load
+
+
+def download(name: str, torchvision_cls: str, classes: list[str], how_to_get: str) -> ImageData:
+    """torchvision's own download, for users who are online."""
+    import torchvision.datasets
+
+    root = cache_dir() / "data"
+    try:
+        for train in (True, False):
+            getattr(torchvision.datasets, torchvision_cls)(str(root), train=train, download=True)
+    except Exception as e:  # network errors come in many types
+        raise DatasetError(f"{name} is not on this machine and could not be downloaded "
+                           f"({type(e).__name__}); {how_to_get}") from None
+    return load_idx_dataset(name, find_idx_files(root / torchvision_cls), classes)
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+
+register_dataset("fashion_mnist", "Fashion-MNIST, 28x28 grey, 60k+10k, 10 classes")(idx_dataset(
+    "fashion_mnist", "FashionMNIST", ["/usr/share/datasets/fashion-mnist"], FASHION_CLASSES,
+    "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) "
+    "or pass --data-root DIR holding train-images-idx3-ubyte.gz and the other three idx files"))
+
+register_dataset("mnist", "MNIST digits, 28x28 grey, 60k+10k (torchvision download or --data-root)")(idx_dataset(
+    "mnist", "MNIST", [], [str(i) for i in range(10)],
+    "pass --data-root DIR holding MNIST's four idx files, or run once with internet access"))
+
+
+@register_dataset("digits", "scikit-learn's 8x8 digits upscaled to 16x16, 1437+360; always available, tiny")
+def load_digits(root: Path | None) -> ImageData:
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]
+    images = F.interpolate(images, size=(16, 16), mode="bilinear", align_corners=False)
+    x = (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    y = bunch.target.astype(np.int64)
+    split = 1437  # scikit-learn's data is ordered by writer: the last 360 images are held out
+    return ImageData("digits", x[:split], y[:split], x[split:], y[split:],
+                     [str(i) for i in range(10)], "sklearn.datasets.load_digits")

@@ -1,0 +1,162 @@
+"""The feature network behind FID/KID, and the sample-quality evaluator trials use.
+
+Inception weights can't be downloaded everywhere (and Inception features say little about 28x28
+grey images), so by default FID/KID use the penultimate layer of a small CNN classifier that the
+project trains once per dataset, caches on disk, and shares with trials through Ray's object
+store (as Ray's own pbt_dcgan_mnist example scores samples with an MNIST classifier). Scores
+from it are labelled `classifier-<dataset>` and are not comparable with Inception FID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from trainables.datasets import ImageData, cache_dir
+
+FEATURE_DIM = 64
+FEATURE_VERSION = 2  # bump when the architecture or training recipe changes
+
+
+def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the range every generator outputs."""
+    return images_uint8.float().div(127.5).sub(1.0)
+
+
+class FeatureClassifier(nn.Module):
+    """Small CNN classifier; `features` (its penultimate layer) is the space FID/KID measure in."""
+
+    def __init__(self, channels: int, num_classes: int, feature_dim: int = FEATURE_DIM):
+        super().__init__()
+        self.num_features = feature_dim  # read by torchmetrics
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 16, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(64 * 16, feature_dim), nn.ReLU(),
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class FeatureExtractor(nn.Module):
+    """What torchmetrics calls: float images in [-1, 1] -> (N, feature_dim) float features."""
+
+    def __init__(self, classifier: FeatureClassifier):
+        super().__init__()
+        self.classifier = classifier.eval()
+        self.num_features = classifier.num_features
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(x.float())
+
+
+def fingerprint(data: ImageData) -> str:
+    h = hashlib.sha256()
+    h.update(repr((data.name, data.train_x.shape, data.test_x.shape, FEATURE_VERSION)).encode())
+    h.update(data.train_x[:: max(1, len(data.train_x) // 256)].tobytes())
+    return h.hexdigest()[:16]
+
+
+def train_classifier(data: ImageData, epochs: int = 2, batch: int = 128, seed: int = 0) -> tuple[FeatureClassifier, float]:
+    torch.manual_seed(seed)
+    model = FeatureClassifier(data.shape[0], len(data.classes))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    rng = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=rng).split(batch):
+            loss = F.cross_entropy(model(to_float(x[idx])), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        tx, ty = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
+        correct = sum((model(to_float(tx[i:i + 1000])).argmax(1) == ty[i:i + 1000]).sum().item()
+                      for i in range(0, len(tx), 1000))
+    return model, correct / len(tx)
+
+
+def get_feature_network(data: ImageData, log=print) -> tuple[dict[str, np.ndarray], dict]:
+    """The dataset's feature classifier (trained now or read from the cache) as numpy weights + metadata."""
+    key = f"{data.name}-{fingerprint(data)}"
+    folder = cache_dir() / "features"
+    weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
+    if weights.is_file() and meta_path.is_file():
+        try:
+            return {k: v.numpy() for k, v in load_file(weights).items()}, json.loads(meta_path.read_text())
+        except Exception:  # a damaged cache entry is retrained, not trusted
+            pass
+    log(f"training the {data.name} feature network for FID/KID (once; cached in {folder}) ...")
+    start = time.time()
+    model, accuracy = train_classifier(data)
+    meta = {"name": f"classifier-{data.name}", "feature_dim": FEATURE_DIM, "test_accuracy": round(accuracy, 4),
+            "train_seconds": round(time.time() - start, 1), "channels": data.shape[0],
+            "num_classes": len(data.classes), "version": FEATURE_VERSION, "key": key}
+    log(f"feature network: test accuracy {accuracy:.3f} in {meta['train_seconds']} s")
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(weights))
+    meta_path.write_text(json.dumps(meta, indent=1))
+    return {k: v.numpy() for k, v in state.items()}, meta
+
+
+def build_feature_network(state: dict[str, np.ndarray], meta: dict) -> FeatureClassifier:
+    model = FeatureClassifier(meta["channels"], meta["num_classes"], meta["feature_dim"])
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    return model.eval()
+
+
+class SampleQuality:
+    """FID and KID of generated images against a fixed set of held-out real images.
+
+    Real features are computed once; each call only embeds the new fake images.
+    """
+
+    def __init__(self, classifier: FeatureClassifier, real_uint8: np.ndarray, device: torch.device,
+                 batch: int = 500):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+        self.n = len(real_uint8)
+        self.batch = batch
+        self.device = device
+        extractor = FeatureExtractor(classifier).to(device)
+        self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False).to(device)
+        self.kid = KernelInceptionDistance(feature=extractor, reset_real_features=False,
+                                           subset_size=min(100, self.n // 2), subsets=50).to(device)
+        real = torch.tensor(real_uint8)  # a copy: object-store arrays are read-only
+        for i in range(0, self.n, batch):
+            chunk = to_float(real[i:i + batch]).to(device)
+            self.fid.update(chunk, real=True)
+            self.kid.update(chunk, real=True)
+
+    @torch.no_grad()
+    def __call__(self, fake: torch.Tensor) -> dict[str, float]:
+        """`fake`: float images in [-1, 1], as many as there are real images."""
+        self.fid.reset()
+        self.kid.reset()
+        for chunk in fake.split(self.batch):
+            chunk = chunk.float().clamp(-1, 1).to(self.device)
+            self.fid.update(chunk, real=False)
+            self.kid.update(chunk, real=False)
+        kid_mean, kid_std = self.kid.compute()
+        return {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
