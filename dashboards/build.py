@@ -14,6 +14,7 @@ from pathlib import Path
 
 from orchestrator.cli import Parser, run
 from orchestrator.experiment import Experiment, leaderboard, load_experiment
+from trainables.features import INCEPTION
 
 
 def _image_tag(path: Path, caption: str) -> str:
@@ -73,15 +74,20 @@ def experiment_section(exp: Experiment) -> tuple[str, list]:
                                f"{ckpt.metrics[exp.objective]:.4g}")
                     for i, (trial, ckpt) in enumerate(ranked[:4]))
     best_cmd = f"python -m orchestrator.best {exp.path}"
+    if feature.get("name") == INCEPTION:
+        features = (f"<p>FID/KID use Inception-v3 pool features (2048-d), on {spec['eval_samples']} generated vs "
+                    f"held-out real images.</p>")
+    else:
+        features = (f"<p>FID/KID are measured in the feature space of <code>{html.escape(str(feature.get('name')))}</code> "
+                    f"(the {feature.get('feature_dim')}-d penultimate layer of a small classifier trained on the dataset, "
+                    f"test accuracy {feature.get('test_accuracy')}), on {spec['eval_samples']} generated vs held-out "
+                    f"real images. They are not comparable with Inception FID.</p>")
     header = f"""
 <h1>{html.escape(spec['name'])}</h1>
 <p><b>{html.escape(spec['model'])}</b> on <b>{html.escape(spec['dataset'])}</b>
  ({len(exp.trials)} of {spec['trials']} trials, up to {spec['max_steps']} steps each, scheduler {spec['scheduler']},
  seed {spec['seed']}). Objective: <b>{exp.objective}</b> ({exp.mode}).</p>
-<p>FID/KID are measured in the feature space of <code>{html.escape(str(feature.get('name')))}</code>
- (a {feature.get('feature_dim')}-d penultimate layer of a small classifier trained on the dataset,
- test accuracy {feature.get('test_accuracy')}), on {spec['eval_samples']} generated vs held-out real images.
- They are not comparable with Inception FID.</p>
+{features}
 <p>Export the best checkpoint: <code>{html.escape(best_cmd)}</code> &middot; resume:
  <code>python -m orchestrator.sweep {html.escape(spec['model'])} --name {html.escape(spec['name'])}
  --storage {html.escape(str(exp.path.parent))} --resume</code></p>

@@ -18,7 +18,10 @@ from pathlib import Path
 from orchestrator.cli import Parser, UsageError, run
 from orchestrator.experiment import SPEC_FILE, leaderboard, load_experiment
 
-QUICK = {"trials": 8, "max_steps": 300, "eval_every": 100, "log_every": 20, "eval_samples": 1000}
+QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000}
+# The Tune function that fits a trial's TorchTrainer mostly waits; it asks for a sliver of CPU
+# (Tune refuses 0). So that N one-CPU trials fit N cores, a local Ray gets one extra logical CPU.
+TRIAL_DRIVER_CPU = 0.01
 DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000}
 
 
@@ -69,6 +72,9 @@ def build_parser() -> Parser:
     search.add_argument("--space", help="search-space TOML file (default: search_spaces/MODEL.toml)")
     search.add_argument("--scheduler", choices=["asha", "fifo"], default="asha",
                         help="asha: stop poor trials early (default); fifo: run every trial to --max-steps")
+    search.add_argument("--fid-features", choices=["classifier", "inception"], default="classifier",
+                        help="feature network of FID/KID: a small classifier trained once on the dataset (default, "
+                             "offline) or Inception-v3 (needs torch-fidelity and its weights: internet or $TORCH_HOME)")
     search.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler and of training (default 0)")
     where = p.add_argument_group("where results go")
     where.add_argument("--storage", default="experiments",
@@ -126,7 +132,7 @@ def make_spec(args: argparse.Namespace) -> dict:
     spec.update(
         model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
         subset=args.subset, space_toml=space_file.read_text(), space_file=str(space_file),
-        scheduler=args.scheduler, seed=args.seed, objective=family.objective, mode=family.mode,
+        scheduler=args.scheduler, seed=args.seed, fid_features=args.fid_features, objective=family.objective, mode=family.mode,
         keep_checkpoints=args.keep_checkpoints)
     return spec
 
@@ -176,22 +182,31 @@ def init_ray(address: str | None) -> str | None:
         if address or os.environ.get("RAY_ADDRESS"):
             context = ray.init(address=address, logging_level="WARNING")
         else:
-            context = ray.init(logging_level="WARNING", include_dashboard=True, dashboard_host="127.0.0.1")
+            # one logical CPU more than the cores, for the trial drivers (see TRIAL_DRIVER_CPU)
+            context = ray.init(num_cpus=(os.cpu_count() or 1) + 1, logging_level="WARNING",
+                               include_dashboard=True, dashboard_host="127.0.0.1")
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"cannot reach Ray at {address or os.environ.get('RAY_ADDRESS')}: {first}") from None
     return context.dashboard_url
 
 
-def default_concurrency(args: argparse.Namespace) -> int:
+def default_concurrency(args: argparse.Namespace, local: bool) -> int:
+    """How many trials the cluster fits at once; a trial that can never fit a local Ray is bad input."""
     import ray
 
     resources = ray.cluster_resources()
-    if args.gpus_per_worker > 0:
-        fit = resources.get("GPU", 0) / (args.gpus_per_worker * args.workers_per_trial)
-    else:
-        fit = resources.get("CPU", 1) / (max(args.cpus_per_worker, 0.01) * args.workers_per_trial)
-    return max(1, int(fit + 1e-9))
+    kind, per_worker = ("GPU", args.gpus_per_worker) if args.gpus_per_worker > 0 else ("CPU", args.cpus_per_worker)
+    need, have = max(per_worker, 0.01) * args.workers_per_trial, resources.get(kind, 0)
+    if kind == "CPU":
+        need += TRIAL_DRIVER_CPU
+    if need > have:
+        message = (f"a trial needs {need:g} {kind} ({args.workers_per_trial} workers x {per_worker:g}) "
+                   f"but the cluster has {have:g}")
+        if local:
+            raise UsageError(message + "; lower --workers-per-trial or --cpus-per-worker")
+        print(f"[sweep] warning: {message}; trials wait until the autoscaler adds nodes", flush=True)
+    return max(1, int(have / need))
 
 
 def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, resume: bool):
@@ -219,7 +234,7 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
                                   "feature_network": spec["feature_network"]["name"], "experiment": spec["name"]},
         },
     }
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), {"cpu": 0.01})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), {"cpu": TRIAL_DRIVER_CPU})
     if resume:
         return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
 
@@ -273,12 +288,18 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{exp_path} already exists; pass --resume to continue it or choose another --name")
 
     from trainables.datasets import load_dataset
-    from trainables.features import get_feature_network
+    from trainables.features import get_feature_network, inception_network
 
     data = load_dataset(spec["dataset"], spec["data_root"], spec["subset"])
     log(f"dataset {data.name}: {len(data.train_x)} training / {len(data.test_x)} held-out images "
         f"of shape {data.shape} from {data.source}")
-    feature_state, spec["feature_network"] = get_feature_network(data, log=log)
+    if spec.get("fid_features") == "inception":
+        try:
+            feature_state, spec["feature_network"] = inception_network()
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    else:
+        feature_state, spec["feature_network"] = get_feature_network(data, log=log)
     spec["dataset_info"] = {"name": data.name, "shape": list(data.shape), "classes": data.classes,
                             "source": data.source}
     spec["resources"] = {"workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
@@ -295,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # decoded once per sweep; trials read them from the object store (zero-copy on each node)
     refs = {"data_ref": ray.put(data), "feature_ref": ray.put((feature_state, spec["feature_network"]))}
-    spec["max_concurrent"] = args.max_concurrent or default_concurrency(args)
+    spec["max_concurrent"] = args.max_concurrent or default_concurrency(
+        args, local=not (args.address or os.environ.get("RAY_ADDRESS")))
     log(f"experiment {exp_path}: {spec['trials']} trials of up to {spec['max_steps']} steps, "
         f"{spec['max_concurrent']} at a time, scheduler {spec['scheduler']}")
     log(f"Ray dashboard: {'http://' + dashboard_url if dashboard_url else 'not running'}")

@@ -24,7 +24,8 @@ def cache_dir(tmp_path_factory) -> Path:
 def ray_address(cache_dir):
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    # 2 cores + 1 logical CPU for the idle trial drivers, as orchestrator.sweep starts a local Ray
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "include_dashboard": False})
     yield cluster.address
     cluster.shutdown()
 

@@ -43,6 +43,12 @@ def test_invalid_search_space_file(tmp_path):
     assert_one_line_error(run_cli("orchestrator.sweep", "dcgan", "--space", str(space)), "empty range")
 
 
+def test_inception_features_without_torch_fidelity_say_how_to_get_them(tmp_path):
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--fid-features", "inception",
+                   "--storage", str(tmp_path))
+    assert_one_line_error(proc, "needs torch-fidelity")
+
+
 def test_resume_of_an_experiment_that_does_not_exist(tmp_path):
     proc = run_cli("orchestrator.sweep", "dcgan", "--resume", "--name", "nothing-here", "--storage", str(tmp_path))
     assert_one_line_error(proc, "nothing to resume")

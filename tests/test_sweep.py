@@ -101,7 +101,7 @@ def test_resume_of_a_finished_sweep_reruns_nothing(digits_sweep, ray_address):
 def test_fashion_mnist_subset_with_two_ddp_workers(ray_address, tmp_path):
     """One trial on real Fashion-MNIST images, trained by two DDP workers of one TorchTrainer."""
     proc = run_cli("orchestrator.sweep", "dcgan", "--subset", "2000", "--trials", "1", "--max-steps", "20",
-                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "500", "--workers-per-trial", "2",
+                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "500", "--workers-per-trial", "2", "--cpus-per-worker", "0.5",
                    "--storage", str(tmp_path), "--name", "fmnist", "--address", ray_address, "--no-dashboard")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = load_experiment(tmp_path / "fmnist")

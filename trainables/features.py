@@ -124,13 +124,33 @@ def build_feature_network(state: dict[str, np.ndarray], meta: dict) -> FeatureCl
     return model.eval()
 
 
+INCEPTION = "inception-v3"
+
+
+def inception_network() -> tuple[dict, dict]:
+    """Inception-v3 features (2048-d), as published FIDs use. torch-fidelity downloads its weights
+    on first use (or finds them in $TORCH_HOME), so this needs the `inception` extra and either
+    internet access or weights placed there."""
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        raise ValueError("--fid-features inception needs torch-fidelity: pip install 'gen-orchestrator[inception]'") from None
+    return {}, {"name": INCEPTION, "feature_dim": 2048, "test_accuracy": None}
+
+
+def to_inception_input(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images with 1 or 3 channels -> [0, 1] RGB, what torchmetrics' Inception expects."""
+    images = (images.float() + 1) / 2
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
 class SampleQuality:
     """FID and KID of generated images against a fixed set of held-out real images.
 
     Real features are computed once; each call only embeds the new fake images.
     """
 
-    def __init__(self, classifier: FeatureClassifier, real_uint8: np.ndarray, device: torch.device,
+    def __init__(self, classifier: FeatureClassifier | None, real_uint8: np.ndarray, device: torch.device,
                  batch: int = 500):
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
@@ -139,15 +159,24 @@ class SampleQuality:
         self.n = len(real_uint8)
         self.batch = batch
         self.device = device
-        extractor = FeatureExtractor(classifier).to(device)
-        self.fid = FrechetInceptionDistance(feature=extractor, reset_real_features=False).to(device)
-        self.kid = KernelInceptionDistance(feature=extractor, reset_real_features=False,
-                                           subset_size=min(100, self.n // 2), subsets=50).to(device)
+        if classifier is None:  # Inception-v3 from torch-fidelity
+            feature, self.prepare, normalize = 2048, to_inception_input, True
+        else:
+            feature, self.prepare, normalize = FeatureExtractor(classifier).to(device), (lambda x: x), False
+        # only rank 0 evaluates: no syncing with the other DDP workers, who never call compute()
+        common = {"feature": feature, "reset_real_features": False, "normalize": normalize, "sync_on_compute": False}
+        self.fid = FrechetInceptionDistance(**common).to(device)
+        self.kid = KernelInceptionDistance(**common, subset_size=min(100, self.n // 2), subsets=50).to(device)
         real = torch.tensor(real_uint8)  # a copy: object-store arrays are read-only
         for i in range(0, self.n, batch):
-            chunk = to_float(real[i:i + batch]).to(device)
+            chunk = self.prepare(to_float(real[i:i + batch]).to(device))
             self.fid.update(chunk, real=True)
             self.kid.update(chunk, real=True)
+
+    @classmethod
+    def for_network(cls, state: dict, meta: dict, real_uint8: np.ndarray, device: torch.device) -> "SampleQuality":
+        classifier = None if meta["name"] == INCEPTION else build_feature_network(state, meta).to(device)
+        return cls(classifier, real_uint8, device)
 
     @torch.no_grad()
     def __call__(self, fake: torch.Tensor) -> dict[str, float]:
@@ -155,7 +184,7 @@ class SampleQuality:
         self.fid.reset()
         self.kid.reset()
         for chunk in fake.split(self.batch):
-            chunk = chunk.float().clamp(-1, 1).to(self.device)
+            chunk = self.prepare(chunk.float().clamp(-1, 1).to(self.device))
             self.fid.update(chunk, real=False)
             self.kid.update(chunk, real=False)
         kid_mean, kid_std = self.kid.compute()

@@ -26,7 +26,7 @@ import torch
 
 from trainables.checkpoints import METRICS, load_training_state, read_json, save_checkpoint
 from trainables.family import get_family
-from trainables.features import SampleQuality, build_feature_network, to_float
+from trainables.features import SampleQuality, to_float
 
 GRID_IMAGES = 64  # images in each checkpoint's samples.png
 EVAL_SEED = 1234  # the same latent draws at every evaluation, so scores over steps are comparable
@@ -79,8 +79,7 @@ def train_worker(config: dict) -> None:
     if rank == 0:
         feature_state, feature_meta = ray.get(config["feature_ref"])
         n_eval = min(config["eval_samples"], len(data.test_x))
-        quality = SampleQuality(build_feature_network(feature_state, feature_meta).to(device),
-                                data.test_x[:n_eval], device)
+        quality = SampleQuality.for_network(feature_state, feature_meta, data.test_x[:n_eval], device)
 
     per_worker = max(1, hp["batch_size"] // world)
     batches = _batches(len(data.train_x), per_worker, rank, world, config["seed"], step)
