@@ -6,18 +6,11 @@ import argparse
 import sys
 from typing import Callable, NoReturn
 
+from trainables.errors import BadInput
 
-class UsageError(ValueError):
+
+class UsageError(BadInput):
     """Bad input from the user: printed as one line, exit code 2."""
-
-
-def bad_input_types() -> tuple[type[Exception], ...]:
-    from search_spaces import SpaceError
-    from trainables.checkpoints import CheckpointError
-    from trainables.datasets import DatasetError
-    from trainables.family import UnknownFamily
-
-    return UsageError, SpaceError, CheckpointError, DatasetError, UnknownFamily
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,7 +28,7 @@ def fail(message: str) -> NoReturn:
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> NoReturn:
     try:
         code = main(argv)
-    except bad_input_types() as e:
+    except BadInput as e:
         fail(e.args[0] if e.args else str(e))
     except KeyboardInterrupt:
         fail("interrupted; what was written so far is kept")

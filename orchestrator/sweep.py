@@ -294,10 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"dataset {data.name}: {len(data.train_x)} training / {len(data.test_x)} held-out images "
         f"of shape {data.shape} from {data.source}")
     if spec.get("fid_features") == "inception":
-        try:
-            feature_state, spec["feature_network"] = inception_network()
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        feature_state, spec["feature_network"] = inception_network()
     else:
         feature_state, spec["feature_network"] = get_feature_network(data, log=log)
     spec["dataset_info"] = {"name": data.name, "shape": list(data.shape), "classes": data.classes,

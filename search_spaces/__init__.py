@@ -24,10 +24,12 @@ from pathlib import Path
 
 from ray import tune
 
+from trainables.errors import BadInput
+
 HERE = Path(__file__).parent
 
 
-class SpaceError(ValueError):
+class SpaceError(BadInput):
     """A search-space file that can't be used; the message names the file and the key."""
 
 

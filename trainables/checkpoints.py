@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.utils import save_image
 
+from trainables.errors import BadInput
 from trainables.family import ModelFamily, UnknownFamily, get_family
 
 CODE_VERSION = "0.1.0"
@@ -27,7 +28,7 @@ WEIGHTS, STATE, CONFIG, METRICS, SAMPLES = (
     "model.safetensors", "training_state.pt", "config.json", "metrics.json", "samples.png")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadInput):
     """A checkpoint directory that is missing files, damaged, or not one of ours."""
 
 

@@ -15,8 +15,10 @@ from typing import Callable
 
 import numpy as np
 
+from trainables.errors import BadInput
 
-class DatasetError(ValueError):
+
+class DatasetError(BadInput):
     """A dataset that can't be found or read; the message says how to get it."""
 
 

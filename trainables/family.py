@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainables.errors import BadInput
+
 FAMILIES: dict[str, "ModelFamily"] = {}
 
 
@@ -19,7 +21,7 @@ def register_family(cls: type["ModelFamily"]) -> type["ModelFamily"]:
     return cls
 
 
-class UnknownFamily(KeyError):
+class UnknownFamily(BadInput):
     pass
 
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from trainables.datasets import ImageData, cache_dir
+from trainables.errors import BadInput
 
 FEATURE_DIM = 64
 FEATURE_VERSION = 2  # bump when the architecture or training recipe changes
@@ -134,7 +135,7 @@ def inception_network() -> tuple[dict, dict]:
     try:
         import torch_fidelity  # noqa: F401
     except ImportError:
-        raise ValueError("--fid-features inception needs torch-fidelity: pip install 'gen-orchestrator[inception]'") from None
+        raise BadInput("--fid-features inception needs torch-fidelity: pip install 'gen-orchestrator[inception]'") from None
     return {}, {"name": INCEPTION, "feature_dim": 2048, "test_accuracy": None}
 
 
