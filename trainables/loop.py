@@ -45,6 +45,7 @@ def _autocast(device: torch.device):
 def _batches(n: int, batch: int, rank: int, world: int, seed: int, start_step: int):
     """Endless batches of indices from this worker's shard, reshuffled every pass."""
     shard = np.arange(rank, n, world)
+    batch = min(batch, len(shard))  # a tiny --subset still yields batches
     rng = np.random.default_rng([seed, rank, start_step])
     while True:
         order = rng.permutation(shard)
