@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.cli import UsageError
 
 SPEC_FILE = "sweep.json"
+RESUME_BACKUP = "result-before-resume-"
 TRIAL_ID = re.compile(r"^run_trial_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})_")  # Tune's trial directory names
 
 
@@ -50,7 +53,8 @@ class Trial:
 
     @property
     def wall_seconds(self) -> float:
-        return float(self.results[-1].get("time_total_s", 0.0)) if self.results else 0.0
+        """Seconds between reports, summed over every run of the trial (resumes included)."""
+        return float(sum(r.get("time_this_iter_s", 0.0) for r in self.results))
 
 
 @dataclass
@@ -83,15 +87,27 @@ class Experiment:
         return sorted(pairs, key=lambda tc: self.score(tc[1].metrics))
 
 
-def read_results(path: Path) -> list[dict]:
-    rows = []
-    if path.is_file():
+def read_results(folder: Path) -> list[dict]:
+    """A trial's reports by step. Tune rewrites result.json when a resumed trial restarts, so
+    `--resume` keeps the earlier runs' files (result-before-resume-*.json); later runs win a step."""
+    by_step: dict[int, dict] = {}
+    for path in sorted(folder.glob(f"{RESUME_BACKUP}*.json")) + [folder / "result.json"]:
+        if not path.is_file():
+            continue
         for line in path.read_text().splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError:
                 break  # a line being written right now
-    return rows
+            by_step[int(row.get("step", len(by_step)))] = row
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def keep_results_before_resume(exp_path: str | Path) -> None:
+    """Copy each trial's result.json aside before Tune restarts unfinished trials and rewrites it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in Path(exp_path).glob("run_trial_*/result.json"):
+        shutil.copyfile(path, path.with_name(f"{RESUME_BACKUP}{stamp}.json"))
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -122,7 +138,7 @@ def load_experiment(path: str | Path) -> Experiment:
                 checkpoints.append(CheckpointInfo(metrics_file.parent, json.loads(metrics_file.read_text())))
             except ValueError:
                 continue
-        trials.append(Trial(trial_id, folder, params, read_results(folder / "result.json"), error,
+        trials.append(Trial(trial_id, folder, params, read_results(folder), error,
                             sorted(checkpoints, key=lambda c: c.step)))
     return Experiment(path, spec, trials)
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from orchestrator.cli import Parser, UsageError, run
-from orchestrator.experiment import SPEC_FILE, leaderboard, load_experiment
+from orchestrator.experiment import SPEC_FILE, keep_results_before_resume, leaderboard, load_experiment
 
 QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000}
 # The Tune function that fits a trial's TorchTrainer mostly waits; it asks for a sliver of CPU
@@ -236,6 +236,8 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
     }
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), {"cpu": TRIAL_DRIVER_CPU})
     if resume:
+        if "://" not in exp_path:
+            keep_results_before_resume(exp_path)
         return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
 
     metric = f"{family.objective}_best"

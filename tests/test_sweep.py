@@ -1,8 +1,10 @@
 """Real sweeps on a real local Ray cluster, tiny budgets."""
 
 import json
-import sqlite3
-from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
 
 import optuna
 import pytest
@@ -112,3 +114,41 @@ def test_fashion_mnist_subset_with_two_ddp_workers(ray_address, tmp_path):
     assert config["shape"] == [1, 28, 28] and config["dataset"] == "fashion_mnist"
     assert ckpt.metrics["fid"] < trial.results[0]["fid"]
     assert load_checkpoint(ckpt.path).sample(4).shape == (4, 1, 28, 28)
+
+
+def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tmp_path):
+    """Stop the driver once every trial has a checkpoint; --resume continues them, not from step 0."""
+    args = ["dcgan", "--dataset", "digits", "--trials", "2", "--max-steps", "300", "--eval-every", "50",
+            "--log-every", "25", "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "cut",
+            "--address", ray_address, "--no-dashboard"]
+    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = tmp_path / "cut"
+    deadline = time.time() + 300
+    def checkpointed_trials() -> int:
+        return sum(1 for folder in path.glob("checkpoints/*") if list(folder.glob("checkpoint_*/metrics.json")))
+
+    while time.time() < deadline and checkpointed_trials() < 2:
+        time.sleep(1)
+    driver.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops the trials
+    driver.wait(timeout=120)
+    before = {t.trial_id: t.last_step for t in load_experiment(path).trials}
+    assert len(before) == 2 and all(0 < step < 300 for step in before.values()), before
+    saved = {t.trial_id: {c.step for c in t.checkpoints} for t in load_experiment(path).trials}
+
+    proc = run_cli("orchestrator.sweep", "dcgan", "--resume", "--name", "cut", "--storage", str(tmp_path),
+                   "--address", ray_address, "--no-dashboard")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = load_experiment(path)
+    assert len(exp.trials) == 2
+    for trial in exp.trials:
+        steps = [r["step"] for r in trial.results]
+        assert steps[0] == 0 and steps[-1] == 300 and steps == sorted(set(steps))  # history kept
+        # Tune either appends to result.json or rewrites it when it restarts a trial
+        (backup,) = trial.path.glob("result-before-resume-*.json")
+        old, current = backup.read_text().splitlines(), (trial.path / "result.json").read_text().splitlines()
+        new = current[len(old):] if current[:len(old)] == old else current
+        resumed = json.loads(new[0])["step"]
+        assert resumed - 25 in saved[trial.trial_id], (trial.trial_id, resumed, saved)  # went on from a checkpoint
+    study = optuna.load_study(study_name="cut", storage=f"sqlite:///{path}/optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
