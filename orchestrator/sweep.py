@@ -170,13 +170,15 @@ def exists(location: str) -> bool:
         return False
 
 
-def init_ray(address: str | None) -> str | None:
-    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray; returns the dashboard URL."""
+def init_ray(address: str | None) -> tuple[str | None, bool]:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray.
+    Returns the dashboard URL and whether the Ray is a local one started here."""
     import ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    local = not (address or os.environ.get("RAY_ADDRESS"))
     try:
-        if address or os.environ.get("RAY_ADDRESS"):
+        if not local:
             context = ray.init(address=address, logging_level="WARNING")
         else:
             # one logical CPU more than the cores, for the trial drivers (see TRIAL_DRIVER_CPU)
@@ -185,7 +187,7 @@ def init_ray(address: str | None) -> str | None:
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"cannot reach Ray at {address or os.environ.get('RAY_ADDRESS')}: {first}") from None
-    return context.dashboard_url
+    return context.dashboard_url, local
 
 
 def default_concurrency(args: argparse.Namespace, local: bool) -> int:
@@ -287,15 +289,12 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{exp_path} already exists; pass --resume to continue it or choose another --name")
 
     from trainables.datasets import load_dataset
-    from trainables.features import get_feature_network, inception_network
+    from trainables.features import feature_network
 
     data = load_dataset(spec["dataset"], spec["data_root"], spec["subset"])
     log(f"dataset {data.name}: {len(data.train_x)} training / {len(data.test_x)} held-out images "
         f"of shape {data.shape} from {data.source}")
-    if spec.get("fid_features") == "inception":
-        feature_state, spec["feature_network"] = inception_network()
-    else:
-        feature_state, spec["feature_network"] = get_feature_network(data, log=log)
+    feature_state, spec["feature_network"] = feature_network(spec.get("fid_features", "classifier"), data, log=log)
     spec["dataset_info"] = {"name": data.name, "shape": list(data.shape), "classes": data.classes,
                             "source": data.source}
     spec["resources"] = {"workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
@@ -307,13 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             raise UsageError(f"cannot write to {exp_path}: {e}") from None
 
-    dashboard_url = init_ray(args.address)
+    dashboard_url, local = init_ray(args.address)
     import ray
 
     # decoded once per sweep; trials read them from the object store (zero-copy on each node)
     refs = {"data_ref": ray.put(data), "feature_ref": ray.put((feature_state, spec["feature_network"]))}
-    spec["max_concurrent"] = args.max_concurrent or default_concurrency(
-        args, local=not (args.address or os.environ.get("RAY_ADDRESS")))
+    spec["max_concurrent"] = args.max_concurrent or default_concurrency(args, local)
     log(f"experiment {exp_path}: {spec['trials']} trials of up to {spec['max_steps']} steps, "
         f"{spec['max_concurrent']} at a time, scheduler {spec['scheduler']}")
     log(f"Ray dashboard: {'http://' + dashboard_url if dashboard_url else 'not running'}")

@@ -139,6 +139,11 @@ def inception_network() -> tuple[dict, dict]:
     return {}, {"name": INCEPTION, "feature_dim": 2048, "test_accuracy": None}
 
 
+def feature_network(kind: str, data: ImageData, log=print) -> tuple[dict, dict]:
+    """The FID/KID feature network a sweep asked for: `classifier` (default) or `inception`."""
+    return inception_network() if kind == "inception" else get_feature_network(data, log=log)
+
+
 def to_inception_input(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] images with 1 or 3 channels -> [0, 1] RGB, what torchmetrics' Inception expects."""
     images = (images.float() + 1) / 2
