@@ -1,7 +1,18 @@
 """python -m orchestrator.infer CHECKPOINT_DIR MODE [options]: use a checkpoint.
 
-Modes (each family lists its own in `python -m orchestrator.sweep --list`):
-  sample   write a grid of N generated images
+Modes (a family supports those listed by `python -m orchestrator.sweep --list`):
+  sample       a grid of N generated images (--labels for conditional models)
+  interpolate  N rows walking the latent space between two points (random, or two --input images)
+  arithmetic   latent vector arithmetic on class means, e.g. --expr "Ankle boot - Sneaker + Sandal"
+               (first row: the same sum in pixel space; second row: in the latent space)
+  reconstruct  rows of input images and their reconstructions
+  translate    rows of input images (sketches, domain A) and their translations (--direction)
+  score        anomaly score of each input image -> CSV (higher = more anomalous)
+  roc          ROC curve and ROC-AUC on the held-out split: normal class vs all others -> HTML + JSON
+
+Input images come from --input (files or folders of PNG/JPEG) or, without it, from the held-out
+split of the dataset the checkpoint was trained on. Images must have the model's size and channels
+unless --resize is given.
 
 From Python:
     from orchestrator.infer import load_checkpoint
@@ -14,21 +25,212 @@ Loading reads JSON and safetensors only; it never unpickles anything from the ch
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+import torch
 
 from orchestrator.cli import Parser, UsageError, run
 from trainables.checkpoints import LoadedModel, load_checkpoint, save_grid
 
 __all__ = ["load_checkpoint", "LoadedModel"]
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
-def sample(model: LoadedModel, args: argparse.Namespace) -> Path:
+
+# --- inputs ------------------------------------------------------------------------------------
+
+def read_images(paths: list[str], shape: list[int], resize: bool) -> tuple[torch.Tensor, list[str]]:
+    """Image files (or folders of them) -> float (N, C, H, W) in [-1, 1] of the model's shape."""
+    from PIL import Image, UnidentifiedImageError
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UsageError(f"--input {p} does not exist")
+    if not files:
+        raise UsageError(f"no images in {' '.join(paths)}")
+    channels, height, width = shape
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img.load()
+        except (UnidentifiedImageError, OSError) as e:
+            raise UsageError(f"{f} is not a readable image ({type(e).__name__})") from None
+        got = 1 if img.mode in ("L", "1", "I", "I;16", "F") else 3
+        if (img.width, img.height) != (width, height) or got != channels:
+            if not resize:
+                raise UsageError(f"{f} is {img.width}x{img.height} with {got} channel(s); the model takes "
+                                 f"{width}x{height} with {channels} (pass --resize to convert)")
+            img = img.resize((width, height), Image.BICUBIC)
+        img = img.convert("L" if channels == 1 else "RGB")
+        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(height, width, channels)
+        images.append(x.permute(2, 0, 1))
+    return torch.stack(images).float().div(127.5).sub(1.0), [str(f) for f in files]
+
+
+def held_out(model: LoadedModel, args: argparse.Namespace, domain: str = "x"):
+    """The checkpoint's dataset, held-out split: (images in [-1, 1], labels, the ImageData)."""
+    from trainables.datasets import load_dataset
+    from trainables.features import to_float
+
+    data = model.family.prepare_data(load_dataset(model.info["name"], args.data_root), model.hp)
+    x = data.test_x if domain == "x" else data.test_a
+    if x is None:
+        raise UsageError(f"dataset {data.name} has no source domain to translate from")
+    return to_float(torch.from_numpy(x.copy())), torch.from_numpy(data.test_y.copy()), data
+
+
+def inputs(model: LoadedModel, args: argparse.Namespace, domain: str = "x") -> torch.Tensor:
+    """--input images, else the first N held-out images of `domain` ('a' = source domain)."""
+    if args.input:
+        shape = model.info["shape_a"] if domain == "a" and model.info.get("shape_a") else model.info["shape"]
+        return read_images(args.input, shape, args.resize)[0][:args.n]
+    return held_out(model, args, domain)[0][:args.n]
+
+
+def parse_labels(model: LoadedModel, text: str | None, n: int) -> torch.Tensor | None:
+    """--labels: class names or indices (repeated to fill n), or attribute names to switch on."""
+    if text is None:
+        return None
+    classes = model.info["classes"]
+    names = [t.strip() for t in text.split(",") if t.strip()]
+
+    def index(name: str) -> int:
+        if name in classes:
+            return classes.index(name)
+        if name.isdigit() and int(name) < len(classes):
+            return int(name)
+        raise UsageError(f"unknown label {name!r}; the model knows: {', '.join(classes)}")
+
+    if model.info.get("multilabel"):
+        labels = torch.zeros(n, len(classes), dtype=torch.uint8)
+        for name in names:
+            labels[:, index(name)] = 1
+        return labels
+    if not names:
+        raise UsageError("--labels is empty")
+    chosen = [index(name) for name in names]
+    return torch.tensor([chosen[i % len(chosen)] for i in range(n)])
+
+
+# --- modes -------------------------------------------------------------------------------------
+
+def sample(model: LoadedModel, args) -> str:
     out = Path(args.out or "samples.png")
-    save_grid(model.sample(args.n, seed=args.seed), out)
-    return out
+    save_grid(model.sample(args.n, seed=args.seed, labels=parse_labels(model, args.labels, args.n)), out)
+    return str(out)
 
 
-MODES = {"sample": sample}
+def interpolate(model: LoadedModel, args) -> str:
+    """Each row walks from one latent point to another in --steps; endpoints from --input images
+    (encoded; the first two) or random draws (one pair per row, --n rows)."""
+    if args.input:
+        z = model.encode(inputs(model, args))
+        if len(z) < 2:
+            raise UsageError("interpolate with --input needs two images")
+        ends = z[:2].unsqueeze(0)
+    else:
+        g = torch.Generator().manual_seed(args.seed)
+        ends = torch.randn(args.n, 2, model.family.latent_dim(model.hp), generator=g)
+    t = torch.linspace(0, 1, args.steps).view(1, -1, 1)
+    path = torch.lerp(ends[:, :1], ends[:, 1:], t).flatten(0, 1)  # rows x steps
+    out = Path(args.out or "interpolation.png")
+    save_grid(model.decode(path), out, nrow=args.steps)
+    return str(out)
+
+
+def arithmetic(model: LoadedModel, args) -> str:
+    """`A - B + C` on the mean image and the mean latent vector of held-out images of each class."""
+    terms = [t.strip() for t in args.expr.replace("+", "|+").replace(" - ", "|-").split("|") if t.strip()]
+    x, y, data = held_out(model, args)
+    if data.multilabel:
+        raise UsageError("arithmetic with attributes is not supported yet: use a class-labelled dataset")
+    signs, means_x, means_z = [], [], []
+    for i, term in enumerate(terms):
+        sign = -1.0 if term.startswith("-") else 1.0
+        name = term.lstrip("+-").strip()
+        if name not in data.classes:
+            raise UsageError(f"unknown class {name!r} in --expr; classes: {', '.join(data.classes)}")
+        members = x[y == data.classes.index(name)][:args.per_class]
+        signs.append(sign)
+        means_x.append(members.mean(0))
+        means_z.append(model.encode(members).mean(0))
+    if len(terms) < 2:
+        raise UsageError('--expr needs at least two classes, e.g. "Ankle boot - Sneaker + Sandal"')
+    pixel = sum(s * m for s, m in zip(signs, means_x)).clamp(-1, 1)
+    latent = sum(s * m for s, m in zip(signs, means_z))
+    decoded = model.decode(torch.stack([*means_z, latent]))
+    out = Path(args.out or "arithmetic.png")
+    save_grid(torch.cat([torch.stack([*means_x, pixel]), decoded]), out, nrow=len(terms) + 1)
+    return f"{out}  (row 1: class means and their sum in pixel space; row 2: decoded mean latents and their sum)"
+
+
+def reconstruct(model: LoadedModel, args) -> str:
+    x = inputs(model, args)
+    out = Path(args.out or "reconstructions.png")
+    save_grid(torch.cat([x, model.decode(model.encode(x))]), out, nrow=len(x))
+    return f"{out}  (row 1: inputs; row 2: reconstructions)"
+
+
+def translate(model: LoadedModel, args) -> str:
+    source = "a" if args.direction == "a2b" else "x"
+    x = inputs(model, args, domain=source)
+    y = model.translate(x, args.direction)
+    rows = [x, y]
+    back = {"a2b": "b2a", "b2a": "a2b"}[args.direction]
+    if "b2a" in getattr(model.family, "directions", ("a2b",)):
+        rows.append(model.translate(y, back))
+    out = Path(args.out or "translations.png")
+    save_grid(torch.cat(rows), out, nrow=len(x))
+    return f"{out}  (rows: inputs, translations{', translated back' if len(rows) == 3 else ''})"
+
+
+def score(model: LoadedModel, args) -> str:
+    if args.input:
+        x, names = read_images(args.input, model.info["shape"], args.resize)
+    else:
+        x, y, data = held_out(model, args)
+        x, names = x[:args.n], [f"held-out #{i} ({data.classes[int(c)]})" for i, c in enumerate(y[:args.n])]
+    scores = model.anomaly_score(x)
+    out = Path(args.out or "scores.csv")
+    out.write_text("image,score\n" + "".join(f"{json.dumps(n)},{s:.6g}\n" for n, s in zip(names, scores.tolist())))
+    return str(out)
+
+
+def roc(model: LoadedModel, args) -> str:
+    """ROC on the whole held-out split: the checkpoint's normal class against every other class."""
+    import plotly.graph_objects as go
+    from torchmetrics.functional.classification import binary_auroc, binary_roc
+
+    x, y, data = held_out(model, args)
+    normal = int(model.hp["normal_class"])
+    scores = torch.cat([model.anomaly_score(chunk) for chunk in x.split(1000)])
+    anomalous = (y != normal).long()
+    auroc = float(binary_auroc(scores, anomalous))
+    fpr, tpr, _ = binary_roc(scores, anomalous)
+    out = Path(args.out or "roc.html")
+    title = f"normal class {data.classes[normal]!r} vs the rest: ROC-AUC {auroc:.4f}"
+    fig = go.Figure(go.Scatter(x=fpr.tolist(), y=tpr.tolist(), mode="lines", name="ROC"))
+    fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dot"})
+    fig.update_layout(title=title, xaxis_title="false positive rate", yaxis_title="true positive rate")
+    fig.write_html(out, include_plotlyjs=True)
+    per_class = {data.classes[c]: float(binary_auroc(torch.cat([scores[y == normal], scores[y == c]]),
+                                                     torch.cat([torch.zeros(int((y == normal).sum())),
+                                                                torch.ones(int((y == c).sum()))]).long()))
+                 for c in range(len(data.classes)) if c != normal and (y == c).any()}
+    out.with_suffix(".json").write_text(json.dumps({"normal_class": data.classes[normal], "auroc": auroc,
+                                                    "auroc_vs_each_class": per_class}, indent=1))
+    return f"{out}  ({title})"
+
+
+MODES = {"sample": sample, "interpolate": interpolate, "arithmetic": arithmetic, "reconstruct": reconstruct,
+         "translate": translate, "score": score, "roc": roc}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,13 +238,25 @@ def main(argv: list[str] | None = None) -> int:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a checkpoint directory (from orchestrator.best, or any checkpoint_* folder)")
     p.add_argument("mode", choices=sorted(MODES), help="what to do with it")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--n", type=int, default=64, help="number of images, or rows for interpolate (default 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", help="output PNG (default samples.png)")
+    p.add_argument("--out", help="output file (default: samples.png, interpolation.png, ... per mode)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--labels", help="sample: class names/indices, comma-separated and repeated to fill --n "
+                                    "(conditional models); attribute names to switch on for attribute models")
+    p.add_argument("--input", nargs="+", help="image files or folders (default: the dataset's held-out split)")
+    p.add_argument("--resize", action="store_true", help="resize/convert --input images to the model's shape")
+    p.add_argument("--data-root", help="where the checkpoint's dataset lies, for modes that read it")
+    p.add_argument("--steps", type=int, default=10, help="interpolate: images per row (default 10)")
+    p.add_argument("--expr", default="Ankle boot - Sneaker + Sandal",
+                   help='arithmetic: class names joined by + and - (default "Ankle boot - Sneaker + Sandal")')
+    p.add_argument("--per-class", type=int, default=200, help="arithmetic: images averaged per class (default 200)")
+    p.add_argument("--direction", choices=["a2b", "b2a"], default="a2b",
+                   help="translate: a2b = source (sketch, domain A) -> image (domain B), b2a = back (default a2b)")
     args = p.parse_args(argv)
-    if args.n < 1:
-        raise UsageError(f"--n must be 1 or more, got {args.n}")
+    for name in ("n", "steps", "per_class"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be 1 or more, got {getattr(args, name)}")
     model = load_checkpoint(args.checkpoint, args.device)
     if args.mode not in model.family.inference_modes:
         raise UsageError(f"{model.family.name} checkpoints support {', '.join(model.family.inference_modes)}, not {args.mode}")

@@ -229,7 +229,7 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
             "model": spec["model"], **refs, "seed": spec["seed"], "cpus_per_worker": args.cpus_per_worker,
             **{k: spec[k] for k in ("max_steps", "log_every", "eval_every", "eval_samples")},
             "checkpoint_config": {"model": spec["model"], "dataset": spec["dataset_info"]["name"],
-                                  "shape": spec["dataset_info"]["shape"], "classes": spec["dataset_info"]["classes"],
+                                  "shape": spec["dataset_info"]["shape"], "data": spec["dataset_info"],
                                   "feature_network": spec["feature_network"]["name"], "experiment": spec["name"]},
         },
     }
@@ -289,14 +289,16 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{exp_path} already exists; pass --resume to continue it or choose another --name")
 
     from trainables.datasets import load_dataset
+    from trainables.family import get_family
     from trainables.features import feature_network
 
     data = load_dataset(spec["dataset"], spec["data_root"], spec["subset"])
     log(f"dataset {data.name}: {len(data.train_x)} training / {len(data.test_x)} held-out images "
         f"of shape {data.shape} from {data.source}")
-    feature_state, spec["feature_network"] = feature_network(spec.get("fid_features", "classifier"), data, log=log)
-    spec["dataset_info"] = {"name": data.name, "shape": list(data.shape), "classes": data.classes,
-                            "source": data.source}
+    get_family(spec["model"]).check_data(data.info())
+    feature_state, spec["feature_network"] = feature_network(spec.get("fid_features", "classifier"), data, log=log,
+                                                             data_root=spec["data_root"])
+    spec["dataset_info"] = data.info()
     spec["resources"] = {"workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
                          "gpus_per_worker": args.gpus_per_worker}
     if not args.resume:

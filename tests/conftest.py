@@ -43,3 +43,16 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert "Traceback" not in proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def family_sweep(ray_address: str, storage: Path, model: str, *args: str, trials: int = 2, max_steps: int = 60,
+                 eval_every: int = 30, name: str | None = None) -> Path:
+    """A short real sweep of one model family (fifo: both trials run to the end); returns the
+    experiment directory after checking the sweep succeeded."""
+    name = name or model
+    proc = run_cli("orchestrator.sweep", model, "--trials", str(trials), "--max-steps", str(max_steps),
+                   "--eval-every", str(eval_every), "--log-every", str(max(1, eval_every // 2)),
+                   "--eval-samples", "500", "--scheduler", "fifo", "--storage", str(storage), "--name", name,
+                   "--address", ray_address, *args)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return storage / name

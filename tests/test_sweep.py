@@ -64,7 +64,7 @@ def test_best_checkpoint_beats_an_untrained_generator(digits_sweep, cache_dir):
     quality = SampleQuality(build_feature_network(*get_feature_network(data)), data.test_x, torch.device("cpu"))
     trained = quality(model.sample(len(data.test_x), seed=3))["fid"]
     torch.manual_seed(0)
-    untrained = {k: m.eval() for k, m in model.family.build(model.hp, data.shape).items()}
+    untrained = {k: m.eval() for k, m in model.family.build(model.hp, data.info()).items()}
     baseline = quality(model.family.generate(untrained, len(data.test_x), model.hp, 3))["fid"]
     assert trained < 0.7 * baseline, (trained, baseline)
     # the loop measured the untrained model too: its first report (step 0)

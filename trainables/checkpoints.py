@@ -4,7 +4,8 @@
     training_state.pt     optimizer state_dicts + step (torch.save, read with weights_only=True)
     config.json           model family, hyperparameters, dataset, image shape, trial, step, code version
     metrics.json          the metrics reported with this checkpoint
-    samples.png           a grid of generated images (fixed seed)
+    samples.png           a grid of generated images (fixed seed), or input -> output rows
+    evaluation.json       optional: what the evaluation measured beyond scores (e.g. a ROC curve)
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from trainables.errors import BadInput
 from trainables.family import ModelFamily, UnknownFamily, get_family
 
 CODE_VERSION = "0.1.0"
-WEIGHTS, STATE, CONFIG, METRICS, SAMPLES = (
-    "model.safetensors", "training_state.pt", "config.json", "metrics.json", "samples.png")
+WEIGHTS, STATE, CONFIG, METRICS, SAMPLES, EVALUATION = (
+    "model.safetensors", "training_state.pt", "config.json", "metrics.json", "samples.png", "evaluation.json")
 
 
 class CheckpointError(BadInput):
@@ -39,7 +40,8 @@ def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None) -
 
 
 def save_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizers: dict, step: int,
-                    config: dict, metrics: dict, samples: torch.Tensor) -> None:
+                    config: dict, metrics: dict, samples: torch.Tensor, nrow: int | None = None,
+                    artifacts: dict | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     weights = {f"{name}.{key}": value.detach().cpu().contiguous()
                for name, module in modules.items() for key, value in module.state_dict().items()}
@@ -47,7 +49,9 @@ def save_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizers: dic
     torch.save({"step": step, "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}, folder / STATE)
     (folder / CONFIG).write_text(json.dumps({**config, "step": step, "code_version": CODE_VERSION}, indent=1))
     (folder / METRICS).write_text(json.dumps(metrics, indent=1))
-    save_grid(samples, folder / SAMPLES)
+    save_grid(samples, folder / SAMPLES, nrow)
+    if artifacts:
+        (folder / EVALUATION).write_text(json.dumps(artifacts))
 
 
 def read_json(path: Path) -> dict:
@@ -101,9 +105,28 @@ class LoadedModel:
     def hp(self) -> dict:
         return self.config["hp"]
 
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        """`n` generated images in [-1, 1] (on the CPU)."""
-        return self.family.generate(self.modules, n, self.hp, seed).float().cpu()
+    @property
+    def info(self) -> dict:
+        """The training data's description: shape, classes, domains (see ImageData.info)."""
+        return self.config["data"]
+
+    def sample(self, n: int, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """`n` generated images in [-1, 1] (on the CPU); `labels` for conditional families."""
+        if labels is not None:
+            labels = labels.to(self.device)
+        return self.family.generate(self.modules, n, self.hp, seed, labels=labels).float().cpu()
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.family.encode(self.modules, images.to(self.device), self.hp).float().cpu()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.family.decode(self.modules, z.to(self.device), self.hp).float().cpu()
+
+    def translate(self, images: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
+        return self.family.translate(self.modules, images.to(self.device), self.hp, direction).float().cpu()
+
+    def anomaly_score(self, images: torch.Tensor) -> torch.Tensor:
+        return self.family.anomaly_score(self.modules, images.to(self.device), self.hp).float().cpu()
 
 
 def load_checkpoint(folder: str | Path, device: str | torch.device | None = None) -> LoadedModel:
@@ -116,7 +139,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device | None = None
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint directory {folder} does not exist")
     config = read_json(folder / CONFIG)
-    for key in ("model", "hp", "shape"):
+    for key in ("model", "hp", "data"):
         if key not in config:
             raise CheckpointError(f"{folder / CONFIG} lacks {key!r}: not a checkpoint of this project")
     try:
@@ -124,7 +147,9 @@ def load_checkpoint(folder: str | Path, device: str | torch.device | None = None
     except UnknownFamily as e:
         raise CheckpointError(f"{folder}: {e.args[0]}") from None
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    modules = family.build({**family.defaults, **config["hp"]}, tuple(config["shape"]))
+    if not isinstance(config["data"], dict) or "shape" not in config["data"]:
+        raise CheckpointError(f"{folder / CONFIG}: 'data' does not describe the training images")
+    modules = family.build({**family.defaults, **config["hp"]}, config["data"])
     load_weights(folder, modules)
     for module in modules.values():
         module.to(device).eval()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,23 +24,42 @@ class DatasetError(BadInput):
 
 @dataclass
 class ImageData:
+    """Images of one domain (`train_x`), or of two (`train_a` -> `train_x`: sketch -> image,
+    domain A -> domain B), with labels: int64 class indices (N,) or multi-hot attributes (N, K)."""
     name: str
-    train_x: np.ndarray  # uint8 (N, C, H, W)
-    train_y: np.ndarray  # int64 (N,)
+    train_x: np.ndarray  # uint8 (N, C, H, W): the images (domain B for two-domain data)
+    train_y: np.ndarray  # int64 (N,) class index, or uint8 (N, K) multi-hot attributes
     test_x: np.ndarray
     test_y: np.ndarray
-    classes: list[str]
+    classes: list[str]  # class names, or attribute names when labels are multi-hot
     source: str  # where the images were read from
+    train_a: np.ndarray | None = None  # uint8 (M, C', H, W): domain A (sketches, the source domain)
+    test_a: np.ndarray | None = None
+    paired: bool = False  # train_a[i] is the source of train_x[i] (same length, same order)
+    domains: tuple[str, str] = ("image", "image")  # names of domain A and domain B
+    feature_dataset: str | None = None  # dataset whose classifier FID/KID use (default: this one)
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
 
+    @property
+    def multilabel(self) -> bool:
+        return self.train_y.ndim == 2
+
+    def info(self) -> dict:
+        """What a model needs to know to be built (stored in every checkpoint's config.json)."""
+        return {"name": self.name, "shape": list(self.shape), "classes": list(self.classes),
+                "multilabel": self.multilabel, "paired": self.paired, "domains": list(self.domains),
+                "shape_a": list(self.train_a.shape[1:]) if self.train_a is not None else None,
+                "source": self.source}
+
     def subset(self, n_train: int | None) -> "ImageData":
         if not n_train or n_train >= len(self.train_x):
             return self
-        return ImageData(self.name, self.train_x[:n_train], self.train_y[:n_train], self.test_x,
-                         self.test_y, self.classes, f"{self.source} (first {n_train} training images)")
+        return replace(self, train_x=self.train_x[:n_train], train_y=self.train_y[:n_train],
+                       train_a=None if self.train_a is None else self.train_a[:n_train],
+                       source=f"{self.source} (first {n_train} training images)")
 
 
 Loader = Callable[[Path | None], ImageData]
@@ -186,3 +205,62 @@ def load_digits(root: Path | None) -> ImageData:
     split = 1437  # scikit-learn's data is ordered by writer: the last 360 images are held out
     return ImageData("digits", x[:split], y[:split], x[split:], y[split:],
                      [str(i) for i in range(10)], "sklearn.datasets.load_digits")
+
+
+# --- derived tasks: sketches made from images, and class splits as two domains ------------------
+
+def edge_sketches(images: np.ndarray, threshold: float = 0.2, chunk: int = 4096) -> np.ndarray:
+    """Edge maps of uint8 images as black strokes on white, as edges2shoes was made from photos:
+    Sobel gradient magnitude of the lightly blurred image, thresholded relative to each image's max."""
+    import torch
+    import torch.nn.functional as F
+
+    blur = torch.tensor([[1., 2., 1.], [2., 4., 2.], [1., 2., 1.]]) / 16
+    sobel_x = torch.tensor([[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]])
+    kernels = torch.stack([sobel_x, sobel_x.T])[:, None]
+    out = np.empty((len(images), 1, *images.shape[2:]), dtype=np.uint8)
+    for i in range(0, len(images), chunk):
+        x = torch.from_numpy(images[i:i + chunk]).float().mean(1, keepdim=True) / 255
+        x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), blur[None, None])
+        g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernels).pow(2).sum(1, keepdim=True).sqrt()
+        edge = g > threshold * g.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+        out[i:i + chunk] = torch.where(edge, 0, 255).to(torch.uint8).numpy()
+    return out
+
+
+def with_sketches(base: str, name: str) -> Loader:
+    """`base` images paired with their edge sketches (domain A = sketch, domain B = image)."""
+
+    def load(root: Path | None) -> ImageData:
+        data = DATASETS[base](root)
+        return replace(data, name=name, train_a=edge_sketches(data.train_x), test_a=edge_sketches(data.test_x),
+                       paired=True, domains=("sketch", "image"), source=f"edge sketches of {data.source}")
+
+    return load
+
+
+def class_domains(base: str, name: str, class_a: int, class_b: int) -> Loader:
+    """Two classes of `base` as two unpaired domains (A -> B); FID uses `base`'s classifier."""
+
+    def load(root: Path | None) -> ImageData:
+        data = DATASETS[base](root)
+        pick = lambda x, y, c: x[y == c]  # noqa: E731
+        names = (data.classes[class_a], data.classes[class_b])
+        return replace(data, name=name, train_a=pick(data.train_x, data.train_y, class_a),
+                       test_a=pick(data.test_x, data.test_y, class_a),
+                       train_x=pick(data.train_x, data.train_y, class_b),
+                       train_y=data.train_y[data.train_y == class_b],
+                       test_x=pick(data.test_x, data.test_y, class_b),
+                       test_y=data.test_y[data.test_y == class_b],
+                       paired=False, domains=names, feature_dataset=base,
+                       source=f"{data.source}: {names[0]} -> {names[1]}")
+
+    return load
+
+
+register_dataset("fashion_mnist_edges", "Fashion-MNIST images paired with their edge sketches "
+                 "(sketch -> image, as edges2shoes)")(with_sketches("fashion_mnist", "fashion_mnist_edges"))
+register_dataset("digits_edges", "scikit-learn digits paired with their edge sketches; tiny, for tests")(
+    with_sketches("digits", "digits_edges"))
+register_dataset("sneaker2boot", "Fashion-MNIST Sneaker <-> Ankle boot as two unpaired domains")(
+    class_domains("fashion_mnist", "sneaker2boot", 7, 9))

@@ -1,12 +1,22 @@
 """The contract every model family fills in, and the registry the rest of the project reads.
 
 As in pytorch-CycleGAN-and-pix2pix's BaseModel: a family says how to build its modules and
-optimizers, what one training step does, and how to generate images; the shared worker loop,
-the sweep, `best`, `infer` and the dashboard work only from this contract. Adding a model is one
-file that subclasses ModelFamily plus one search space in `search_spaces/`.
+optimizers, what one training step does, how it is evaluated and what inference it offers; the
+shared worker loop, the sweep, `best`, `infer` and the dashboard work only from this contract.
+Adding a model is one file under `trainables/models/` that subclasses ModelFamily, plus one
+search space in `search_spaces/`.
+
+What a family's methods receive:
+  hp      the trial's hyperparameters: `defaults` overlaid with the searched values
+  info    the dataset's description (ImageData.info()): shape [C, H, W], classes, multilabel,
+          paired, domains, shape_a (the source domain's shape, for two-domain data)
+  batch   {"x": images in [-1, 1], "y": labels} plus "a": source-domain images for families whose
+          `data_kind` is "paired" (a[i] belongs to x[i]) or "unpaired" (drawn independently)
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -25,6 +35,10 @@ class UnknownFamily(BadInput):
     pass
 
 
+class Unsupported(BadInput):
+    """An inference mode or input a family can't handle."""
+
+
 def get_family(name: str) -> "ModelFamily":
     import trainables.models  # noqa: F401  (registers every family)
 
@@ -39,35 +53,99 @@ def all_families() -> dict[str, "ModelFamily"]:
     return dict(sorted(FAMILIES.items()))
 
 
+@dataclass
+class EvalResult:
+    """What `evaluate` returns: scores reported to Tune (floats), the images of the checkpoint's
+    samples.png (arranged in rows of `nrow`; None = a square grid), and optional JSON-able
+    artifacts saved as the checkpoint's evaluation.json (e.g. a ROC curve)."""
+    scores: dict[str, float]
+    images: torch.Tensor
+    nrow: int | None = None
+    artifacts: dict = field(default_factory=dict)
+
+
 class ModelFamily:
     name: str = ""
     description: str = ""
     default_dataset: str = "fashion_mnist"
+    data_kind: str = "images"  # "images", "paired" (sketch -> image pairs) or "unpaired" (two domains)
     objective: str = "fid"  # the metric a checkpoint is ranked by
     mode: str = "min"
     metric_names: tuple[str, ...] = ("fid", "kid", "kid_std")  # what `evaluate` returns
     loss_names: tuple[str, ...] = ()
-    defaults: dict = {}  # hyperparameters that exist but are not searched by default
+    defaults: dict = {}  # every hyperparameter with its default; the search space overrides some
+    mutable: tuple[str, ...] = ()  # hyperparameters Population Based Training may mutate (learning rates)
     inference_modes: tuple[str, ...] = ("sample",)
 
-    def build(self, hp: dict, shape: tuple[int, int, int]) -> dict[str, nn.Module]:
+    # --- training -------------------------------------------------------------------------------
+    def check_data(self, info: dict) -> None:
+        """Refuse, before a sweep starts, a dataset this family can't train on."""
+        if self.data_kind == "paired" and not info["paired"]:
+            raise BadInput(f"{self.name} trains on paired data (sketch -> image); dataset {info['name']!r} has no pairs "
+                           f"(try fashion_mnist_edges or a paired folder)")
+        if self.data_kind == "unpaired" and info["shape_a"] is None:
+            raise BadInput(f"{self.name} translates between two domains; dataset {info['name']!r} has one "
+                           f"(try fashion_mnist_edges, sneaker2boot or a trainA/trainB folder)")
+
+    def prepare_data(self, data, hp: dict):
+        """The data this trial trains and evaluates on (default: as loaded). E.g. a one-class
+        anomaly detector keeps only its normal class for training."""
+        return data
+
+    def build(self, hp: dict, info: dict) -> dict[str, nn.Module]:
         """The family's modules, by name (e.g. generator, discriminator)."""
         raise NotImplementedError
 
     def optimizers(self, modules: dict[str, nn.Module], hp: dict) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
-    def train_step(self, modules: dict[str, nn.Module], optimizers: dict, real: torch.Tensor,
-                   labels: torch.Tensor, hp: dict) -> dict[str, torch.Tensor]:
-        """One optimisation step on a batch of real images in [-1, 1]; returns detached losses."""
+    def train_step(self, modules: dict[str, nn.Module], optimizers: dict, batch: dict[str, torch.Tensor],
+                   hp: dict) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns detached losses named as in `loss_names`."""
         raise NotImplementedError
+
+    def evaluate(self, modules: dict[str, nn.Module], hp: dict, evaluator, seed: int) -> EvalResult:
+        """Sample-quality scores and the images to show. Default: FID/KID of generated samples
+        (labels drawn like the held-out set's, for conditional families)."""
+        fake = self.generate(modules, evaluator.n, hp, seed, labels=evaluator.labels)
+        return EvalResult(evaluator.quality(fake), fake[:64])
+
+    # --- inference (each family implements what its `inference_modes` need) -----------------------
+    @torch.no_grad()
+    def generate(self, modules: dict[str, nn.Module], n: int, hp: dict, seed: int,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        """`n` images in [-1, 1], reproducible for a given seed; `labels` for conditional families."""
+        raise Unsupported(f"{self.name} does not generate images from noise")
 
     @torch.no_grad()
-    def generate(self, modules: dict[str, nn.Module], n: int, hp: dict, seed: int) -> torch.Tensor:
-        """`n` images in [-1, 1], reproducible for a given seed."""
-        raise NotImplementedError
+    def encode(self, modules: dict[str, nn.Module], images: torch.Tensor, hp: dict) -> torch.Tensor:
+        """Latent vectors of images (for interpolation and latent arithmetic)."""
+        raise Unsupported(f"{self.name} has no encoder")
 
-    def evaluate(self, modules: dict[str, nn.Module], hp: dict, quality, seed: int) -> tuple[dict, torch.Tensor]:
-        """Sample-quality scores and the images to show. Default: FID/KID of generated samples."""
-        fake = self.generate(modules, quality.n, hp, seed)
-        return quality(fake), fake
+    @torch.no_grad()
+    def decode(self, modules: dict[str, nn.Module], z: torch.Tensor, hp: dict) -> torch.Tensor:
+        """Images in [-1, 1] from latent vectors."""
+        raise Unsupported(f"{self.name} has no decoder from a latent vector")
+
+    def latent_dim(self, hp: dict) -> int:
+        return int(hp["latent_dim"])
+
+    @torch.no_grad()
+    def translate(self, modules: dict[str, nn.Module], images: torch.Tensor, hp: dict,
+                  direction: str = "a2b") -> torch.Tensor:
+        """Source-domain images -> target-domain images (a2b), or back (b2a) where the family can."""
+        raise Unsupported(f"{self.name} does not translate images")
+
+    @torch.no_grad()
+    def anomaly_score(self, modules: dict[str, nn.Module], images: torch.Tensor, hp: dict) -> torch.Tensor:
+        """One score per image, higher = more anomalous."""
+        raise Unsupported(f"{self.name} does not score anomalies")
+
+
+def pixel_device(modules: dict[str, nn.Module]) -> torch.device:
+    return next(next(iter(modules.values())).parameters()).device
+
+
+def seeded_normal(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
+    """Standard normal draws that are the same for a seed on every device."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)

@@ -74,24 +74,42 @@ def fingerprint(data: ImageData) -> str:
     return h.hexdigest()[:16]
 
 
+def classifier_training_set(data: ImageData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Images and labels the feature classifier learns from: both domains of paired data (a sketch
+    has its image's label), so FID can measure sketches and images in one feature space."""
+    if data.paired and data.train_a is not None and data.train_a.shape[1:] == data.train_x.shape[1:]:
+        return (np.concatenate([data.train_x, data.train_a]), np.concatenate([data.train_y, data.train_y]),
+                np.concatenate([data.test_x, data.test_a]), np.concatenate([data.test_y, data.test_y]))
+    return data.train_x, data.train_y, data.test_x, data.test_y
+
+
 def train_classifier(data: ImageData, epochs: int = 2, batch: int = 128, seed: int = 0) -> tuple[FeatureClassifier, float]:
+    """Cross-entropy on class labels, or binary cross-entropy on multi-hot attributes (CelebA).
+    Returns the model and its held-out accuracy (per attribute, for multi-hot labels)."""
     torch.manual_seed(seed)
+    train_x, train_y, test_x, test_y = classifier_training_set(data)
     model = FeatureClassifier(data.shape[0], len(data.classes))
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
+    loss_fn = (lambda logits, t: F.binary_cross_entropy_with_logits(logits, t.float())) if data.multilabel \
+        else F.cross_entropy
     rng = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=rng).split(batch):
-            loss = F.cross_entropy(model(to_float(x[idx])), y[idx])
+            loss = loss_fn(model(to_float(x[idx])), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     model.eval()
     with torch.no_grad():
-        tx, ty = torch.from_numpy(data.test_x), torch.from_numpy(data.test_y)
-        correct = sum((model(to_float(tx[i:i + 1000])).argmax(1) == ty[i:i + 1000]).sum().item()
-                      for i in range(0, len(tx), 1000))
+        tx, ty = torch.from_numpy(test_x), torch.from_numpy(test_y)
+        correct = 0.0
+        for i in range(0, len(tx), 1000):
+            logits = model(to_float(tx[i:i + 1000]))
+            hits = ((logits > 0) == ty[i:i + 1000].bool()).float().mean(1) if data.multilabel \
+                else (logits.argmax(1) == ty[i:i + 1000]).float()
+            correct += hits.sum().item()
     return model, correct / len(tx)
 
 
@@ -139,9 +157,16 @@ def inception_network() -> tuple[dict, dict]:
     return {}, {"name": INCEPTION, "feature_dim": 2048, "test_accuracy": None}
 
 
-def feature_network(kind: str, data: ImageData, log=print) -> tuple[dict, dict]:
-    """The FID/KID feature network a sweep asked for: `classifier` (default) or `inception`."""
-    return inception_network() if kind == "inception" else get_feature_network(data, log=log)
+def feature_network(kind: str, data: ImageData, log=print, data_root=None) -> tuple[dict, dict]:
+    """The FID/KID feature network a sweep asked for: `classifier` (default) or `inception`.
+    Data derived from another dataset (e.g. two of its classes) uses that dataset's classifier."""
+    if kind == "inception":
+        return inception_network()
+    if data.feature_dataset and data.feature_dataset != data.name:
+        from trainables.datasets import load_dataset
+
+        data = load_dataset(data.feature_dataset, data_root)
+    return get_feature_network(data, log=log)
 
 
 def to_inception_input(images: torch.Tensor) -> torch.Tensor:
@@ -179,11 +204,6 @@ class SampleQuality:
             self.fid.update(chunk, real=True)
             self.kid.update(chunk, real=True)
 
-    @classmethod
-    def for_network(cls, state: dict, meta: dict, real_uint8: np.ndarray, device: torch.device) -> "SampleQuality":
-        classifier = None if meta["name"] == INCEPTION else build_feature_network(state, meta).to(device)
-        return cls(classifier, real_uint8, device)
-
     @torch.no_grad()
     def __call__(self, fake: torch.Tensor) -> dict[str, float]:
         """`fake`: float images in [-1, 1], as many as there are real images."""
@@ -195,3 +215,46 @@ class SampleQuality:
             self.kid.update(chunk, real=False)
         kid_mean, kid_std = self.kid.compute()
         return {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+
+
+class Evaluator:
+    """What a family's `evaluate` gets: a fixed slice of held-out data (images, labels, and the
+    source domain of two-domain data) and FID/KID scorers in the feature network's space.
+    Real-image features are computed once per domain, on first use."""
+
+    def __init__(self, data: ImageData, n: int, feature_state: dict, feature_meta: dict, device: torch.device):
+        self.device = device
+        self.n = min(n, len(data.test_x))
+        self.real_uint8 = {"x": data.test_x[:self.n]}
+        if data.test_a is not None:
+            self.real_uint8["a"] = data.test_a[:min(n, len(data.test_a))]
+        self.labels = torch.tensor(data.test_y[:self.n]).to(device)
+        self.classes = list(data.classes)
+        self.multilabel = data.multilabel
+        self.paired = data.paired
+        self.feature_name = feature_meta["name"]
+        self.classifier = None if feature_meta["name"] == INCEPTION else build_feature_network(feature_state, feature_meta).to(device)
+        self._quality: dict[str, SampleQuality] = {}
+
+    def size(self, domain: str = "x") -> int:
+        return len(self.real_uint8[domain])
+
+    def real(self, domain: str = "x") -> torch.Tensor:
+        """The held-out images of a domain ('x', or 'a' for the source domain) as floats in [-1, 1]."""
+        return to_float(torch.tensor(self.real_uint8[domain])).to(self.device)
+
+    def quality(self, fake: torch.Tensor, domain: str = "x") -> dict[str, float]:
+        """FID, KID and KID's spread of `fake` against the held-out images of `domain`."""
+        if domain not in self._quality:
+            if self.classifier is not None and self.real_uint8[domain].shape[1] != self.classifier.body[0].in_channels:
+                raise ValueError(f"domain {domain!r} has {self.real_uint8[domain].shape[1]} channels; "
+                                 f"the feature network takes {self.classifier.body[0].in_channels}")
+            self._quality[domain] = SampleQuality(self.classifier, self.real_uint8[domain], self.device)
+        return self._quality[domain](fake)
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The feature classifier's logits for images in [-1, 1] (None with Inception features)."""
+        if self.classifier is None:
+            return None
+        return torch.cat([self.classifier(chunk.float().to(self.device)) for chunk in images.split(500)])

@@ -26,9 +26,8 @@ import torch
 
 from trainables.checkpoints import METRICS, load_training_state, read_json, save_checkpoint
 from trainables.family import get_family
-from trainables.features import SampleQuality, to_float
+from trainables.features import Evaluator, to_float
 
-GRID_IMAGES = 64  # images in each checkpoint's samples.png
 EVAL_SEED = 1234  # the same latent draws at every evaluation, so scores over steps are comparable
 
 
@@ -42,11 +41,11 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _batches(n: int, batch: int, rank: int, world: int, seed: int, start_step: int):
+def _batches(n: int, batch: int, rank: int, world: int, seed: int, start_step: int, stream: int = 0):
     """Endless batches of indices from this worker's shard, reshuffled every pass."""
     shard = np.arange(rank, n, world)
     batch = min(batch, len(shard))  # a tiny --subset still yields batches
-    rng = np.random.default_rng([seed, rank, start_step])
+    rng = np.random.default_rng([seed, rank, start_step, stream])
     while True:
         order = rng.permutation(shard)
         for i in range(0, len(order) - batch + 1, batch):
@@ -64,9 +63,12 @@ def train_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(config["seed"] + rank)
 
-    data = ray.get(config["data_ref"])  # read-only arrays from the object store, decoded once per sweep
-    modules = {k: m.to(device) for k, m in family.build(hp, data.shape).items()}
-    wrapped = {k: ray.train.torch.prepare_model(m, move_to_device=False) for k, m in modules.items()}
+    # read-only arrays from the object store, decoded once per sweep
+    data = family.prepare_data(ray.get(config["data_ref"]), hp)
+    modules = {k: m.to(device) for k, m in family.build(hp, data.info()).items()}
+    # DDP wraps what trains; frozen modules (an EMA copy) stay as they are
+    wrapped = {k: ray.train.torch.prepare_model(m, move_to_device=False)
+               if any(p.requires_grad for p in m.parameters()) else m for k, m in modules.items()}
     optimizers = family.optimizers(modules, hp)
 
     step, best = 0, (math.inf if family.mode == "min" else -math.inf)
@@ -76,14 +78,15 @@ def train_worker(config: dict) -> None:
             step = load_training_state(Path(folder), modules, optimizers)
             best = float(read_json(Path(folder) / METRICS).get(f"{family.objective}_best", best))
 
-    quality = None
+    evaluator = None
     if rank == 0:
-        feature_state, feature_meta = ray.get(config["feature_ref"])
-        n_eval = min(config["eval_samples"], len(data.test_x))
-        quality = SampleQuality.for_network(feature_state, feature_meta, data.test_x[:n_eval], device)
+        evaluator = Evaluator(data, config["eval_samples"], *ray.get(config["feature_ref"]), device)
 
     per_worker = max(1, hp["batch_size"] // world)
     batches = _batches(len(data.train_x), per_worker, rank, world, config["seed"], step)
+    # unpaired two-domain data: domain A's images come in their own, independent order
+    batches_a = (_batches(len(data.train_a), per_worker, rank, world, config["seed"], step, stream=1)
+                 if family.data_kind == "unpaired" else None)
     max_steps, log_every, eval_every = config["max_steps"], config["log_every"], config["eval_every"]
     sums: dict[str, float] = {}
     interval_start, interval_steps = time.perf_counter(), 0
@@ -101,15 +104,15 @@ def train_worker(config: dict) -> None:
             for m in modules.values():
                 m.eval()
             start = time.perf_counter()
-            scores, grid = family.evaluate(modules, hp, quality, EVAL_SEED)
-            metrics.update(scores, eval_seconds=time.perf_counter() - start)
+            result = family.evaluate(modules, hp, evaluator, EVAL_SEED)
+            metrics.update(result.scores, eval_seconds=time.perf_counter() - start)
             for m in modules.values():
                 m.train()
             best = metrics[best_key] = better(best, metrics[family.objective])
             if checkpoint:
                 folder = Path(tempfile.mkdtemp(prefix="ckpt-"))
                 save_checkpoint(folder, modules, optimizers, step, config["checkpoint_config"], metrics,
-                                grid[:GRID_IMAGES])
+                                result.images, result.nrow, result.artifacts)
         metrics[best_key] = best
         if world > 1:  # every worker reports the same metrics as rank 0
             box = [metrics]
@@ -124,10 +127,13 @@ def train_worker(config: dict) -> None:
 
     while step < max_steps:
         index = next(batches)
-        real = to_float(torch.from_numpy(data.train_x[index])).to(device, non_blocking=True)
-        labels = torch.from_numpy(data.train_y[index]).to(device, non_blocking=True)
+        batch = {"x": to_float(torch.from_numpy(data.train_x[index])).to(device, non_blocking=True),
+                 "y": torch.from_numpy(data.train_y[index]).to(device, non_blocking=True)}
+        if family.data_kind != "images":
+            index_a = index if batches_a is None else next(batches_a)
+            batch["a"] = to_float(torch.from_numpy(data.train_a[index_a])).to(device, non_blocking=True)
         with _autocast(device):
-            losses = family.train_step(wrapped, optimizers, real, labels, hp)
+            losses = family.train_step(wrapped, optimizers, batch, hp)
         step += 1
         interval_steps += 1
         for k, v in losses.items():

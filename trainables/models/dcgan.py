@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.family import ModelFamily, register_family
+from trainables.family import ModelFamily, pixel_device, register_family, seeded_normal
 
 
 class Generator(nn.Module):
@@ -45,7 +45,10 @@ class DCGAN(ModelFamily):
     loss_names = ("loss_g", "loss_d", "d_real", "d_fake")
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "batch_size": 64, "width": 32}
 
-    def build(self, hp, shape):
+    mutable = ("lr_g", "lr_d")
+
+    def build(self, hp, info):
+        shape = tuple(info["shape"])
         channels, size, _ = shape
         if size % 4 or shape[1] != shape[2]:
             raise ValueError(f"dcgan needs square images with a side divisible by 4, got {shape}")
@@ -57,8 +60,9 @@ class DCGAN(ModelFamily):
         return {"generator": torch.optim.Adam(modules["generator"].parameters(), lr=hp["lr_g"], betas=betas),
                 "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=hp["lr_d"], betas=betas)}
 
-    def train_step(self, modules, optimizers, real, labels, hp):
+    def train_step(self, modules, optimizers, batch, hp):
         G, D = modules["generator"], modules["discriminator"]
+        real = batch["x"]
         n = len(real)
         fake = G(torch.randn(n, hp["latent_dim"], device=real.device))
         # one discriminator pass over real and fake together: DDP wants one forward per backward
@@ -78,8 +82,9 @@ class DCGAN(ModelFamily):
                 "d_real": probs[:n].mean(), "d_fake": probs[n:].mean()}
 
     @torch.no_grad()
-    def generate(self, modules, n, hp, seed):
-        G = modules["generator"]
-        device = next(G.parameters()).device
-        z = torch.randn(n, hp["latent_dim"], generator=torch.Generator().manual_seed(seed)).to(device)
-        return torch.cat([G(chunk) for chunk in z.split(500)])
+    def generate(self, modules, n, hp, seed, labels=None):
+        return self.decode(modules, seeded_normal((n, hp["latent_dim"]), seed, pixel_device(modules)), hp)
+
+    @torch.no_grad()
+    def decode(self, modules, z, hp):
+        return torch.cat([modules["generator"](chunk) for chunk in z.split(500)])
