@@ -1,3 +1,7 @@
-"""One file per model family; importing this package registers them all."""
+"""One file per model family; importing this package registers them all (every module in it)."""
 
-from trainables.models import dcgan  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
