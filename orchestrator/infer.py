@@ -248,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resize", action="store_true", help="resize/convert --input images to the model's shape")
     p.add_argument("--data-root", help="where the checkpoint's dataset lies, for modes that read it")
     p.add_argument("--steps", type=int, default=10, help="interpolate: images per row (default 10)")
+    p.add_argument("--sample-steps", type=int,
+                   help="sample: denoising steps of diffusion models (default: the trained number of timesteps)")
     p.add_argument("--expr", default="Ankle boot - Sneaker + Sandal",
                    help='arithmetic: class names joined by + and - (default "Ankle boot - Sneaker + Sandal")')
     p.add_argument("--per-class", type=int, default=200, help="arithmetic: images averaged per class (default 200)")
@@ -258,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be 1 or more, got {getattr(args, name)}")
     model = load_checkpoint(args.checkpoint, args.device)
+    if args.sample_steps is not None:
+        if args.sample_steps < 1 or "sample_steps" not in model.family.defaults:
+            raise UsageError("--sample-steps needs a diffusion model and a number >= 1")
+        model.config["hp"] = {**model.hp, "sample_steps": args.sample_steps}
     if args.mode not in model.family.inference_modes:
         raise UsageError(f"{model.family.name} checkpoints support {', '.join(model.family.inference_modes)}, not {args.mode}")
     print(MODES[args.mode](model, args))

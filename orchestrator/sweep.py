@@ -70,6 +70,9 @@ def build_parser() -> Parser:
     data.add_argument("--subset", type=positive_int, help="use only the first N training images")
     search = p.add_argument_group("search")
     search.add_argument("--space", help="search-space TOML file (default: search_spaces/MODEL.toml)")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="fix a hyperparameter for every trial, e.g. --set normal_class=3 (repeatable; "
+                             "overrides the search space)")
     search.add_argument("--scheduler", choices=["asha", "fifo"], default="asha",
                         help="asha: stop poor trials early (default); fifo: run every trial to --max-steps")
     search.add_argument("--fid-features", choices=["classifier", "inception"], default="classifier",
@@ -117,18 +120,19 @@ def list_models() -> None:
 
 def make_spec(args: argparse.Namespace) -> dict:
     """Everything that defines the sweep, saved as sweep.json (and reused by --resume)."""
-    from search_spaces import default_space_path, load_space
+    from search_spaces import default_space_path, load_space, parse_overrides
     from trainables.family import get_family
 
     family = get_family(args.model)
+    overrides = parse_overrides(args.set, set(family.defaults))
     dataset = args.dataset or family.default_dataset
     budget = QUICK if args.quick else DEFAULTS
     spec = {key: getattr(args, key) if getattr(args, key) is not None else default for key, default in budget.items()}
     space_file = Path(args.space) if args.space else default_space_path(args.model)
-    load_space(space_file, set(family.defaults))  # validate before anything starts
+    load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
     spec.update(
         model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
-        subset=args.subset, space_toml=space_file.read_text(), space_file=str(space_file),
+        subset=args.subset, space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
         scheduler=args.scheduler, seed=args.seed, fid_features=args.fid_features, objective=family.objective, mode=family.mode,
         keep_checkpoints=args.keep_checkpoints)
     return spec
@@ -252,7 +256,7 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
         scheduler = FIFOScheduler()
     return tune.Tuner(
         trainable,
-        param_space=parse_space(spec["space_toml"], set(family.defaults), spec["space_file"]),
+        param_space=parse_space(spec["space_toml"], set(family.defaults), spec["space_file"], spec.get("overrides")),
         tune_config=tune.TuneConfig(metric=metric, mode=family.mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=spec["trials"], max_concurrent_trials=spec["max_concurrent"]),
         run_config=tune.RunConfig(name=spec["name"], storage_path=root),

@@ -78,8 +78,27 @@ def _domain(where: str, spec: dict):
     return tune.lograndint(low, high + 1) if kind == "logint" else tune.randint(low, high + 1)
 
 
-def parse_space(text: str, known: set[str], source: str = "search space") -> dict:
-    """TOML text -> {name: Tune domain or fixed value}; `known` are the family's hyperparameters."""
+def parse_overrides(pairs: list[str], known: set[str]) -> dict:
+    """`--set KEY=VALUE` pairs -> {key: value}; values are read as TOML values (numbers, booleans,
+    quoted strings), else taken as plain strings."""
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpaceError(f"--set {pair!r}: expected KEY=VALUE")
+        if key not in known:
+            raise SpaceError(f"--set {key}: unknown hyperparameter; known: {', '.join(sorted(known))}")
+        try:
+            out[key] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = text.strip()
+    return out
+
+
+def parse_space(text: str, known: set[str], source: str = "search space", overrides: dict | None = None) -> dict:
+    """TOML text -> {name: Tune domain or fixed value}; `known` are the family's hyperparameters;
+    `overrides` (from --set) fix values, replacing what the file says about them."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -95,18 +114,19 @@ def parse_space(text: str, known: set[str], source: str = "search space") -> dic
             space[name] = spec
         else:
             raise SpaceError(f"{where}: must be a table or a single value, got {spec!r}")
+    space.update(overrides or {})
     if not any(not isinstance(v, (int, float, str, bool)) for v in space.values()):
         raise SpaceError(f"{source}: searches nothing; give at least one hyperparameter a distribution")
     return space
 
 
-def load_space(path: str | Path, known: set[str]) -> dict:
+def load_space(path: str | Path, known: set[str], overrides: dict | None = None) -> dict:
     path = Path(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise SpaceError(f"search space {path}: cannot read ({e.strerror if isinstance(e, OSError) else e})") from None
-    return parse_space(text, known, str(path))
+    return parse_space(text, known, str(path), overrides)
 
 
 def describe(space: dict) -> dict[str, str]:
