@@ -75,13 +75,30 @@ def register_dataset(name: str, help: str):
     return wrap
 
 
-def load_dataset(name: str, root: str | Path | None = None, subset: int | None = None) -> ImageData:
+def dataset_options(name: str) -> list[str]:
+    """The options a dataset's loader takes: its keyword arguments after `root`."""
+    import inspect
+
+    return list(inspect.signature(DATASETS[name]).parameters)[1:]
+
+
+def load_dataset(name: str, root: str | Path | None = None, subset: int | None = None,
+                 options: dict | None = None, strict: bool = True) -> ImageData:
+    """`options`: the loader's keyword options (image_size, fit, classes, ...; None = default).
+    One the dataset doesn't take is bad input, or dropped with strict=False (a derived dataset's
+    options passed on to the dataset its feature network comes from)."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     root = Path(root).expanduser() if root else None
     if root is not None and not root.is_dir():
         raise DatasetError(f"--data-root {root} is not a directory")
-    return DATASETS[name](root).subset(subset)
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    known = dataset_options(name)
+    flag = lambda key: "--" + key.replace("_", "-")  # noqa: E731  (the sweep's option of that name)
+    if strict and set(options) - set(known):
+        raise DatasetError(f"dataset {name} takes no {flag(sorted(set(options) - set(known))[0])} "
+                           f"(its options: {', '.join(map(flag, known)) or 'none'})")
+    return DATASETS[name](root, **{k: v for k, v in options.items() if k in known}).subset(subset)
 
 
 def cache_dir() -> Path:
@@ -264,3 +281,5 @@ register_dataset("digits_edges", "scikit-learn digits paired with their edge ske
     with_sketches("digits", "digits_edges"))
 register_dataset("sneaker2boot", "Fashion-MNIST Sneaker <-> Ankle boot as two unpaired domains")(
     class_domains("fashion_mnist", "sneaker2boot", 7, 9))
+
+import trainables.folder_datasets  # noqa: E402,F401  (registers CIFAR-10, CelebA and the folder datasets)

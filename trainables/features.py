@@ -157,15 +157,16 @@ def inception_network() -> tuple[dict, dict]:
     return {}, {"name": INCEPTION, "feature_dim": 2048, "test_accuracy": None}
 
 
-def feature_network(kind: str, data: ImageData, log=print, data_root=None) -> tuple[dict, dict]:
+def feature_network(kind: str, data: ImageData, log=print, data_root=None, data_options=None) -> tuple[dict, dict]:
     """The FID/KID feature network a sweep asked for: `classifier` (default) or `inception`.
-    Data derived from another dataset (e.g. two of its classes) uses that dataset's classifier."""
+    Data derived from another dataset (e.g. two of its classes) uses that dataset's classifier,
+    loaded with the options it shares with the derived one (e.g. celeba_split's image size)."""
     if kind == "inception":
         return inception_network()
     if data.feature_dataset and data.feature_dataset != data.name:
         from trainables.datasets import load_dataset
 
-        data = load_dataset(data.feature_dataset, data_root)
+        data = load_dataset(data.feature_dataset, data_root, options=data_options, strict=False)
     return get_feature_network(data, log=log)
 
 
