@@ -79,7 +79,8 @@ def held_out(model: LoadedModel, args: argparse.Namespace, domain: str = "x"):
     from trainables.datasets import load_dataset
     from trainables.features import to_float
 
-    data = model.family.prepare_data(load_dataset(model.info["name"], args.data_root), model.hp)
+    data = model.family.prepare_data(load_dataset(model.info["name"], args.data_root,
+                                                  options=model.info.get("options")), model.hp)
     x = data.test_x if domain == "x" else data.test_a
     if x is None:
         raise UsageError(f"dataset {data.name} has no source domain to translate from")
@@ -210,7 +211,10 @@ def roc(model: LoadedModel, args) -> str:
 
     x, y, data = held_out(model, args)
     normal = int(model.hp["normal_class"])
-    scores = torch.cat([model.anomaly_score(chunk) for chunk in x.split(1000)])
+    scores = torch.cat([model.anomaly_score(chunk) for chunk in x.split(1000)]).double()
+    # torchmetrics reads scores outside [0, 1] as logits and squashes them (large scores tie at 1.0):
+    # rescale to [0, 1], which keeps their order and so the ROC
+    scores = (scores - scores.min()) / (scores.max() - scores.min()).clamp_min(1e-300)
     anomalous = (y != normal).long()
     auroc = float(binary_auroc(scores, anomalous))
     fpr, tpr, _ = binary_roc(scores, anomalous)
