@@ -1,132 +1,383 @@
-"""python -m dashboards.build EXPERIMENT_DIR [...] [--out FILE]: one self-contained dashboard.html.
+"""python -m dashboards.build EXPERIMENT_DIR [EXPERIMENT_DIR ...] [--out FILE] [--top K]
 
-Plotly's JavaScript and every image are inlined, so the page opens from disk with no network
-and no server. It reads the experiment directory only, so it works on a copy pulled from remote
-storage and while a sweep is still running.
+Writes one self-contained HTML page comparing the trials of a sweep (or of several sweeps, e.g.
+two model families on one dataset): the leaderboard, training curves of every trial, the
+objective over training, sample grids of the best checkpoints, hyperparameters against the
+objective with Optuna's importance, and how to pull the best checkpoint or resume.
+
+Plotly's JavaScript and every image (as thumbnails) are inlined, so the page opens from disk with
+no network and no server. It reads the experiment directory only, so it works on a copy pulled
+from remote storage and while a sweep is still running (it shows what exists so far).
 """
 
 from __future__ import annotations
 
-import base64
-import html
+import json
 import math
+import shlex
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
-from orchestrator.cli import Parser, run
-from orchestrator.experiment import Experiment, leaderboard, load_experiment
-from trainables.features import INCEPTION
+from dashboards import figures
+from dashboards.page import document, esc, facts, image_figure, plot_div
+from orchestrator.cli import Parser, UsageError, run
+from orchestrator.experiment import STATUSES, Experiment, load_experiment
+
+TOP = 4
+
+# What the metrics that families report mean (families may report others: they are listed unexplained).
+METRICS = {
+    "fid": "Fréchet distance between Gaussian fits of the features of generated and held-out real images (lower is better)",
+    "kid": "kernel inception distance: unbiased polynomial-kernel MMD between the same features (lower is better)",
+    "kid_std": "standard deviation of KID over subsets",
+    "auroc": "area under the ROC curve of the anomaly score, normal class vs the rest, on held-out images (higher is better)",
+    "elbo": "held-out evidence lower bound per image, nats (higher is better)",
+    "recon_heldout": "held-out reconstruction loss per image, nats",
+    "kl_heldout": "held-out KL(q(z|x) || p(z)) per image, nats",
+    "label_accuracy": "share of generated images that the feature classifier assigns the class they were asked for",
+    "l1": "mean absolute pixel error of the translation against the paired target",
+    "ssim": "structural similarity of the translation to the paired target (higher is better)",
+    "loss_g": "generator loss, averaged since the last report",
+    "loss_d": "discriminator loss, averaged since the last report",
+    "d_real": "discriminator's mean probability of 'real' on real images",
+    "d_fake": "discriminator's mean probability of 'real' on generated images",
+    "loss": "training loss, averaged since the last report",
+    "recon": "reconstruction term of the training loss",
+    "kl": "KL term of the training loss",
+    "loss_l1": "L1 term of the generator's loss (translation against its target)",
+    "loss_pair": "Siamese pair (contrastive) loss",
+    "same_real": "Siamese head's mean probability that two real images of a class are the same class",
+    "same_fake": "Siamese head's mean probability that a generated image matches its class",
+    "loss_e": "encoder loss (latent regression), averaged since the last report",
+    "latent_mse": "mean squared error of the encoder's latent for generated images against the latent they came from",
+    "recon_l1": "mean absolute pixel error of held-out images encoded then generated again",
+    "fid_a2b": "FID of images translated A -> B against held-out B images",
+    "fid_b2a": "FID of images translated B -> A against held-out A images",
+    "cycle_l1": "mean absolute pixel error of A -> B -> A against the input",
+    "l1_b2a": "mean absolute pixel error of the B -> A translation against the paired target",
+    "loss_cycle": "cycle-consistency loss (L1 of A -> B -> A and B -> A -> B)",
+    "loss_idt": "identity loss (a target-domain image passed through its generator stays itself)",
+}
 
 
-def _image_tag(path: Path, caption: str) -> str:
-    if not path.is_file():
-        return ""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+def family_labels(spec: dict) -> dict:
+    """What the family's registration says (description, losses, metrics, kind of data), for labels
+    only. Read when the registry is loaded already (the sweep builds the page at its end): importing
+    it means importing torch, torchvision and torchmetrics, seconds to a minute on a busy machine,
+    so the command line works from the files alone (which name every reported value)."""
+    if "trainables.models" not in sys.modules:
+        return {}
+    try:
+        from trainables.family import get_family
+
+        family = get_family(spec["model"])
+    except Exception:  # an unknown or broken family must not stop the page
+        return {}
+    return {"description": family.description, "loss_names": list(family.loss_names),
+            "metric_names": list(family.metric_names), "data_kind": family.data_kind,
+            "inference_modes": list(family.inference_modes)}
 
 
-def _finite(values) -> list:
-    return [v if isinstance(v, (int, float)) and math.isfinite(v) else None for v in values]
+def reported_keys(exp: Experiment) -> tuple[list[str], list[str]]:
+    """(values logged every few steps, values only on evaluation steps), from the reports themselves."""
+    bookkeeping = {"step", "epoch", "timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid",
+                   "time_since_restore", "iterations_since_restore", "images_per_s", "eval_seconds", "done"}
+    logged, evaluated = Counter(), Counter()
+    for trial in exp.trials:
+        for row in trial.results:
+            on_eval = isinstance(row.get("eval_seconds"), (int, float)) and math.isfinite(row["eval_seconds"])
+            for key, value in row.items():
+                if key in bookkeeping or key.endswith("_best") or isinstance(value, bool):
+                    continue
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    (evaluated if on_eval else logged)[key] += 1
+    return sorted(logged), sorted(k for k in evaluated if k not in logged)
 
 
-def curves_figure(exp: Experiment, keys: list[str], title: str):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=keys)
-    for col, key in enumerate(keys, start=1):
-        for trial in exp.trials:
-            rows = [r for r in trial.results if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-            if rows:
-                fig.add_trace(go.Scatter(x=[r["step"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
-                                         name=trial.trial_id, legendgroup=trial.trial_id, showlegend=col == 1),
-                              row=1, col=col)
-        fig.update_xaxes(title_text="step", row=1, col=col)
-    fig.update_layout(title=title, height=380, margin=dict(t=70, b=40))
-    return fig
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m {seconds % 60:02d}s" if seconds >= 3600 else \
+        f"{seconds // 60}m {seconds % 60:02d}s"
 
 
-def objective_figure(exp: Experiment):
-    import plotly.graph_objects as go
-
-    best = [(t.trial_id, (exp.best_of(t) or {}).get(exp.objective)) for t in exp.trials]
-    best = [(tid, v) for tid, v in best if v is not None]
-    best.sort(key=lambda tv: tv[1], reverse=exp.mode == "max")
-    fig = go.Figure(go.Bar(x=[tid for tid, _ in best], y=_finite([v for _, v in best])))
-    fig.update_layout(title=f"best {exp.objective} per trial ({exp.mode} is better)", height=340,
-                      xaxis_title="trial", yaxis_title=exp.objective)
-    return fig
+def fmt(value) -> str:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.4g}"
+    return esc(value)
 
 
-def experiment_section(exp: Experiment) -> tuple[str, list]:
+def leaderboard_html(exp: Experiment, statuses: dict[str, str], top: list[str]) -> str:
+    best_ckpt = exp.best_checkpoints()
+    keys = exp.searched or sorted({k for t in exp.trials for k in exp.params_at_best(t)})
+    head = ["#", "trial", *keys, f"best {exp.objective}", "at step", "status", "steps run", "wall time",
+            "best checkpoint"]
+    rows = []
+    for rank, trial in enumerate(exp.ranked_trials(), start=1):
+        best = exp.best_of(trial) or {}
+        status = statuses[trial.trial_id]
+        title = esc(trial.error) if trial.error else esc(STATUSES.get(status, ""))
+        ckpt = best_ckpt.get(trial.trial_id)
+        where = ""
+        if ckpt:
+            rel = ckpt.path.relative_to(exp.path) if ckpt.path.is_relative_to(exp.path) else ckpt.path
+            where = f'<code title="{esc(ckpt.path)}">{esc(rel)}</code>'
+        cells = [f'<td class="num">{rank}</td>', f"<td>{esc(trial.trial_id)}</td>",
+                 *[f'<td class="num">{fmt(exp.params_at_best(trial).get(k, ""))}</td>' for k in keys],
+                 f'<td class="num"><b>{fmt(best.get(exp.objective, math.nan))}</b></td>',
+                 f'<td class="num">{fmt(best.get("step", ""))}</td>',
+                 f'<td><span class="st st-{status.replace(" ", "-")}" title="{title}">{esc(status)}</span>'
+                 f'{"<br><small>" + esc(trial.error[:160]) + "</small>" if trial.error else ""}</td>',
+                 f'<td class="num">{trial.last_step}</td>', f'<td class="num">{duration(trial.wall_seconds)}</td>',
+                 f"<td>{where}</td>"]
+        css = "top" if trial.trial_id in top else ""
+        rows.append(f'<tr class="{css}" data-trial="{esc(trial.trial_id)}">{"".join(cells)}</tr>')
+    if not rows:
+        return "<p>no trials yet</p>"
+    return (f'<div class="board-wrap"><table class="board"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}'
+            f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+            f'<p class="note">Click a row to show only that trial in the figures below (click again for all). '
+            f'Status: {"; ".join(f"<i>{esc(k)}</i>: {esc(v)}" for k, v in STATUSES.items())}.</p>')
+
+
+def space_html(spec: dict) -> str:
+    searched, fixed = figures.search_space(spec)
+    rows = []
+    for key, table in searched.items():
+        kind = table.get("distribution", "?")
+        what = f"one of {table.get('values')}" if kind == "choice" else f"[{table.get('low')}, {table.get('high')}]"
+        rows.append(f"<tr><td>{esc(key)}</td><td>{esc(kind)}</td><td>{esc(what)}</td></tr>")
+    for key, value in fixed.items():
+        rows.append(f"<tr><td>{esc(key)}</td><td>fixed</td><td>{esc(value)}</td></tr>")
+    source = esc(spec.get("space_file") or "")
+    return (f"<table><tr><th>hyperparameter</th><th>distribution</th><th>range</th></tr>{''.join(rows)}</table>"
+            f'<div class="note">from <code>{source}</code>; every other hyperparameter keeps the family\'s default</div>')
+
+
+def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged: list[str],
+                evaluated: list[str]) -> str:
     spec = exp.spec
-    from trainables.family import get_family
-
-    family = get_family(spec["model"])
-    feature = spec.get("feature_network", {})
-    figures = [curves_figure(exp, list(family.loss_names), "losses over training"),
-               curves_figure(exp, [exp.objective], f"{exp.objective} over training (step 0 = untrained)"),
-               objective_figure(exp)]
-    table = leaderboard(exp)
-    ranked = exp.ranked_checkpoints()
-    grids = "".join(_image_tag(ckpt.path / "samples.png",
-                               f"#{i + 1} trial {trial.trial_id} step {ckpt.step}: {exp.objective} "
-                               f"{ckpt.metrics[exp.objective]:.4g}")
-                    for i, (trial, ckpt) in enumerate(ranked[:4]))
-    best_cmd = f"python -m orchestrator.best {exp.path}"
-    if feature.get("name") == INCEPTION:
-        features = (f"<p>FID/KID use Inception-v3 pool features (2048-d), on {spec['eval_samples']} generated vs "
-                    f"held-out real images.</p>")
+    info = spec.get("dataset_info") or {}
+    feature = spec.get("feature_network") or {}
+    name = str(feature.get("name", "?"))
+    if name.startswith("inception"):
+        features = (f"Inception-v3 pool features ({feature.get('feature_dim', 2048)}-d), as in published FID; "
+                    f"{spec.get('eval_samples')} generated vs held-out real images per evaluation")
     else:
-        features = (f"<p>FID/KID are measured in the feature space of <code>{html.escape(str(feature.get('name')))}</code> "
-                    f"(the {feature.get('feature_dim')}-d penultimate layer of a small classifier trained on the dataset, "
-                    f"test accuracy {feature.get('test_accuracy')}), on {spec['eval_samples']} generated vs held-out "
-                    f"real images. They are not comparable with Inception FID.</p>")
-    header = f"""
-<h1>{html.escape(spec['name'])}</h1>
-<p><b>{html.escape(spec['model'])}</b> on <b>{html.escape(spec['dataset'])}</b>
- ({len(exp.trials)} of {spec['trials']} trials, up to {spec['max_steps']} steps each, scheduler {spec['scheduler']},
- seed {spec['seed']}). Objective: <b>{exp.objective}</b> ({exp.mode}).</p>
-{features}
-<p>Export the best checkpoint: <code>{html.escape(best_cmd)}</code> &middot; resume:
- <code>python -m orchestrator.sweep {html.escape(spec['model'])} --name {html.escape(spec['name'])}
- --storage {html.escape(str(exp.path.parent))} --resume</code></p>
-<h2>Leaderboard</h2>
-{table.to_html(classes="board", float_format=lambda v: f"{v:.4g}", na_rep="") if len(table) else "<p>no trials yet</p>"}
-<h2>Samples of the best checkpoints</h2><div class="grids">{grids or "<p>no checkpoint yet</p>"}</div>
-"""
-    return header, figures
+        features = (f"<code>{esc(name)}</code>: the {esc(feature.get('feature_dim'))}-d penultimate layer of a small "
+                    f"classifier trained on the dataset (held-out accuracy {esc(feature.get('test_accuracy'))}); "
+                    f"{esc(spec.get('eval_samples'))} generated vs held-out real images per evaluation. "
+                    f"Comparable between trials on this dataset, <b>not</b> with published Inception FID")
+    names = list(dict.fromkeys([exp.objective, *(labels.get("metric_names") or evaluated),
+                                *(labels.get("loss_names") or logged)]))
+    metrics = "".join(f"<li><code>{esc(k)}</code>: {esc(METRICS.get(k, 'reported by the family'))}</li>" for k in names)
+    counts = Counter(statuses.values())
+    trial_text = (f"{len(exp.trials)} of {spec.get('trials')} started: "
+                  + ", ".join(f"{n} {s}" for s, n in counts.most_common()) if exp.trials else "none started yet")
+    scheduler = {"asha": "ASHA (asynchronous successive halving: stops trials whose objective trails at a rung)",
+                 "fifo": "FIFO (every trial runs to the last step)",
+                 "pbt": "Population Based Training (exploits the best trials' checkpoints, mutates learning rates)"}
+    resources = spec.get("resources") or {}
+    wall = exp.tune_state.get("_total_time")
+    root, storage_name = exp.path.parent, exp.path.name
+    path = shlex.quote(str(exp.path))
+    ranked = exp.ranked_checkpoints()
+    best_line = ""
+    if ranked:
+        trial, ckpt = ranked[0]
+        best_line = (f"best: <b>{fmt(float(ckpt.metrics[exp.objective]))}</b> {esc(exp.objective)}, trial "
+                     f"{esc(trial.trial_id)} at step {ckpt.step} (<code>{esc(ckpt.path)}</code>)")
+    commands = [
+        ("export the best checkpoints", f"python -m orchestrator.best {path} --top 3"),
+        ("use the best one", f"python -m orchestrator.infer {path}/best/rank1-* {first_mode(exp, labels)} --out out.png"),
+        ("resume the sweep", f"python -m orchestrator.sweep {shlex.quote(str(spec.get('model')))} --resume "
+                             f"--name {shlex.quote(storage_name)} --storage {shlex.quote(str(root))}"),
+        ("rebuild this page", f"python -m dashboards.build {path}"),
+    ]
+    if (exp.path / "optuna.db").is_file():
+        commands.append(("Optuna dashboard", f"optuna-dashboard sqlite:///{exp.path}/optuna.db"))
+    commands.append(("TensorBoard", f"tensorboard --logdir {path}"))
+    rows = [
+        ("model family", f"<b>{esc(spec.get('model'))}</b>" + (f": {esc(labels['description'])}" if labels.get("description") else "")),
+        ("dataset", f"<b>{esc(spec.get('dataset'))}</b>, images {esc('x'.join(map(str, info.get('shape') or [])))}"
+                    + (f", source domain {esc('x'.join(map(str, info['shape_a'])))}" if info.get("shape_a") else "")
+                    + (f", subset of {esc(spec['subset'])} training images" if spec.get("subset") else "")
+                    + "".join(f", {esc(k)} {esc(v)}" for k, v in (spec.get("data_options") or {}).items())
+                    + (f" (from {esc(info.get('source'))})" if info.get("source") else "")),
+        ("objective", f"<b>{esc(exp.objective)}</b> ({'lower' if exp.mode == 'min' else 'higher'} is better), "
+                      f"evaluated every {esc(spec.get('eval_every'))} steps; {best_line}"),
+        ("metrics", f"<ul style='margin:0;padding-left:1.2em'>{metrics}</ul>"),
+        ("FID/KID features", features),
+        ("search space", space_html(spec)),
+        ("scheduler", esc(scheduler.get(spec.get("scheduler"), spec.get("scheduler")))),
+        ("trials", esc(trial_text)),
+        ("budget", f"up to {esc(spec.get('max_steps'))} steps per trial, losses every {esc(spec.get('log_every'))} "
+                   f"steps, {esc(spec.get('keep_checkpoints'))} best checkpoints kept per trial, seed {esc(spec.get('seed'))}"),
+        ("compute", f"{duration(exp.compute_seconds)} of trial time in all"
+                    + (f"; sweep wall clock {duration(wall)}" if isinstance(wall, (int, float)) and math.isfinite(wall) else "")
+                    + f"; per trial {esc(resources.get('workers_per_trial', 1))} worker(s) x "
+                      f"{esc(resources.get('cpus_per_worker', 1))} CPU, {esc(resources.get('gpus_per_worker', 0))} GPU"),
+        ("created", f"{esc(spec.get('created', '?'))}; page built {time.strftime('%Y-%m-%d %H:%M:%S')} from "
+                    f"<code>{esc(exp.path)}</code>"),
+        ("commands", "<pre>" + "\n".join(f"# {esc(what)}\n{esc(cmd)}" for what, cmd in commands) + "</pre>"),
+    ]
+    return facts(rows)
 
 
-def build(experiments: list[str | Path], out: str | Path | None = None) -> Path:
+def data_kind(exp: Experiment, labels: dict) -> str:
+    """images, paired or unpaired: the family's word when it is loaded, else what the dataset says."""
+    info = exp.spec.get("dataset_info") or {}
+    return labels.get("data_kind") or ("paired" if info.get("paired") else "unpaired" if info.get("shape_a") else "images")
+
+
+def first_mode(exp: Experiment, labels: dict) -> str:
+    if labels.get("inference_modes"):
+        return labels["inference_modes"][0]
+    return "score" if exp.objective == "auroc" else "sample" if data_kind(exp, labels) == "images" else "translate"
+
+
+def checkpoint_caption(exp: Experiment, rank: int | None, trial_id: str, ckpt) -> str:
+    prefix = f"#{rank} " if rank else ""
+    return f"{prefix}trial {trial_id}, step {ckpt.step}: {exp.objective} {fmt(float(ckpt.metrics[exp.objective]))}"
+
+
+def samples_html(exp: Experiment, labels: dict, top_k: int) -> str:
+    kind = data_kind(exp, labels)
+    anomaly = exp.objective == "auroc"
+    if anomaly:
+        note = "top row: the most anomalous held-out images by the checkpoint's score; bottom row: the least anomalous"
+    elif kind == "paired":
+        note = "each row: input sketch -> output -> (target, where the family shows it)"
+    elif kind == "unpaired":
+        note = "rows: input -> translated -> translated back (cycle), as the family arranges them"
+    else:
+        note = "generated from the same fixed latent draws at every evaluation"
+    ranked = exp.ranked_checkpoints()
+    best = "".join(image_figure(ckpt.path / "samples.png", checkpoint_caption(exp, i + 1, trial.trial_id, ckpt), anomaly)
+                   for i, (trial, ckpt) in enumerate(ranked[:top_k]))
+    parts = [f"<h2>Samples of the best {top_k} checkpoints</h2><p class='note'>{esc(note)}.</p>",
+             f"<div class='grids'>{best or '<p>no checkpoint yet</p>'}</div>"]
+    if ranked:
+        trial = ranked[0][0]
+        over_time = "".join(image_figure(c.path / "samples.png", checkpoint_caption(exp, None, trial.trial_id, c), anomaly)
+                            for c in trial.checkpoints)
+        parts.append(f"<h3>The best trial ({esc(trial.trial_id)}) over training: its kept checkpoints</h3>"
+                     f"<div class='grids'>{over_time}</div>")
+    return "".join(parts)
+
+
+def anomaly_html(exp: Experiment, top_k: int, div: str) -> str:
+    """vae_anomaly-style evaluations: ROC curves and the most / least anomalous held-out images."""
+    curves, detail = [], ""
+    for i, (trial, ckpt) in enumerate(exp.ranked_checkpoints()[:top_k]):
+        try:
+            evaluation = json.loads((ckpt.path / "evaluation.json").read_text())
+        except (OSError, ValueError):
+            continue
+        roc = evaluation.get("roc") or {}
+        curves.append((f"#{i + 1} trial {trial.trial_id} step {ckpt.step} (AUROC {fmt(float(roc.get('auroc', math.nan)))})", roc))
+        if not detail:
+            def listing(items):
+                return ", ".join(f"{esc(x.get('label'))} ({fmt(float(x.get('score', math.nan)))})" for x in items or [])
+            detail = (f"<p class='note'>Best checkpoint, normal class <b>{esc(evaluation.get('normal_class'))}</b>. "
+                      f"Most anomalous (label, score): {listing(evaluation.get('most_anomalous'))}. "
+                      f"Least anomalous: {listing(evaluation.get('least_anomalous'))}.</p>")
+    fig = figures.roc_figure(curves)
+    if fig is None:
+        return ""
+    return "<h2>Anomaly detection</h2>" + plot_div(fig, div) + detail
+
+
+def experiment_section(exp: Experiment, index: int, top_k: int) -> str:
+    labels = family_labels(exp.spec)
+    statuses = exp.statuses()
+    top = [t.trial_id for t in exp.ranked_trials() if exp.best_of(t)][:top_k]
+    logged, evaluated = reported_keys(exp)
+    prefix = f"e{index}"
+    parts = [f"<h1>{esc(exp.spec.get('name', exp.path.name))}</h1>", header_html(exp, labels, statuses, logged, evaluated),
+             "<h2>Leaderboard</h2>", leaderboard_html(exp, statuses, top)]
+    options = [("all", "all trials"), ("top", f"the best {len(top)}")] + [(t.trial_id, f"trial {t.trial_id}")
+                                                                          for t in exp.ranked_trials()]
+    parts.append(
+        "<div class='controls'><label>show <select class='show'>"
+        + "".join(f"<option value='{esc(v)}'>{esc(text)}</option>" for v, text in options)
+        + "</select></label><label>smoothing <input class='smooth' type='range' min='0' max='0.95' step='0.05' value='0'>"
+          " <span class='smooth-value'>0.00</span></label><label><input class='logy' type='checkbox'> log y (training curves)"
+          "</label></div>")
+    curves = figures.curves_figure(exp, list(labels.get("loss_names") or logged), top, "training curves (losses as the family reports them)")
+    if curves:
+        parts += ["<h2>Training curves</h2>", plot_div(curves, f"{prefix}-losses", "curves")]
+    objective = figures.objective_figure(exp, top, statuses)
+    parts.append("<h2>Objective over training</h2>")
+    parts.append(plot_div(objective, f"{prefix}-objective") if objective else "<p>no evaluation yet</p>")
+    others = [k for k in (labels.get("metric_names") or evaluated) if k not in (exp.objective, "kid_std")]
+    metrics = figures.curves_figure(exp, others, top, "other evaluation metrics", "lines+markers")
+    if metrics:
+        parts.append(plot_div(metrics, f"{prefix}-metrics"))
+    parts.append(samples_html(exp, labels, top_k))
+    parts.append(anomaly_html(exp, top_k, f"{prefix}-roc"))  # nothing unless checkpoints hold a ROC curve
+    parts.append("<h2>Hyperparameters vs objective</h2>")
+    hp = [(figures.parallel_figure(exp, top), "parallel"), (figures.scatter_figure(exp, statuses), "scatter")]
+    importance, why = figures.importance_figure(exp)
+    hp.append((importance, "importance"))
+    shown = [plot_div(fig, f"{prefix}-{name}") for fig, name in hp if fig is not None]
+    parts += shown or ["<p>needs at least two trials with a score</p>"]
+    if importance is None:
+        parts.append(f"<p class='note'>parameter importance: {esc(why)}</p>")
+    return (f"<section class='experiment' id='{prefix}' data-top='{esc(json.dumps(top))}'>"
+            + "".join(parts) + "</section>")
+
+
+def comparison_section(experiments: list[Experiment]) -> str:
+    rows = []
+    for i, exp in enumerate(experiments):
+        ranked = exp.ranked_checkpoints()
+        best = fmt(float(ranked[0][1].metrics[exp.objective])) if ranked else ""
+        counts = Counter(exp.statuses().values())
+        rows.append(f"<tr><td><a href='#e{i}'>{esc(exp.spec.get('name'))}</a></td><td>{esc(exp.spec.get('model'))}</td>"
+                    f"<td>{esc(exp.spec.get('dataset'))}</td><td>{esc(exp.objective)} ({esc(exp.mode)})</td>"
+                    f"<td class='num'><b>{best}</b></td><td>{esc((exp.spec.get('feature_network') or {}).get('name'))}</td>"
+                    f"<td>{esc(', '.join(f'{n} {s}' for s, n in counts.most_common()))}</td>"
+                    f"<td>{duration(exp.compute_seconds)}</td></tr>")
+    features = {(e.spec.get("dataset"), (e.spec.get("feature_network") or {}).get("name")) for e in experiments}
+    warning = ("<p class='note'><b>Note:</b> these experiments differ in dataset or FID feature network: their "
+               "FID/KID values are not comparable with each other.</p>") if len(features) > 1 else ""
+    plots = "".join(plot_div(fig, f"cmp-{i}") for i, fig in enumerate(figures.comparison_figures(experiments)))
+    return ("<section class='comparison' id='compare'><h1>Comparison of experiments</h1>"
+            "<table><tr><th>experiment</th><th>model</th><th>dataset</th><th>objective</th><th>best</th>"
+            "<th>FID features</th><th>trials</th><th>trial time</th></tr>" + "".join(rows) + "</table>"
+            + warning + plots + "</section>")
+
+
+def build(experiments: list[str | Path], out: str | Path | None = None, top: int = TOP) -> Path:
+    if top < 1:
+        raise UsageError(f"--top must be 1 or more, got {top}")
     loaded = [load_experiment(p) for p in experiments]
     out = Path(out) if out else loaded[0].path / "dashboard.html"
-    parts, first = [], True
-    for exp in loaded:
-        header, figures = experiment_section(exp)
-        parts.append(f"<section>{header}")
-        for fig in figures:
-            parts.append(fig.to_html(full_html=False, include_plotlyjs=True if first else False))
-            first = False
-        parts.append("</section>")
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{html.escape(loaded[0].spec['name'])} - sweep dashboard</title>
-<style>body{{font-family:sans-serif;margin:1.5em;}} table.board{{border-collapse:collapse;font-size:13px}}
-table.board td,table.board th{{border:1px solid #ccc;padding:2px 6px}} .grids{{display:flex;flex-wrap:wrap;gap:1em}}
-figure img{{image-rendering:pixelated;width:280px}} figcaption{{font-size:12px;max-width:280px}}</style>
-</head><body>{''.join(parts)}</body></html>"""
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page)
+    sections = [experiment_section(exp, i, top) for i, exp in enumerate(loaded)]
+    names = [str(exp.spec.get("name", exp.path.name)) for exp in loaded]
+    if len(loaded) > 1:
+        sections.insert(0, comparison_section(loaded))
+        nav = "<a href='#compare'>comparison</a>" + "".join(f"<a href='#e{i}'>{esc(n)}</a>" for i, n in enumerate(names))
+    else:
+        nav = f"<b>{esc(names[0])}</b> &middot; {esc(loaded[0].spec.get('model'))} on {esc(loaded[0].spec.get('dataset'))}"
+    page = document(" vs ".join(names) + " - sweep dashboard", nav, "".join(sections))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="python -m dashboards.build", description=__doc__)
-    p.add_argument("experiments", nargs="+", help="experiment directories (STORAGE/NAME)")
-    p.add_argument("--out", help="output file (default EXPERIMENT/dashboard.html of the first one)")
+    p = Parser(prog="python -m dashboards.build", description=__doc__.split("\n\n")[1])
+    p.add_argument("experiments", nargs="+", help="experiment directories (STORAGE/NAME); several go on one page")
+    p.add_argument("--out", help="output file (default: dashboard.html in the first experiment directory)")
+    p.add_argument("--top", type=int, default=TOP, help=f"how many of the best trials/checkpoints to highlight and "
+                                                          f"show samples of (default {TOP})")
     args = p.parse_args(argv)
-    print(build(args.experiments, args.out))
+    print(build(args.experiments, args.out, args.top))
     return 0
 
 

@@ -1,7 +1,8 @@
-"""Reading an experiment directory: the sweep's spec, each trial's reports and its checkpoints.
+"""Reading an experiment directory: the sweep's spec, each trial's reports, status and checkpoints.
 
-Reads files only (no Ray), so it works on a copy pulled from remote storage and while a sweep
-is still running. `best`, the sweep's leaderboard and the dashboard all read through this.
+Reads files only (no Ray, nothing unpickled: Tune's state is read from its JSON files), so it
+works on a copy pulled from remote storage and while a sweep is still running. `best`, the
+sweep's leaderboard and the dashboard all read through this.
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ from orchestrator.cli import UsageError
 SPEC_FILE = "sweep.json"
 RESUME_BACKUP = "result-before-resume-"
 TRIAL_ID = re.compile(r"^run_trial_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})_")  # Tune's trial directory names
+LIVE_SECONDS = 600  # an unfinished trial that reported within this long is taken as still running
+
+# What each status means, for the leaderboard and the dashboard's legend.
+STATUSES = {
+    "finished": "ran to the last step",
+    "stopped early": "stopped by the scheduler (ASHA) after a rung",
+    "errored": "raised an error (see error.txt in its folder)",
+    "running": "still training (reported in the last 10 minutes)",
+    "interrupted": "unfinished when the sweep's driver stopped; `--resume` continues it",
+    "pending": "not started yet",
+}
 
 
 @dataclass
@@ -39,13 +51,22 @@ class Trial:
     results: list[dict]
     error: str | None
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
+    tune_status: str | None = None  # Tune's own: PENDING, RUNNING, PAUSED, TERMINATED, ERROR (None: no state file)
 
-    def status(self, max_steps: int) -> str:
-        if self.error:
+    def status(self, max_steps: int, now: float | None = None) -> str:
+        """One of STATUSES. From Tune's state when the experiment has it, else from the files."""
+        if self.error or self.tune_status == "ERROR":
             return "errored"
+        if self.last_step >= max_steps:
+            return "finished"
+        if self.tune_status == "TERMINATED":
+            return "stopped early"  # Tune ended it before the last step: its scheduler did
         if not self.results:
             return "pending"
-        return "finished" if self.last_step >= max_steps else "stopped early"
+        if self.tune_status is None:
+            return "stopped early"  # no Tune state to tell a scheduler's stop from an interrupted driver
+        last = float(self.results[-1].get("timestamp", 0) or 0)
+        return "running" if (now or time.time()) - last < LIVE_SECONDS else "interrupted"
 
     @property
     def last_step(self) -> int:
@@ -54,7 +75,17 @@ class Trial:
     @property
     def wall_seconds(self) -> float:
         """Seconds between reports, summed over every run of the trial (resumes included)."""
-        return float(sum(r.get("time_this_iter_s", 0.0) for r in self.results))
+        return float(sum(_number(r.get("time_this_iter_s")) or 0.0 for r in self.results))
+
+    def curve(self, key: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of one reported metric, only where it is a finite number."""
+        steps, values = [], []
+        for row in self.results:
+            value = _number(row.get(key))
+            if value is not None:
+                steps.append(int(row.get("step", len(steps))))
+                values.append(value)
+        return steps, values
 
 
 @dataclass
@@ -62,6 +93,7 @@ class Experiment:
     path: Path
     spec: dict
     trials: list[Trial]
+    tune_state: dict = field(default_factory=dict)  # runner data of Tune's latest experiment_state-*.json
 
     @property
     def objective(self) -> str:
@@ -73,8 +105,8 @@ class Experiment:
 
     def score(self, metrics: dict) -> float:
         """Sort key: smaller is better whatever the mode; missing or NaN scores sort last."""
-        value = metrics.get(self.objective)
-        if not isinstance(value, (int, float)) or math.isnan(value):
+        value = _number(metrics.get(self.objective))
+        if value is None:
             return math.inf
         return value if self.mode == "min" else -value
 
@@ -82,9 +114,48 @@ class Experiment:
         scored = [r for r in trial.results if math.isfinite(self.score(r))]
         return min(scored, key=self.score) if scored else None
 
+    def params_at_best(self, trial: Trial) -> dict:
+        """The hyperparameters behind a trial's best report: its config then (Population Based
+        Training mutates them during a trial), else the ones it started with."""
+        config = (self.best_of(trial) or {}).get("config")
+        return {**trial.params, **config} if isinstance(config, dict) else trial.params
+
     def ranked_checkpoints(self) -> list[tuple[Trial, CheckpointInfo]]:
         pairs = [(t, c) for t in self.trials for c in t.checkpoints if math.isfinite(self.score(c.metrics))]
         return sorted(pairs, key=lambda tc: self.score(tc[1].metrics))
+
+    def best_checkpoints(self) -> dict[str, CheckpointInfo]:
+        """Each trial's best kept checkpoint, by trial id."""
+        best: dict[str, CheckpointInfo] = {}
+        for trial, ckpt in self.ranked_checkpoints():
+            best.setdefault(trial.trial_id, ckpt)
+        return best
+
+    def ranked_trials(self) -> list[Trial]:
+        """Trials best first by their best reported objective; trials with none last."""
+        return sorted(self.trials, key=lambda t: self.score(self.best_of(t) or {}))
+
+    def statuses(self, now: float | None = None) -> dict[str, str]:
+        now = now or time.time()
+        return {t.trial_id: t.status(self.spec["max_steps"], now) for t in self.trials}
+
+    @property
+    def compute_seconds(self) -> float:
+        """Trial time summed over trials (each trial's time between reports, resumes included)."""
+        return sum(t.wall_seconds for t in self.trials)
+
+    @property
+    def searched(self) -> list[str]:
+        """Hyperparameters that differ between trials (the searched ones), in a stable order."""
+        params = [self.params_at_best(t) for t in self.trials]
+        keys = sorted({k for p in params for k in p})
+        return [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def read_results(folder: Path) -> list[dict]:
@@ -99,7 +170,8 @@ def read_results(folder: Path) -> list[dict]:
                 row = json.loads(line)
             except ValueError:
                 break  # a line being written right now
-            by_step[int(row.get("step", len(by_step)))] = row
+            if isinstance(row, dict):
+                by_step[int(row.get("step", len(by_step)))] = row
     return [by_step[step] for step in sorted(by_step)]
 
 
@@ -108,6 +180,29 @@ def keep_results_before_resume(exp_path: str | Path) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for path in Path(exp_path).glob("run_trial_*/result.json"):
         shutil.copyfile(path, path.with_name(f"{RESUME_BACKUP}{stamp}.json"))
+
+
+def read_tune_state(path: Path) -> tuple[dict[str, dict], dict]:
+    """Trial status from Tune's experiment_state-*.json files (JSON only; their pickled fields are
+    left alone). Later files (a resumed sweep) win. Returns ({trial_id: Tune's status}, runner data)."""
+    trials: dict[str, str] = {}
+    runner: dict = {}
+    for state_file in sorted(path.glob("experiment_state-*.json")):
+        try:
+            state = json.loads(state_file.read_text())
+            entries = state.get("trial_data", [])
+        except (OSError, ValueError, AttributeError):
+            continue  # being written right now, or not Tune's
+        for entry in entries:
+            try:
+                trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+                trials[trial["trial_id"]] = trial.get("status")
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+                continue
+        data = state.get("runner_data")
+        if isinstance(data, dict):
+            runner = {k: data[k] for k in ("_total_time", "_start_time", "_session_str", "_resumed") if k in data}
+    return trials, runner
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -119,6 +214,7 @@ def load_experiment(path: str | Path) -> Experiment:
         spec = json.loads(spec_path.read_text())
     except ValueError as e:
         raise UsageError(f"{spec_path} is not readable JSON ({e})") from None
+    tune_trials, runner = read_tune_state(path)
     trials = []
     for params_file in sorted(path.glob("*/params.json")):
         folder = params_file.parent
@@ -127,7 +223,10 @@ def load_experiment(path: str | Path) -> Experiment:
             continue
         trial_id = match.group(1)
         error_file = folder / "error.txt"
-        error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else None
+        error = None
+        if error_file.is_file():
+            lines = error_file.read_text(errors="replace").strip().splitlines()
+            error = lines[-1] if lines else "error (empty error.txt)"
         try:
             params = json.loads(params_file.read_text())
         except ValueError:
@@ -139,24 +238,23 @@ def load_experiment(path: str | Path) -> Experiment:
             except ValueError:
                 continue
         trials.append(Trial(trial_id, folder, params, read_results(folder), error,
-                            sorted(checkpoints, key=lambda c: c.step)))
-    return Experiment(path, spec, trials)
+                            sorted(checkpoints, key=lambda c: c.step), tune_trials.get(trial_id)))
+    return Experiment(path, spec, trials, runner)
 
 
-def leaderboard(exp: Experiment):
+def leaderboard(exp: Experiment, now: float | None = None):
     """One row per trial, best first: hyperparameters, best objective, status, best checkpoint."""
     import pandas as pd
 
-    best_ckpt = {}
-    for trial, ckpt in exp.ranked_checkpoints():
-        best_ckpt.setdefault(trial.trial_id, ckpt)
+    best_ckpt = exp.best_checkpoints()
+    statuses = exp.statuses(now)
     rows = []
     for t in exp.trials:
         best = exp.best_of(t) or {}
         ckpt = best_ckpt.get(t.trial_id)
-        rows.append({"trial": t.trial_id, **t.params, exp.objective: best.get(exp.objective, math.nan),
+        rows.append({"trial": t.trial_id, **exp.params_at_best(t), exp.objective: best.get(exp.objective, math.nan),
                      "at_step": best.get("step"), "steps": t.last_step,
-                     "status": t.status(exp.spec["max_steps"]), "seconds": round(t.wall_seconds, 1),
+                     "status": statuses[t.trial_id], "seconds": round(t.wall_seconds, 1),
                      "checkpoint": str(ckpt.path) if ckpt else ""})
     table = pd.DataFrame(rows)
     if len(table):
