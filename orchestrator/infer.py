@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", help="where the checkpoint's dataset lies, for modes that read it")
     p.add_argument("--steps", type=int, default=10, help="interpolate: images per row (default 10)")
     p.add_argument("--sample-steps", type=int,
-                   help="sample: denoising steps of diffusion models (default: the trained number of timesteps)")
+                   help="sample: denoising steps of diffusion models (default: the checkpoint's sample_steps, 20 unless set)")
     p.add_argument("--expr", default="Ankle boot - Sneaker + Sandal",
                    help='arithmetic: class names joined by + and - (default "Ankle boot - Sneaker + Sandal")')
     p.add_argument("--per-class", type=int, default=200, help="arithmetic: images averaged per class (default 200)")

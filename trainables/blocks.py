@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 
 import torch
@@ -69,3 +70,70 @@ class EMA(nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
+
+
+# --- U-Net pieces with time conditioning (DDPM; Ho et al. 2020, as lucidrains' denoising-diffusion-pytorch) ---
+
+def group_norm(channels: int, groups: int = 8) -> nn.GroupNorm:
+    """GroupNorm with as many groups (up to `groups`) as divide the channels."""
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer position encoding of a (float) timestep: (N,) -> (N, dim)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        freqs = torch.exp(torch.arange(half, device=t.device) * (-math.log(10000) / (half - 1)))
+        angles = t.float()[:, None] * freqs[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class TimeResBlock(nn.Module):
+    """Residual block conditioned on a time embedding: norm-SiLU-conv twice, the embedding scaling and
+    shifting the second norm's output (FiLM), plus a 1x1 conv shortcut when channels change."""
+
+    def __init__(self, in_ch: int, out_ch: int, time_dim: int):
+        super().__init__()
+        self.conv1 = nn.Sequential(group_norm(in_ch), nn.SiLU(), nn.Conv2d(in_ch, out_ch, 3, padding=1))
+        self.time = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, 2 * out_ch))
+        self.norm2 = group_norm(out_ch)
+        self.conv2 = nn.Sequential(nn.SiLU(), nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x)
+        scale, shift = self.time(t_emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.conv2(self.norm2(h) * (1 + scale) + shift)
+        return h + self.skip(x)
+
+
+class DownBlock(nn.Module):
+    """A residual block, then (unless last) a stride-2 conv; returns (skip features, downsampled)."""
+
+    def __init__(self, in_ch: int, out_ch: int, time_dim: int, downsample: bool):
+        super().__init__()
+        self.block = TimeResBlock(in_ch, out_ch, time_dim)
+        self.down = nn.Conv2d(out_ch, out_ch, 3, stride=2, padding=1) if downsample else nn.Identity()
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.block(x, t_emb)
+        return h, self.down(h)
+
+
+class UpBlock(nn.Module):
+    """Concatenates the matching skip features, a residual block, then (if `upsample_to`) nearest-neighbour
+    upsampling and a conv to `upsample_to` channels (the next level's width)."""
+
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, time_dim: int, upsample_to: int | None = None):
+        super().__init__()
+        self.block = TimeResBlock(in_ch + skip_ch, out_ch, time_dim)
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                nn.Conv2d(out_ch, upsample_to, 3, padding=1)) if upsample_to else nn.Identity()
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        return self.up(self.block(torch.cat([x, skip], dim=1), t_emb))
