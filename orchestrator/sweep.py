@@ -22,6 +22,7 @@ QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eva
 # The Tune function that fits a trial's TorchTrainer mostly waits; it asks for a sliver of CPU
 # (Tune refuses 0). So that N one-CPU trials fit N cores, a local Ray gets one extra logical CPU.
 TRIAL_DRIVER_CPU = 0.01
+DATA_OPTIONS = ("image_size", "fit", "classes", "attribute", "folders", "swap_domains")  # passed to the loader
 DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000}
 
 
@@ -65,9 +66,27 @@ def build_parser() -> Parser:
                         help=f"generated and held-out real images per FID/KID evaluation (default {DEFAULTS['eval_samples']}; "
                              f"capped by the test split)")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", help="dataset name (default: the model's own; see --list)")
-    data.add_argument("--data-root", help="folder holding the dataset's files (default: system folders, then download)")
+    from trainables.datasets import DATASETS
+
+    data.add_argument("--dataset", help="dataset name (default: the model's own; see --list): "
+                                        + ", ".join(sorted(DATASETS)))
+    data.add_argument("--data-root", help="folder holding the dataset's files (default: system folders, then download; "
+                                          "required by celeba*, *_folders and image_folder)")
     data.add_argument("--subset", type=positive_int, help="use only the first N training images")
+    # loader options, saved in sweep.json (so --resume reloads the same data); a dataset that
+    # doesn't take one says so
+    data.add_argument("--image-size", type=positive_int,
+                      help="side of the square images that celeba, celeba_split and the folder datasets make (default 64)")
+    data.add_argument("--fit", choices=["crop", "pad", "stretch"],
+                      help="how celeba and folder images become square: center crop (default), pad with the border "
+                           "colour (signatures), or stretch")
+    data.add_argument("--classes", help="comma-separated classes to keep: CIFAR-10 names for cifar10 (e.g. cat,dog; "
+                                        "cifar10_cats_dogs' default), or attribute names for celeba's labels")
+    data.add_argument("--attribute", help="celeba_split's attribute: domain A without it, B with it (default Eyeglasses)")
+    data.add_argument("--folders", help="paired_folders: the two sub-folders with matching file names, as A,B "
+                                        "(e.g. sketches,photos; default: found by their matching names)")
+    data.add_argument("--swap-domains", action="store_true", default=None,
+                      help="two-domain data: translate B -> A instead of A -> B (e.g. trainB -> trainA, photos -> sketches)")
     search = p.add_argument_group("search")
     search.add_argument("--space", help="search-space TOML file (default: search_spaces/MODEL.toml)")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -132,7 +151,8 @@ def make_spec(args: argparse.Namespace) -> dict:
     load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
     spec.update(
         model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
-        subset=args.subset, space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
+        subset=args.subset, data_options={k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k) is not None},
+        space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
         scheduler=args.scheduler, seed=args.seed, fid_features=args.fid_features, objective=family.objective, mode=family.mode,
         keep_checkpoints=args.keep_checkpoints)
     return spec
@@ -296,13 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.family import get_family
     from trainables.features import feature_network
 
-    data = load_dataset(spec["dataset"], spec["data_root"], spec["subset"])
+    data = load_dataset(spec["dataset"], spec["data_root"], spec["subset"], spec.get("data_options"))
     log(f"dataset {data.name}: {len(data.train_x)} training / {len(data.test_x)} held-out images "
         f"of shape {data.shape} from {data.source}")
-    get_family(spec["model"]).check_data(data.info())
+    family = get_family(spec["model"])
+    family.check_data(data.info())
+    family.prepare_data(data, {**family.defaults, **spec.get("overrides", {})})  # e.g. --set normal_class=12 fails here
     feature_state, spec["feature_network"] = feature_network(spec.get("fid_features", "classifier"), data, log=log,
-                                                             data_root=spec["data_root"])
-    spec["dataset_info"] = data.info()
+                                                             data_root=spec["data_root"],
+                                                             data_options=spec.get("data_options"))
+    spec["dataset_info"] = {**data.info(), "options": spec.get("data_options") or {}}  # checkpoints keep the options
     spec["resources"] = {"workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
                          "gpus_per_worker": args.gpus_per_worker}
     if not args.resume:
