@@ -5,7 +5,8 @@ from trainables.datasets import load_dataset
 from trainables.features import SampleQuality, build_feature_network, get_feature_network, to_float
 
 
-def test_feature_network_is_trained_once_then_cached(cache_dir):
+def test_feature_network_is_trained_once_then_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORCHESTRATOR_CACHE", str(tmp_path))  # empty, whatever earlier tests cached
     data = load_dataset("digits")
     messages = []
     state, meta = get_feature_network(data, log=messages.append)
