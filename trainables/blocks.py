@@ -7,7 +7,10 @@ import math
 import random
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from trainables.family import ModelFamily, pixel_device, seeded_normal
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
@@ -137,3 +140,43 @@ class UpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
         return self.up(self.block(torch.cat([x, skip], dim=1), t_emb))
+
+
+class AdversarialFamily(ModelFamily):
+    """What the GAN families share: Adam for a generator and a discriminator (lr_g, lr_d, beta1),
+    a non-saturating BCE step, and decoding latent draws with the generator. A family overrides
+    what differs (a conditional GAN its step and generation, a Siamese GAN its step)."""
+
+    def optimizers(self, modules, hp):
+        betas = (hp["beta1"], 0.999)
+        return {"generator": torch.optim.Adam(modules["generator"].parameters(), lr=hp["lr_g"], betas=betas),
+                "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=hp["lr_d"], betas=betas)}
+
+    def train_step(self, modules, optimizers, batch, hp):
+        G, D = modules["generator"], modules["discriminator"]
+        real = batch["x"]
+        n = len(real)
+        fake = G(torch.randn(n, hp["latent_dim"], device=real.device))
+        # one discriminator pass over real and fake together: DDP wants one forward per backward
+        logits = D(torch.cat([real, fake.detach()]))
+        target = torch.cat([torch.ones(n, device=real.device), torch.zeros(n, device=real.device)])
+        loss_d = F.binary_cross_entropy_with_logits(logits.float(), target)
+        optimizers["discriminator"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        optimizers["discriminator"].step()
+
+        loss_g = F.binary_cross_entropy_with_logits(D(fake).float(), torch.ones(n, device=real.device))
+        optimizers["generator"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizers["generator"].step()
+        probs = torch.sigmoid(logits.detach().float())
+        return {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(),
+                "d_real": probs[:n].mean(), "d_fake": probs[n:].mean()}
+
+    @torch.no_grad()
+    def generate(self, modules, n, hp, seed, labels=None):
+        return self.decode(modules, seeded_normal((n, hp["latent_dim"]), seed, pixel_device(modules)), hp)
+
+    @torch.no_grad()
+    def decode(self, modules, z, hp):
+        return torch.cat([modules["generator"](chunk) for chunk in z.split(500)])

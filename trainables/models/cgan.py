@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.blocks import init_weights
 from trainables.errors import BadInput
-from trainables.family import EvalResult, ModelFamily, pixel_device, register_family, seeded_normal
+from trainables.blocks import AdversarialFamily, init_weights
+from trainables.family import EvalResult, pixel_device, register_family, seeded_normal
 from trainables.models import dcgan
 
 
@@ -75,7 +75,7 @@ def label_accuracy(logits: torch.Tensor | None, labels: torch.Tensor, num_classe
 
 
 @register_family
-class CGAN(ModelFamily):
+class CGAN(AdversarialFamily):
     name = "cgan"
     description = "conditional GAN: DCGAN networks conditioned on class labels or multi-hot attributes"
     default_dataset = "fashion_mnist"
@@ -95,10 +95,6 @@ class CGAN(ModelFamily):
                                                     hp["width"])),
                 "discriminator": init_weights(Discriminator(hp["embed_dim"], k, multi, channels, size, hp["width"]))}
 
-    def optimizers(self, modules, hp):
-        betas = (hp["beta1"], 0.999)
-        return {"generator": torch.optim.Adam(modules["generator"].parameters(), lr=hp["lr_g"], betas=betas),
-                "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=hp["lr_d"], betas=betas)}
 
     def train_step(self, modules, optimizers, batch, hp):
         G, D = modules["generator"], modules["discriminator"]

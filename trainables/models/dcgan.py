@@ -4,10 +4,10 @@ discriminator, batch norm, non-saturating BCE loss. Works for any square size di
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from trainables.family import ModelFamily, pixel_device, register_family, seeded_normal
+from trainables.blocks import AdversarialFamily
+from trainables.family import register_family
 
 
 class Generator(nn.Module):
@@ -38,7 +38,7 @@ class Discriminator(nn.Module):
 
 
 @register_family
-class DCGAN(ModelFamily):
+class DCGAN(AdversarialFamily):
     name = "dcgan"
     description = "DCGAN: conv generator and discriminator, non-saturating BCE loss"
     default_dataset = "fashion_mnist"
@@ -54,37 +54,3 @@ class DCGAN(ModelFamily):
             raise ValueError(f"dcgan needs square images with a side divisible by 4, got {shape}")
         return {"generator": Generator(hp["latent_dim"], channels, size, hp["width"]),
                 "discriminator": Discriminator(channels, size, hp["width"])}
-
-    def optimizers(self, modules, hp):
-        betas = (hp["beta1"], 0.999)
-        return {"generator": torch.optim.Adam(modules["generator"].parameters(), lr=hp["lr_g"], betas=betas),
-                "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=hp["lr_d"], betas=betas)}
-
-    def train_step(self, modules, optimizers, batch, hp):
-        G, D = modules["generator"], modules["discriminator"]
-        real = batch["x"]
-        n = len(real)
-        fake = G(torch.randn(n, hp["latent_dim"], device=real.device))
-        # one discriminator pass over real and fake together: DDP wants one forward per backward
-        logits = D(torch.cat([real, fake.detach()]))
-        target = torch.cat([torch.ones(n, device=real.device), torch.zeros(n, device=real.device)])
-        loss_d = F.binary_cross_entropy_with_logits(logits.float(), target)
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimizers["discriminator"].step()
-
-        loss_g = F.binary_cross_entropy_with_logits(D(fake).float(), torch.ones(n, device=real.device))
-        optimizers["generator"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizers["generator"].step()
-        probs = torch.sigmoid(logits.detach().float())
-        return {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(),
-                "d_real": probs[:n].mean(), "d_fake": probs[n:].mean()}
-
-    @torch.no_grad()
-    def generate(self, modules, n, hp, seed, labels=None):
-        return self.decode(modules, seeded_normal((n, hp["latent_dim"]), seed, pixel_device(modules)), hp)
-
-    @torch.no_grad()
-    def decode(self, modules, z, hp):
-        return torch.cat([modules["generator"](chunk) for chunk in z.split(500)])

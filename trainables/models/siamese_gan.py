@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.blocks import init_weights
 from trainables.errors import BadInput
-from trainables.family import ModelFamily, pixel_device, register_family, seeded_normal
+from trainables.blocks import AdversarialFamily, init_weights
+from trainables.family import register_family
 from trainables.models import dcgan
 
 
@@ -59,7 +59,7 @@ def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 
 @register_family
-class SiameseGAN(ModelFamily):
+class SiameseGAN(AdversarialFamily):
     name = "siamese_gan"
     description = "Siamese GAN: a weight-shared pair discriminator scores (real, real') vs (real, fake) pairs"
     default_dataset = "fashion_mnist"
@@ -77,10 +77,6 @@ class SiameseGAN(ModelFamily):
         return {"generator": init_weights(dcgan.Generator(hp["latent_dim"], channels, size, hp["width"])),
                 "discriminator": init_weights(SiameseDiscriminator(channels, size, hp["width"], hp["embed_dim"]))}
 
-    def optimizers(self, modules, hp):
-        betas = (hp["beta1"], 0.999)
-        return {"generator": torch.optim.Adam(modules["generator"].parameters(), lr=hp["lr_g"], betas=betas),
-                "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=hp["lr_d"], betas=betas)}
 
     def train_step(self, modules, optimizers, batch, hp):
         G, D = modules["generator"], modules["discriminator"]
@@ -106,11 +102,3 @@ class SiameseGAN(ModelFamily):
                 "same_real": torch.sigmoid(same.detach().float()).mean(),
                 "same_fake": torch.sigmoid(different.detach().float()).mean(),
                 "d_real": p_real[:n].mean(), "d_fake": p_real[n:].mean()}
-
-    @torch.no_grad()
-    def generate(self, modules, n, hp, seed, labels=None):
-        return self.decode(modules, seeded_normal((n, hp["latent_dim"]), seed, pixel_device(modules)), hp)
-
-    @torch.no_grad()
-    def decode(self, modules, z, hp):
-        return torch.cat([modules["generator"](chunk) for chunk in z.split(500)])
