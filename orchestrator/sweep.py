@@ -1,8 +1,10 @@
 """python -m orchestrator.sweep MODEL [options]: a Ray Tune + Optuna sweep of one model family.
 
 Each trial is a Ray Train TorchTrainer (see trainables/loop.py); the Optuna TPE searcher picks
-hyperparameters, ASHA stops poor trials early, and each trial keeps its best checkpoints by the
-family's objective. At the end the sweep prints a leaderboard and writes dashboard.html.
+hyperparameters, ASHA stops poor trials early (or Population Based Training, without Optuna,
+moves poor trials onto better ones' checkpoints with mutated learning rates), and each trial
+keeps its best checkpoints by the family's objective. At the end the sweep prints a leaderboard
+and writes dashboard.html.
 """
 
 from __future__ import annotations
@@ -92,8 +94,11 @@ def build_parser() -> Parser:
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="fix a hyperparameter for every trial, e.g. --set normal_class=3 (repeatable; "
                              "overrides the search space)")
-    search.add_argument("--scheduler", choices=["asha", "fifo"], default="asha",
-                        help="asha: stop poor trials early (default); fifo: run every trial to --max-steps")
+    search.add_argument("--scheduler", choices=["asha", "fifo", "pbt"], default="asha",
+                        help="asha: stop poor trials early (default); fifo: run every trial to --max-steps; "
+                             "pbt: Population Based Training of the --trials as one population: every --eval-every "
+                             "steps the worst quarter continue from the best quarter's checkpoints with mutated "
+                             "learning rates (the searched ones of the family's `mutable`); Optuna is not used")
     search.add_argument("--fid-features", choices=["classifier", "inception"], default="classifier",
                         help="feature network of FID/KID: a small classifier trained once on the dataset (default, "
                              "offline) or Inception-v3 (needs torch-fidelity and its weights: internet or $TORCH_HOME)")
@@ -148,13 +153,16 @@ def make_spec(args: argparse.Namespace) -> dict:
     budget = QUICK if args.quick else DEFAULTS
     spec = {key: getattr(args, key) if getattr(args, key) is not None else default for key, default in budget.items()}
     space_file = Path(args.space) if args.space else default_space_path(args.model)
-    load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
+    space = load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
+    mutated = list(pbt_mutations(family, space)) if args.scheduler == "pbt" else None
     spec.update(
         model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
         subset=args.subset, data_options={k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k) is not None},
         space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
         scheduler=args.scheduler, seed=args.seed, fid_features=args.fid_features, objective=family.objective, mode=family.mode,
         keep_checkpoints=args.keep_checkpoints)
+    if mutated:
+        spec["pbt_mutates"] = mutated
     return spec
 
 
@@ -206,21 +214,47 @@ def init_ray(address: str | None) -> tuple[str | None, bool]:
             context = ray.init(address=address, logging_level="WARNING")
         else:
             # one logical CPU more than the cores, for the trial drivers (see TRIAL_DRIVER_CPU)
-            context = ray.init(num_cpus=(os.cpu_count() or 1) + 1, logging_level="WARNING",
+            # address="local": a new Ray of its own, even where `ray start` left one running
+            context = ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1, logging_level="WARNING",
                                include_dashboard=True, dashboard_host="127.0.0.1")
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if local:
+            raise UsageError(f"cannot start a local Ray: {first}") from None
         raise UsageError(f"cannot reach Ray at {address or os.environ.get('RAY_ADDRESS')}: {first}") from None
     return context.dashboard_url, local
 
 
+AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the cluster's config on the head
+
+
+def autoscaler_capacity(kind: str, config_file: Path = AUTOSCALER_CONFIG) -> float:
+    """The most of `kind` (CPU or GPU) the autoscaler may give this cluster: each node type's
+    resources times its max_workers (the head once), from the config `ray up` left on the head.
+    0 when the sweep does not run on a `ray up` head or the config says nothing of `kind`."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(config_file.expanduser().read_text())
+        head = config.get("head_node_type")
+        return float(sum(float((node.get("resources") or {}).get(kind, 0)) *
+                         (1 if name == head else int(node.get("max_workers", 0)))
+                         for name, node in config.get("available_node_types", {}).items()))
+    except (OSError, AttributeError, TypeError, ValueError, yaml.YAMLError):
+        return 0.0
+
+
 def default_concurrency(args: argparse.Namespace, local: bool) -> int:
-    """How many trials the cluster fits at once; a trial that can never fit a local Ray is bad input."""
+    """How many trials the cluster fits at once: what it has now or, on an autoscaling cluster,
+    what the autoscaler may add (so that waiting trials make it scale up to that); a trial that
+    can never fit a local Ray is bad input."""
     import ray
 
     resources = ray.cluster_resources()
     kind, per_worker = ("GPU", args.gpus_per_worker) if args.gpus_per_worker > 0 else ("CPU", args.cpus_per_worker)
     need, have = max(per_worker, 0.01) * args.workers_per_trial, resources.get(kind, 0)
+    if not local:
+        have = max(have, autoscaler_capacity(kind))
     if kind == "CPU":
         need += TRIAL_DRIVER_CPU
     if need > have:
@@ -230,6 +264,20 @@ def default_concurrency(args: argparse.Namespace, local: bool) -> int:
             raise UsageError(message + "; lower --workers-per-trial or --cpus-per-worker")
         print(f"[sweep] warning: {message}; trials wait until the autoscaler adds nodes", flush=True)
     return max(1, int(have / need))
+
+
+def pbt_mutations(family, space: dict) -> dict:
+    """What PBT may mutate: the family's learning rates (`mutable`) that the space searches, each
+    resampled from its domain or scaled by 0.8 or 1.2."""
+    if not family.mutable:
+        raise UsageError(f"--scheduler pbt mutates learning rates, and {family.name} lists none (its `mutable` "
+                         f"is empty); use asha or fifo")
+    fixed = (int, float, str, bool)
+    mutations = {k: space[k] for k in family.mutable if k in space and not isinstance(space[k], fixed)}
+    if not mutations:
+        raise UsageError(f"--scheduler pbt mutates {', '.join(family.mutable)}, but the search space fixes them; "
+                         f"give at least one a distribution")
+    return mutations
 
 
 def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, resume: bool):
@@ -249,6 +297,7 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
         "workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
         "gpus_per_worker": args.gpus_per_worker, "max_failures": args.max_failures,
         "keep_checkpoints": spec["keep_checkpoints"], "checkpoint_root": f"{exp_path}/checkpoints",
+        "report_checkpoints": spec["scheduler"] == "pbt",  # PBT restarts trials from Tune's checkpoints
         "loop": {
             "model": spec["model"], **refs, "seed": spec["seed"], "cpus_per_worker": args.cpus_per_worker,
             **{k: spec[k] for k in ("max_steps", "log_every", "eval_every", "eval_samples")},
@@ -263,6 +312,9 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
             keep_results_before_resume(exp_path)
         return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
 
+    param_space = parse_space(spec["space_toml"], set(family.defaults), spec["space_file"], spec.get("overrides"))
+    if spec["scheduler"] == "pbt":
+        return pbt_tuner(spec, family, trainable, param_space, root)
     metric = f"{family.objective}_best"
     storage = None
     if "://" not in exp_path:
@@ -276,9 +328,35 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
         scheduler = FIFOScheduler()
     return tune.Tuner(
         trainable,
-        param_space=parse_space(spec["space_toml"], set(family.defaults), spec["space_file"], spec.get("overrides")),
+        param_space=param_space,
         tune_config=tune.TuneConfig(metric=metric, mode=family.mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=spec["trials"], max_concurrent_trials=spec["max_concurrent"]),
+        run_config=tune.RunConfig(name=spec["name"], storage_path=root),
+    )
+
+
+def pbt_tuner(spec: dict, family, trainable, param_space: dict, root: str):
+    """Population Based Training (Jaderberg et al. 2017), as Ray's own pbt_dcgan_mnist example: the
+    trials are the population, random draws from the space start them (Optuna can't drive PBT, whose
+    exploration replaces a searcher's). At every evaluation (a checkpoint), a trial in the bottom
+    quarter by the current objective (not the running best) restarts from a top-quarter trial's
+    checkpoint with that trial's hyperparameters, learning rates mutated."""
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    scheduler = PopulationBasedTraining(time_attr="step", metric=family.objective, mode=family.mode,
+                                        perturbation_interval=spec["eval_every"],
+                                        hyperparam_mutations=pbt_mutations(family, param_space))
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=spec["trials"],
+                                    search_alg=BasicVariantGenerator(max_concurrent=spec["max_concurrent"],
+                                                                     random_state=spec["seed"])),
+        # Tune keeps its copy of every checkpoint (run_trial_*/checkpoint_*), for trials to restart
+        # from. Ray 2.60's pruning of them (num_to_keep) deletes twice what PBT's extra saves of a
+        # function trainable register twice, and fails.
         run_config=tune.RunConfig(name=spec["name"], storage_path=root),
     )
 
@@ -343,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     spec["max_concurrent"] = args.max_concurrent or default_concurrency(args, local)
     log(f"experiment {exp_path}: {spec['trials']} trials of up to {spec['max_steps']} steps, "
         f"{spec['max_concurrent']} at a time, scheduler {spec['scheduler']}")
+    if spec["scheduler"] == "pbt":
+        log(f"PBT explores by itself (mutating {', '.join(spec['pbt_mutates'])} every {spec['eval_every']} steps "
+            f"from other trials' checkpoints); Optuna is not used")
     log(f"Ray dashboard: {'http://' + dashboard_url if dashboard_url else 'not running'}")
 
     start = time.time()
@@ -356,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
 def report(exp_path: str, elapsed: float, dashboard: bool) -> int:
     import pandas as pd
 
+    if "://" in exp_path:  # the leaderboard and dashboard read local files: pull the experiment first
+        print(f"\nexperiment: {exp_path}  ({elapsed:.0f} s)\npull it (e.g. `aws s3 sync {exp_path} "
+              f"experiments/{exp_path.rstrip('/').rsplit('/', 1)[-1]}`), then run `python -m orchestrator.best` "
+              f"and `python -m dashboards.build` on the copy")
+        return 0
     exp = load_experiment(exp_path)
     table = leaderboard(exp)
     print(f"\nexperiment: {exp_path}  ({elapsed:.0f} s)")

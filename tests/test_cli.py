@@ -26,7 +26,7 @@ def test_help_explains_every_option():
     (["dcgan", "--trials", "-3"], "--trials"),
     (["dcgan", "--trials", "many"], "expected a whole number"),
     (["dcgan", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-    (["dcgan", "--scheduler", "pbt"], "invalid choice"),
+    (["dcgan", "--scheduler", "hyperband"], "invalid choice"),
 ])
 def test_bad_sweep_arguments(args, fragment):
     assert_one_line_error(run_cli("orchestrator.sweep", *args), fragment)

@@ -153,10 +153,14 @@ class AdversarialFamily(ModelFamily):
                 "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=hp["lr_d"], betas=betas)}
 
     def train_step(self, modules, optimizers, batch, hp):
+        return self.adversarial_step(modules, optimizers, batch["x"], hp)[0]
+
+    def adversarial_step(self, modules, optimizers, real, hp):
+        """One D and one G update; returns the logs, and the latent draws and samples G made."""
         G, D = modules["generator"], modules["discriminator"]
-        real = batch["x"]
         n = len(real)
-        fake = G(torch.randn(n, hp["latent_dim"], device=real.device))
+        z = torch.randn(n, hp["latent_dim"], device=real.device)
+        fake = G(z)
         # one discriminator pass over real and fake together: DDP wants one forward per backward
         logits = D(torch.cat([real, fake.detach()]))
         target = torch.cat([torch.ones(n, device=real.device), torch.zeros(n, device=real.device)])
@@ -170,8 +174,9 @@ class AdversarialFamily(ModelFamily):
         loss_g.backward()
         optimizers["generator"].step()
         probs = torch.sigmoid(logits.detach().float())
-        return {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(),
+        logs = {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(),
                 "d_real": probs[:n].mean(), "d_fake": probs[n:].mean()}
+        return logs, z, fake
 
     @torch.no_grad()
     def generate(self, modules, n, hp, seed, labels=None):

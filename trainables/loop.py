@@ -2,19 +2,27 @@
 
 Ray 2.60 runs Ray Train V2, where a TorchTrainer can't be handed to tune.Tuner. So each Tune
 trial is a small function trainable (`run_trial`) that fits one TorchTrainer; the trainer's
-workers run `train_worker` (DDP through ray.train.torch.prepare_model, CPU or CUDA), and
-TuneReportCallback forwards every `ray.train.report` to Tune, so schedulers such as ASHA see
-intermediate results. Checkpoints are written to `<experiment>/checkpoints/<trial_id>/` by Ray
-Train, which keeps the best few by the objective.
+workers run `train_worker` (DDP through ray.train.torch.prepare_model, CPU or CUDA), and every
+`ray.train.report` is forwarded to Tune, so schedulers such as ASHA see intermediate results.
+Checkpoints are written to `<experiment>/checkpoints/<trial_id>/` by Ray Train, which keeps the
+best few by the objective.
+
+Ray's TuneReportCallback would forward the reports, but hands Tune only a checkpoint's path (as
+the metric `checkpoint_path`), never a checkpoint, and Population Based Training moves a trial
+onto another's state through *Tune's* checkpoints. So run_trial forwards the reports itself
+(ReportToTune), under PBT with their checkpoints, which Tune copies into the trial's folder; a
+trial that PBT restarts from another's checkpoint finds it in `ray.tune.get_checkpoint()`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +32,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from trainables.checkpoints import METRICS, load_training_state, read_json, save_checkpoint
+from trainables.checkpoints import CONFIG, METRICS, load_training_state, read_json, save_checkpoint
 from trainables.family import get_family
 from trainables.features import Evaluator, to_float
 
@@ -52,9 +60,41 @@ def _batches(n: int, batch: int, rank: int, world: int, seed: int, start_step: i
             yield np.sort(order[i:i + batch])
 
 
+@contextlib.contextmanager
+def _start_folder(config: dict):
+    """The checkpoint folder training continues from, or None for a fresh start.
+
+    This training run's own latest checkpoint (after a worker failure, or `--resume`), unless PBT
+    restarted the trial from a Tune checkpoint (`start_from`, maybe another trial's): that one
+    wins over checkpoints written before it, not over those written since (marked `started_from`).
+    """
+    own, start = ray.train.get_checkpoint(), config.get("start_from")
+    if own is not None:
+        with own.as_directory() as folder:
+            marker = config["checkpoint_config"].get("started_from")
+            if start is None or read_json(Path(folder) / CONFIG).get("started_from") == marker:
+                yield Path(folder)
+                return
+    if start is None:
+        yield None
+        return
+    with start.as_directory() as folder:
+        yield Path(folder)
+
+
+def _quiet_train_logs() -> None:
+    """Not a log line per report in the user's console: Ray Train logs each report at INFO, from
+    a logger named after its source file (so "ray.train" does not cover it)."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    with contextlib.suppress(ImportError):
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_worker(config: dict) -> None:
     """Ray Train worker function: trains one model family and reports metrics + checkpoints."""
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a log line per report
+    _quiet_train_logs()
     family = get_family(config["model"])
     hp = config["hp"]
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
@@ -62,6 +102,12 @@ def train_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(config["seed"] + rank)
+    # which Ray node each worker ran on, kept in every checkpoint's config.json (for multi-node runs)
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if world > 1:
+        nodes = [None] * world
+        torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    config["checkpoint_config"] = {**config["checkpoint_config"], "worker_nodes": nodes}
 
     # read-only arrays from the object store, decoded once per sweep
     data = family.prepare_data(ray.get(config["data_ref"]), hp)
@@ -72,11 +118,17 @@ def train_worker(config: dict) -> None:
     optimizers = family.optimizers(modules, hp)
 
     step, best = 0, (math.inf if family.mode == "min" else -math.inf)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            step = load_training_state(Path(folder), modules, optimizers)
-            best = float(read_json(Path(folder) / METRICS).get(f"{family.objective}_best", best))
+    with _start_folder(config) as folder:
+        if folder:
+            # the optimizers' settings (learning rates: PBT mutates them) come from this trial's
+            # hyperparameters, their state (moments, step counts) from the checkpoint
+            settings = [[{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]
+                        for o in optimizers.values()]
+            step = load_training_state(folder, modules, optimizers)
+            for optimizer, groups in zip(optimizers.values(), settings):
+                for group, setting in zip(optimizer.param_groups, groups):
+                    group.update(setting)
+            best = float(read_json(folder / METRICS).get(f"{family.objective}_best", best))
 
     evaluator = None
     if rank == 0:
@@ -124,6 +176,8 @@ def train_worker(config: dict) -> None:
 
     if step == 0:  # the untrained model's score: the baseline every curve starts from
         report({}, math.nan, evaluate=True, checkpoint=False)
+    elif step >= max_steps:  # PBT started this trial from one that had finished: its last report
+        report({}, math.nan, evaluate=True, checkpoint=True)
 
     while step < max_steps:
         index = next(batches)
@@ -148,21 +202,106 @@ def train_worker(config: dict) -> None:
             sums, interval_start, interval_steps = {}, time.perf_counter(), 0
 
 
+class ReportToTune(ray.train.UserCallback):
+    """What TuneReportCallback does (every `ray.train.report` reaches Tune), plus two things it
+    can't: hand Tune the checkpoint too, when asked (PBT restarts trials from Tune's checkpoints;
+    TuneReportCallback passes only a checkpoint's path, as a metric), and abort the training run
+    when Tune stops the trial (see AbortTrainingOnStop). Reports go through a queue from the
+    trainer's controller to the trial's thread, which reports them to Tune."""
+
+    def __init__(self, with_checkpoints: bool):
+        from ray.util.queue import Queue
+
+        self.with_checkpoints = with_checkpoints
+        self.queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+        self.controller = None  # the TorchTrainer's controller actor, once it has reported
+        self.stopping = False
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
+        # runs in the controller
+        self.queue.put((metrics[0], checkpoint, ray.get_runtime_context().current_actor))
+
+    def fit(self, trainer) -> None:
+        """Fit `trainer` in a thread; report to Tune from this one (the trial's) as it goes."""
+        import ray.tune
+
+        global _running
+        _running, errors = self, []
+
+        def fit_and_close() -> None:
+            try:
+                trainer.fit()
+            except BaseException as e:  # noqa: BLE001  (raised again in the trial's thread)
+                errors.append(e)
+            finally:
+                self.queue.put(None)
+
+        threading.Thread(target=fit_and_close, daemon=True).start()
+        while (item := self.queue.get()) is not None:
+            metrics, checkpoint, self.controller = item
+            if checkpoint is not None:
+                metrics = {**metrics, "checkpoint_path": checkpoint.path}  # as TuneReportCallback does
+                checkpoint = ray.tune.Checkpoint(checkpoint.path, checkpoint.filesystem)
+            ray.tune.report(metrics, checkpoint=checkpoint if self.with_checkpoints else None)
+        self.controller = item = None  # let the finished run's controller go
+        if errors and not self.stopping:
+            raise errors[0]
+
+    def abort(self) -> None:
+        self.stopping = True
+        if self.controller is not None:
+            with contextlib.suppress(ray.exceptions.RayError):  # a finished run's controller is gone
+                ray.get(self.controller.abort.remote(), timeout=120)
+
+
+_running: ReportToTune | None = None  # the training run of this process's trial (one per Tune actor)
+
+
+class AbortTrainingOnStop:
+    """Mixin of run_trial's Tune trainable (Tune's `__mixins__`): when Tune stops or pauses the
+    trial before its training ends (ASHA's early stop, PBT's exploit), abort the TorchTrainer
+    first, as its own Ctrl-C handler would. Otherwise the trial's actor dies with the trainer's
+    controller in it and the workers' placement group stays reserved, holding their CPUs: Ray
+    Train's cleaner looks for dead controllers through the State API, which needs the dashboard
+    and fails when several Rays run on one machine (seen with the test cluster: PBT hung)."""
+
+    def cleanup(self):
+        if _running is not None:
+            _running.abort()
+        super().cleanup()
+
+
+def _start_from(checkpoint, loop: dict) -> None:
+    """PBT restarts a trial from a Tune checkpoint, its own or a better trial's: the workers start
+    there (`start_from`), and this run's checkpoints say where it started (`started_from`)."""
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{CONFIG}") as f:
+        parent = json.loads(f.read())
+    loop["start_from"] = checkpoint
+    loop["checkpoint_config"]["started_from"] = {"trial_id": parent.get("trial_id"), "step": parent.get("step"),
+                                                 "checkpoint": checkpoint.path}
+
+
 def run_trial(hp: dict, settings: dict) -> None:
     """Tune function trainable: fits one TorchTrainer for this trial's hyperparameters.
 
     The trainer's run is named after the trial, so a restored trial (driver restart, `--resume`)
-    finds its own checkpoints and continues from the latest one.
+    finds its own checkpoints and continues from the latest one. Under PBT
+    (`settings["report_checkpoints"]`) Tune also gets the checkpoints, and a trial restarted from
+    one (PBT's exploit: another trial's weights and optimizer state, with mutated learning
+    rates) starts there.
     """
-    from ray.tune import get_context
-    from ray.tune.integration.ray_train import TuneReportCallback
+    import ray.tune
     from ray.train.torch import TorchTrainer
 
     family = get_family(settings["model"])
-    trial_id = get_context().get_trial_id()
+    trial_id = ray.tune.get_context().get_trial_id()
     hp = {**family.defaults, **hp}
     loop = dict(settings["loop"], hp=hp)
     loop["checkpoint_config"] = dict(loop["checkpoint_config"], hp=hp, trial_id=trial_id)
+    start = ray.tune.get_checkpoint()  # None unless Tune has checkpoints: PBT
+    if start is not None:
+        _start_from(start, loop)
+    report = ReportToTune(with_checkpoints=settings.get("report_checkpoints", False))
     gpus = settings["gpus_per_worker"]
     trainer = TorchTrainer(
         train_worker,
@@ -178,7 +317,10 @@ def run_trial(hp: dict, settings: dict) -> None:
                 checkpoint_score_attribute=family.objective,
                 checkpoint_score_order=family.mode),
             failure_config=ray.train.FailureConfig(max_failures=settings["max_failures"]),
-            callbacks=[TuneReportCallback()],
+            callbacks=[report],
         ),
     )
-    trainer.fit()
+    report.fit(trainer)
+
+
+run_trial.__mixins__ = (AbortTrainingOnStop,)
