@@ -21,13 +21,18 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_address(cache_dir):
+def ray_cluster(cache_dir):
     from ray.cluster_utils import Cluster
 
     # 2 cores + 1 logical CPU for the idle trial drivers, as orchestrator.sweep starts a local Ray
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "include_dashboard": False})
-    yield cluster.address
+    yield cluster
     cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_cluster) -> str:
+    return ray_cluster.address
 
 
 def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:

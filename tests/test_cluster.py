@@ -1,0 +1,106 @@
+"""The cluster configs users copy, and sweeps across several Ray nodes.
+
+The configs are checked by Ray's own validation (what Ray's test-suite runs on its example YAMLs).
+The multi-node sweeps run on the session's Ray with a second node added (two raylets on one
+machine, as ray.cluster_utils.Cluster makes them): trials must land on both nodes, and a trial
+with two DDP workers must span them. Which node each worker ran on is in every checkpoint's
+config.json (`worker_nodes`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.experiment import load_experiment
+from orchestrator.sweep import autoscaler_capacity
+from conftest import ROOT, family_sweep
+
+CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_cluster_config_passes_rays_validation(name):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / name).read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))  # raises on an invalid config
+
+    head = config["available_node_types"][config["head_node_type"]] if "available_node_types" in config else None
+    if head is not None:
+        assert head["resources"] == {"CPU": 0}, "trials must not be scheduled on the head by default"
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c), "token authentication stays on"
+    assert not any("0.0.0.0" in c for c in starts), "the dashboard must not listen on a public interface"
+    assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+
+
+def test_aws_config_scales_gpu_workers_from_zero_with_spot():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    workers = [t for n, t in config["available_node_types"].items() if n != config["head_node_type"]]
+    assert workers and all(t["min_workers"] == 0 and t["max_workers"] >= 1 for t in workers)
+    assert any(t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot" for t in workers)
+
+
+def test_autoscaler_capacity_counts_what_the_cluster_may_grow_to(tmp_path):
+    """The sweep sizes its concurrency to the GPUs the autoscaler may add, not only those up now
+    (a `ray up` cluster starts with no GPU worker)."""
+    config = {"head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 0}, "max_workers": 0},
+        "gpu_worker": {"resources": {"CPU": 4, "GPU": 1}, "min_workers": 0, "max_workers": 4},
+        "big": {"resources": {"CPU": 48, "GPU": 8}, "max_workers": 1}}}
+    path = tmp_path / "ray_bootstrap_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert autoscaler_capacity("GPU", path) == 12
+    assert autoscaler_capacity("CPU", path) == 64
+    assert autoscaler_capacity("GPU", tmp_path / "missing.yaml") == 0
+    path.write_text("just: [text")
+    assert autoscaler_capacity("GPU", path) == 0
+
+
+@pytest.fixture(scope="module")
+def second_node(ray_cluster):
+    """A second Ray node (2 CPUs) beside the session's head (3 CPUs), for this module's sweeps."""
+    node = ray_cluster.add_node(num_cpus=2)
+    ray_cluster.wait_for_nodes()
+    yield node
+    ray_cluster.remove_node(node)
+    ray_cluster.wait_for_nodes()
+
+
+def worker_nodes(exp_path: Path) -> dict[str, list[list[str]]]:
+    """trial id -> the worker node ids recorded in each of its checkpoints."""
+    exp = load_experiment(exp_path)
+    return {t.trial_id: [json.loads((c.path / "config.json").read_text())["worker_nodes"] for c in t.checkpoints]
+            for t in exp.trials}
+
+
+def test_trials_of_one_sweep_run_on_two_nodes(ray_address, second_node, tmp_path):
+    # a trial takes 2 CPUs: the head (3) fits one, the second node (2) the other
+    path = family_sweep(ray_address, tmp_path, "dcgan", "--dataset", "digits", "--set", "width=8",
+                        "--cpus-per-worker", "2", "--max-concurrent", "2", max_steps=40, eval_every=20)
+    nodes = worker_nodes(path)
+    assert len(nodes) == 2 and all(nodes.values()), nodes
+    per_trial = {trial: {n for ckpt in ckpts for n in ckpt} for trial, ckpts in nodes.items()}
+    assert all(len(n) == 1 for n in per_trial.values()), per_trial  # one worker, one node each
+    assert len(set.union(*per_trial.values())) == 2, f"both trials ran on one node: {per_trial}"
+    assert second_node.node_id in set.union(*per_trial.values())
+
+
+def test_ddp_trial_spans_two_nodes(ray_address, second_node, tmp_path):
+    # 2 workers x 2 CPUs fit neither node alone: one worker runs on each, DDP over gloo between them
+    path = family_sweep(ray_address, tmp_path, "dcgan", "--dataset", "digits", "--set", "width=8",
+                        "--workers-per-trial", "2", "--cpus-per-worker", "2", trials=1, max_steps=40,
+                        eval_every=20)
+    exp = load_experiment(path)
+    (trial,) = exp.trials
+    assert trial.last_step == 40 and not trial.error
+    for ckpt in worker_nodes(path)[trial.trial_id]:
+        assert len(ckpt) == 2 and len(set(ckpt)) == 2, f"the two DDP workers ran on one node: {ckpt}"
+    fids = [r["fid"] for r in trial.results if r.get("fid") == r.get("fid") and r.get("fid") is not None]
+    assert fids[-1] < fids[0], fids
