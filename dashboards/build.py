@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -363,11 +365,26 @@ def build(experiments: list[str | Path], out: str | Path | None = None, top: int
     else:
         nav = f"<b>{esc(names[0])}</b> &middot; {esc(loaded[0].spec.get('model'))} on {esc(loaded[0].spec.get('dataset'))}"
     page = document(" vs ".join(names) + " - sweep dashboard", nav, "".join(sections))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    try:
+        write_page(out, page)
+    except OSError as e:
+        raise UsageError(f"cannot write {out} ({e.strerror or e}); choose another --out") from None
     return out
+
+
+def write_page(out: Path, page: str) -> None:
+    """A new file of our own (a planted link is never followed), then renamed over the page:
+    readers of a page being rebuilt see the old one or the new one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=out.parent, prefix=f".{out.name}.",
+                                     suffix=".tmp", delete=False) as tmp:
+        tmp.write(page)
+    try:
+        os.chmod(tmp.name, 0o644)
+        os.replace(tmp.name, out)
+    except OSError:
+        os.unlink(tmp.name)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:

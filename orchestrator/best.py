@@ -18,23 +18,41 @@ from orchestrator.experiment import load_experiment
 SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+def within(path: Path, folder: Path) -> Path:
+    """`path`, once it is sure to stay inside `folder` with symbolic links followed."""
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise UsageError(f"{path} leads outside {folder} (a symbolic link?); remove it or pass another --dst")
+    return path
+
+
+def remove(path: Path) -> None:
+    """Delete an earlier export; a symbolic link is removed itself, never what it points to."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
 def export_best(experiment: str | Path, top: int = 1, dst: str | Path | None = None) -> list[Path]:
     exp = load_experiment(experiment)
     ranked = exp.ranked_checkpoints()[:top]
     if not ranked:
         raise UsageError(f"{exp.path} has no checkpoint with a finite {exp.objective} yet")
-    dst = Path(dst) if dst else exp.path / "best"
-    dst.mkdir(parents=True, exist_ok=True)
+    dst = Path(dst) if dst else within(exp.path / "best", exp.path)  # a planted `best` link must not lead out
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create --dst {dst} ({e.strerror or e}); choose another --dst") from None
     exported, summary = [], []
     for rank, (trial, ckpt) in enumerate(ranked, start=1):
         # names come from metadata: keep them to one safe path component inside dst
         target = dst / SAFE.sub("_", f"rank{rank}-{trial.trial_id}-step{ckpt.step}")
-        if target.exists():
-            shutil.rmtree(target)
+        remove(target)
         shutil.copytree(ckpt.path, target)
         exported.append(target)
         summary.append({"rank": rank, "trial": trial.trial_id, "step": ckpt.step, "path": str(target),
                         exp.objective: ckpt.metrics.get(exp.objective), "hp": trial.params, "source": str(ckpt.path)})
+    remove(dst / "best.json")  # a link there would be written through
     (dst / "best.json").write_text(json.dumps({"objective": exp.objective, "mode": exp.mode, "checkpoints": summary}, indent=1))
     return exported
 

@@ -21,7 +21,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def fail(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
+    # one line whatever the message quotes (a file name or an argument may hold a line break)
+    print("error: " + " ".join(str(message).splitlines()), file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -19,6 +19,7 @@ from orchestrator.cli import UsageError
 
 SPEC_FILE = "sweep.json"
 RESUME_BACKUP = "result-before-resume-"
+RESTART_BACKUP = "result-before-restart-"  # orchestrator.keep_results, when Tune restarts a trial
 TRIAL_ID = re.compile(r"^run_trial_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})_")  # Tune's trial directory names
 LIVE_SECONDS = 600  # an unfinished trial that reported within this long is taken as still running
 
@@ -26,7 +27,7 @@ LIVE_SECONDS = 600  # an unfinished trial that reported within this long is take
 STATUSES = {
     "finished": "ran to the last step",
     "stopped early": "stopped by the scheduler (ASHA) after a rung",
-    "errored": "raised an error (see error.txt in its folder)",
+    "errored": "raised an error (see error.txt in its folder) or diverged (a loss became NaN or infinite)",
     "running": "still training (reported in the last 10 minutes)",
     "interrupted": "unfinished when the sweep's driver stopped; `--resume` continues it",
     "pending": "not started yet",
@@ -40,7 +41,7 @@ class CheckpointInfo:
 
     @property
     def step(self) -> int:
-        return int(self.metrics.get("step", -1))
+        return _step(self.metrics.get("step"), -1)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Trial:
 
     @property
     def last_step(self) -> int:
-        return int(self.results[-1].get("step", 0)) if self.results else 0
+        return _step(self.results[-1].get("step"), 0) if self.results else 0
 
     @property
     def wall_seconds(self) -> float:
@@ -83,7 +84,7 @@ class Trial:
         for row in self.results:
             value = _number(row.get(key))
             if value is not None:
-                steps.append(int(row.get("step", len(steps))))
+                steps.append(_step(row.get("step"), len(steps)))
                 values.append(value)
         return steps, values
 
@@ -158,11 +159,22 @@ def _number(value) -> float | None:
     return float(value)
 
 
+def _step(value, default: int) -> int:
+    """A step read from a JSON file: a whole number, else `default` (a damaged or edited file must
+    not stop the leaderboard, and never becomes part of a path as anything but digits)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def read_results(folder: Path) -> list[dict]:
     """A trial's reports by step. Tune rewrites result.json when a resumed trial restarts, so
-    `--resume` keeps the earlier runs' files (result-before-resume-*.json); later runs win a step."""
+    `--resume` keeps the earlier runs' files (result-before-resume-*.json), as the sweep does when
+    Tune restarts a trial from a checkpoint (result-before-restart-*.json); later runs win a step."""
     by_step: dict[int, dict] = {}
-    for path in sorted(folder.glob(f"{RESUME_BACKUP}*.json")) + [folder / "result.json"]:
+    backups = sorted([*folder.glob(f"{RESUME_BACKUP}*.json"), *folder.glob(f"{RESTART_BACKUP}*.json")],
+                     key=lambda p: (p.stat().st_mtime, p.name))
+    for path in backups + [folder / "result.json"]:
         if not path.is_file():
             continue
         for line in path.read_text().splitlines():
@@ -171,7 +183,7 @@ def read_results(folder: Path) -> list[dict]:
             except ValueError:
                 break  # a line being written right now
             if isinstance(row, dict):
-                by_step[int(row.get("step", len(by_step)))] = row
+                by_step[_step(row.get("step"), len(by_step))] = row
     return [by_step[step] for step in sorted(by_step)]
 
 
@@ -205,6 +217,12 @@ def read_tune_state(path: Path) -> tuple[dict[str, dict], dict]:
     return trials, runner
 
 
+def is_spec(spec) -> bool:
+    """Whether a parsed sweep.json has what reading an experiment relies on."""
+    return (isinstance(spec, dict) and isinstance(spec.get("objective"), str) and spec.get("mode") in ("min", "max")
+            and _step(spec.get("max_steps"), -1) >= 1)
+
+
 def load_experiment(path: str | Path) -> Experiment:
     path = Path(path).expanduser()
     spec_path = path / SPEC_FILE
@@ -212,8 +230,11 @@ def load_experiment(path: str | Path) -> Experiment:
         raise UsageError(f"{path} is not an experiment directory ({SPEC_FILE} is missing)")
     try:
         spec = json.loads(spec_path.read_text())
-    except ValueError as e:
+    except (OSError, ValueError) as e:
         raise UsageError(f"{spec_path} is not readable JSON ({e})") from None
+    if not is_spec(spec):
+        raise UsageError(f"{spec_path} does not describe a sweep (objective, mode, max_steps); "
+                         f"is {path} an experiment of this project?")
     tune_trials, runner = read_tune_state(path)
     trials = []
     for params_file in sorted(path.glob("*/params.json")):
@@ -224,20 +245,28 @@ def load_experiment(path: str | Path) -> Experiment:
         trial_id = match.group(1)
         error_file = folder / "error.txt"
         error = None
-        if error_file.is_file():
+        # Tune leaves error.txt behind when it restarts a failed trial (--max-failures): only an
+        # ERROR state (or no state to ask) makes the trial errored
+        if error_file.is_file() and tune_trials.get(trial_id) in (None, "ERROR"):
             lines = error_file.read_text(errors="replace").strip().splitlines()
             error = lines[-1] if lines else "error (empty error.txt)"
         try:
             params = json.loads(params_file.read_text())
         except ValueError:
             params = {}
+        params = params if isinstance(params, dict) else {}
         checkpoints = []
         for metrics_file in sorted((path / "checkpoints" / trial_id).glob("checkpoint_*/metrics.json")):
             try:
-                checkpoints.append(CheckpointInfo(metrics_file.parent, json.loads(metrics_file.read_text())))
-            except ValueError:
+                metrics = json.loads(metrics_file.read_text())
+            except (OSError, ValueError):
                 continue
-        trials.append(Trial(trial_id, folder, params, read_results(folder), error,
+            if isinstance(metrics, dict):
+                checkpoints.append(CheckpointInfo(metrics_file.parent, metrics))
+        results = read_results(folder)
+        if error is None and results and results[-1].get("diverged"):  # see trainables.loop.DIVERGED
+            error = f"diverged: {results[-1]['diverged']}"
+        trials.append(Trial(trial_id, folder, params, results, error,
                             sorted(checkpoints, key=lambda c: c.step), tune_trials.get(trial_id)))
     return Experiment(path, spec, trials, runner)
 

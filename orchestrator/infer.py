@@ -237,6 +237,14 @@ MODES = {"sample": sample, "interpolate": interpolate, "arithmetic": arithmetic,
          "translate": translate, "score": score, "roc": roc}
 
 
+def check_out(out: Path) -> None:
+    """--out is a file in an existing folder: say so before the model is loaded and run."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; name the file to write, e.g. {out / 'out.png'}")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {out.parent} does not exist; create it or choose another --out")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m orchestrator.infer", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -263,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("n", "steps", "per_class"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be 1 or more, got {getattr(args, name)}")
+    if args.out:
+        check_out(Path(args.out))
     model = load_checkpoint(args.checkpoint, args.device)
     if args.sample_steps is not None:
         if args.sample_steps < 1 or "sample_steps" not in model.family.defaults:

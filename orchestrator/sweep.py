@@ -13,12 +13,14 @@ import argparse
 import json
 import math
 import os
+import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from orchestrator.cli import Parser, UsageError, run
-from orchestrator.experiment import SPEC_FILE, keep_results_before_resume, leaderboard, load_experiment
+from orchestrator.experiment import SPEC_FILE, is_spec, keep_results_before_resume, leaderboard, load_experiment
 
 QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000}
 # The Tune function that fits a trial's TorchTrainer mostly waits; it asks for a sliver of CPU
@@ -44,7 +46,7 @@ def non_negative_float(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
     return value
 
 
@@ -124,7 +126,8 @@ def build_parser() -> Parser:
     cluster.add_argument("--max-concurrent", type=positive_int,
                          help="trials running at once (default: as many as the cluster's CPUs/GPUs fit)")
     cluster.add_argument("--max-failures", type=int, default=1,
-                         help="times a trial's training restarts from its last checkpoint after a worker dies (default 1)")
+                         help="times a trial restarts from its last checkpoint after a training worker, or the "
+                              "node running the trial, dies (default 1)")
     p.add_argument("--no-dashboard", action="store_true", help="don't write dashboard.html at the end")
     return p
 
@@ -284,8 +287,8 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
+    from orchestrator.searcher import DivergedIsPruned
     from search_spaces import parse_space
     from trainables.family import get_family
     from trainables.loop import run_trial
@@ -314,13 +317,14 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
 
     param_space = parse_space(spec["space_toml"], set(family.defaults), spec["space_file"], spec.get("overrides"))
     if spec["scheduler"] == "pbt":
-        return pbt_tuner(spec, family, trainable, param_space, root)
+        return pbt_tuner(spec, args, family, trainable, param_space, root)
     metric = f"{family.objective}_best"
     storage = None
     if "://" not in exp_path:
         storage = optuna.storages.RDBStorage(f"sqlite:///{exp_path}/optuna.db")
     sampler = optuna.samplers.TPESampler(seed=spec["seed"], n_startup_trials=max(2, min(10, spec["trials"] // 3)))
-    searcher = OptunaSearch(metric=metric, mode=family.mode, sampler=sampler, study_name=spec["name"], storage=storage)
+    searcher = DivergedIsPruned(metric=metric, mode=family.mode, sampler=sampler, study_name=spec["name"],
+                                storage=storage)
     if spec["scheduler"] == "asha":
         scheduler = ASHAScheduler(time_attr="step", max_t=spec["max_steps"], reduction_factor=2,
                                   grace_period=max(spec["eval_every"], spec["max_steps"] // 4))
@@ -331,11 +335,24 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=metric, mode=family.mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=spec["trials"], max_concurrent_trials=spec["max_concurrent"]),
-        run_config=tune.RunConfig(name=spec["name"], storage_path=root),
+        run_config=run_config(spec, args, root),
     )
 
 
-def pbt_tuner(spec: dict, family, trainable, param_space: dict, root: str):
+def run_config(spec: dict, args: argparse.Namespace, root: str):
+    """Tune restarts a trial whose driver died (its node was lost) up to --max-failures times; the
+    restarted trial's TorchTrainer continues from the trial's latest checkpoint. (A failed training
+    worker is restarted by the trainer itself, see run_trial.) Reports made before a restart are
+    kept (KeepResultsOnRestart)."""
+    from ray import tune
+
+    from orchestrator.keep_results import KeepResultsOnRestart
+
+    return tune.RunConfig(name=spec["name"], storage_path=root, callbacks=[KeepResultsOnRestart()],
+                          failure_config=tune.FailureConfig(max_failures=args.max_failures))
+
+
+def pbt_tuner(spec: dict, args: argparse.Namespace, family, trainable, param_space: dict, root: str):
     """Population Based Training (Jaderberg et al. 2017), as Ray's own pbt_dcgan_mnist example: the
     trials are the population, random draws from the space start them (Optuna can't drive PBT, whose
     exploration replaces a searcher's). At every evaluation (a checkpoint), a trial in the bottom
@@ -357,8 +374,66 @@ def pbt_tuner(spec: dict, family, trainable, param_space: dict, root: str):
         # Tune keeps its copy of every checkpoint (run_trial_*/checkpoint_*), for trials to restart
         # from. Ray 2.60's pruning of them (num_to_keep) deletes twice what PBT's extra saves of a
         # function trainable register twice, and fails.
-        run_config=tune.RunConfig(name=spec["name"], storage_path=root),
+        run_config=run_config(spec, args, root),
     )
+
+
+def check_name(name: str) -> None:
+    """--name is one folder inside --storage: never a path that leads elsewhere."""
+    if not name.strip() or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UsageError(f"--name {name!r} must be a plain folder name (no '/', not '.' or '..'); "
+                         f"use --storage for where it goes")
+
+
+def resume_spec(exp_path: str, args: argparse.Namespace) -> dict:
+    """The sweep.json of the experiment to continue, once it is sure to be one, of this model family
+    and of this name (its name places the checkpoints: a copied or edited file must not move them)."""
+    try:
+        spec = json.loads(read_text(f"{exp_path}/{SPEC_FILE}"))
+    except (OSError, ValueError):
+        raise UsageError(f"nothing to resume: {exp_path} is not an experiment of this project") from None
+    if not is_spec(spec) or not all(key in spec for key in ("model", "name", "dataset", "data_root", "subset")):
+        raise UsageError(f"cannot resume {exp_path}: its {SPEC_FILE} is incomplete or not this project's")
+    if spec["model"] != args.model:
+        raise UsageError(f"{exp_path} is a {spec['model']} sweep, not {args.model}; "
+                         f"resume it as `{spec['model']}` or choose another --name")
+    if spec["name"] != args.name:
+        raise UsageError(f"cannot resume {exp_path}: its {SPEC_FILE} names the experiment {spec['name']!r} "
+                         f"(renamed or copied?); resume it under its own name")
+    return spec
+
+
+def check_storage(exp_path: str) -> None:
+    """Refuse a local --storage that can't hold the experiment before any data is read."""
+    if "://" in exp_path:
+        return
+    path = Path(exp_path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"cannot write the experiment to {exp_path}: {existing} is a file, not a folder; "
+                         f"choose another --storage or --name")
+    try:  # permissions don't tell (root, read-only mounts, /proc): try an empty folder, removed at once
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=existing))
+    except OSError as e:
+        raise UsageError(f"cannot write the experiment to {exp_path}: {existing} is not writable "
+                         f"({e.strerror or e}); choose another --storage") from None
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast where nothing listens at the Ray address: ray.init would retry for minutes, with
+    pages of warnings, before giving up."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"Ray address {address!r} is not auto or HOST:PORT (e.g. 10.0.0.5:6379); fix --address "
+                         f"or $RAY_ADDRESS")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach Ray at {address} ({e.strerror or str(e) or type(e).__name__}); start it with "
+                         f"`ray start --head` or fix --address / $RAY_ADDRESS") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,22 +448,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[sweep] {message}", flush=True)
 
     root = storage_root(args.storage)
+    if args.name is not None:
+        check_name(args.name)
     if args.resume:
         if not args.name:
             raise UsageError("--resume needs --name of the experiment to continue")
         exp_path = f"{root}/{args.name}"
-        try:
-            spec = json.loads(read_text(f"{exp_path}/{SPEC_FILE}"))
-        except (OSError, ValueError):
-            raise UsageError(f"nothing to resume: {exp_path} is not an experiment of this project") from None
-        if spec["model"] != args.model:
-            raise UsageError(f"{exp_path} is a {spec['model']} sweep, not {args.model}")
+        spec = resume_spec(exp_path, args)
     else:
         spec = make_spec(args)
         spec["name"] = args.name or f"{args.model}-{spec['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
         exp_path = f"{root}/{spec['name']}"
         if exists(f"{exp_path}/{SPEC_FILE}"):
             raise UsageError(f"{exp_path} already exists; pass --resume to continue it or choose another --name")
+        check_storage(exp_path)
+    check_address(args.address)
 
     from trainables.datasets import load_dataset
     from trainables.family import get_family
@@ -411,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             write_text(f"{exp_path}/{SPEC_FILE}", json.dumps(spec, indent=1))
         except OSError as e:
-            raise UsageError(f"cannot write to {exp_path}: {e}") from None
+            raise UsageError(f"cannot write the experiment to {exp_path} ({e.strerror or e}); "
+                             f"choose another --storage") from None
 
     dashboard_url, local = init_ray(args.address)
     import ray

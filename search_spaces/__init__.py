@@ -19,6 +19,7 @@ both inclusive), choice (a non-empty list of numbers, strings or booleans).
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def _number(where: str, spec: dict, key: str, integer: bool) -> float:
     value = spec[key]
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise SpaceError(f"{where}: {key!r} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):  # TOML has inf and nan: no range to sample from
+        raise SpaceError(f"{where}: {key!r} must be a finite number, got {value!r}")
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,30 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(cache_dir):
+    import ray._private.services
     from ray.cluster_utils import Cluster
 
-    # 2 cores + 1 logical CPU for the idle trial drivers, as orchestrator.sweep starts a local Ray
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "include_dashboard": False})
+    # The head's processes get RAY_ADDRESS: Ray Train's placement-group cleaner (on the head) finds
+    # the State API through it, not by guessing among the Rays running on this machine.
+    port, dashboard_port = free_port(), free_port()
+    os.environ["RAY_ADDRESS"] = f"{ray._private.services.get_node_ip_address()}:{port}"
+    try:
+        # 2 cores + 1 logical CPU for the idle trial drivers, as orchestrator.sweep starts a local
+        # Ray. With the dashboard, as real clusters have it: Ray Train frees the CPUs reserved for a
+        # trial's workers after its driver died with its node only when the State API says so.
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "gcs_server_port": port, "num_cpus": 3, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+            "dashboard_port": dashboard_port})
+    finally:
+        del os.environ["RAY_ADDRESS"]
     yield cluster
     cluster.shutdown()
 

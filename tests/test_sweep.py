@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import assert_one_line_error, run_cli
 from orchestrator.best import export_best
+from orchestrator.cli import UsageError
 from orchestrator.experiment import load_experiment
 from trainables.checkpoints import load_checkpoint
 from trainables.datasets import load_dataset
@@ -26,7 +27,7 @@ def digits_sweep(ray_address, tmp_path_factory):
     storage = tmp_path_factory.mktemp("experiments")
     proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "2", "--max-steps", "120",
                    "--eval-every", "40", "--log-every", "20", "--scheduler", "fifo", "--storage", str(storage),
-                   "--name", "digits", "--address", ray_address, "--seed", "1")
+                   "--name", "digits", "--address", ray_address, "--seed", "1", "--keep-checkpoints", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return storage / "digits", proc
 
@@ -42,7 +43,10 @@ def test_sweep_writes_a_complete_experiment(digits_sweep):
         assert trial.status(spec["max_steps"]) == "finished"
         steps = [r["step"] for r in trial.results]
         assert steps == [0, 20, 40, 60, 80, 100, 120]
-        assert 1 <= len(trial.checkpoints) <= 3  # 3 evaluations with a checkpoint, keep-best 3
+        # 3 evaluations with a checkpoint; the best 2 by FID are kept (the disk bound)
+        assert len(trial.checkpoints) == 2
+        fids = [r["fid"] for r in trial.results if r["step"] in (40, 80, 120)]
+        assert sorted(c.metrics["fid"] for c in trial.checkpoints) == sorted(fids)[:2]
         for ckpt in trial.checkpoints:
             names = {p.name for p in ckpt.path.iterdir()}
             assert {"model.safetensors", "config.json", "metrics.json", "samples.png", "training_state.pt"} <= names
@@ -100,8 +104,10 @@ def test_resume_of_a_finished_sweep_reruns_nothing(digits_sweep, ray_address):
     assert_one_line_error(wrong_family, "is a dcgan sweep, not vae")
 
 
-def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tmp_path):
-    """Stop the driver once every trial has a checkpoint; --resume continues them, not from step 0."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
+def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tmp_path, stop):
+    """Stop the driver once every trial has a checkpoint (Ctrl-C, or killed outright); --resume
+    continues the trials from their checkpoints, not from step 0, and the study stays whole."""
     args = ["dcgan", "--dataset", "digits", "--trials", "2", "--max-steps", "300", "--eval-every", "50",
             "--log-every", "25", "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "cut",
             "--address", ray_address, "--no-dashboard"]
@@ -110,11 +116,16 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
     path = tmp_path / "cut"
     deadline = time.time() + 300
     def checkpointed_trials() -> int:
-        return sum(1 for folder in path.glob("checkpoints/*") if list(folder.glob("checkpoint_*/metrics.json")))
+        """Trials with a checkpoint whose report has reached Tune (the checkpoint is on disk first)."""
+        try:
+            trials = load_experiment(path).trials
+        except UsageError:  # sweep.json not written yet
+            return 0
+        return sum(1 for t in trials if t.checkpoints and t.last_step >= t.checkpoints[0].step)
 
     while time.time() < deadline and checkpointed_trials() < 2:
-        time.sleep(1)
-    driver.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops the trials
+        time.sleep(0.5)
+    driver.send_signal(stop)  # Ctrl-C: Tune saves its state and stops the trials; SIGKILL: nothing is saved now
     driver.wait(timeout=120)
     before = {t.trial_id: t.last_step for t in load_experiment(path).trials}
     assert len(before) == 2 and all(0 < step < 300 for step in before.values()), before

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,13 +87,43 @@ def load_weights(folder: Path, modules: dict[str, nn.Module]) -> None:
             raise CheckpointError(f"{path} does not fit its config.json ({first})") from None
 
 
+def read_training_state(folder: Path) -> dict:
+    """training_state.pt, read by torch's weights-only unpickler: tensors and plain containers only.
+    Anything else (a class, a function such as os.system) is refused, never called."""
+    path = folder / STATE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} cannot be resumed: {STATE} is missing")
+    try:
+        with warnings.catch_warnings():  # torch warns of foreign pickle protocols: the refusal below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(e), re.IGNORECASE)
+        what = f"it would call {found.group(1)}" if found else "it holds more than tensors and plain values"
+        raise CheckpointError(f"{path} is refused: {what} (a tampered or foreign file); "
+                              f"use a checkpoint written by this project") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        first = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is damaged ({first})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("optimizers"), dict) \
+            or not isinstance(state.get("step"), int):
+        raise CheckpointError(f"{path} is not a training state of this project (no step and optimizers)")
+    return state
+
+
 def load_training_state(folder: Path, modules: dict[str, nn.Module], optimizers: dict) -> int:
     """Restore weights and optimizer state for resuming; returns the step to continue from."""
     load_weights(folder, modules)
-    state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+    state = read_training_state(folder)
     for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(state["optimizers"][name])
-    return int(state["step"])
+        if name not in state["optimizers"]:
+            raise CheckpointError(f"{folder / STATE} has no state for the optimizer {name!r}: "
+                                  f"a checkpoint of another model?")
+        try:
+            optimizer.load_state_dict(state["optimizers"][name])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{folder / STATE} does not fit the model's optimizer {name!r} ({e})") from None
+    return state["step"]
 
 
 @dataclass
@@ -139,17 +172,22 @@ def load_checkpoint(folder: str | Path, device: str | torch.device | None = None
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint directory {folder} does not exist")
     config = read_json(folder / CONFIG)
-    for key in ("model", "hp", "data"):
-        if key not in config:
-            raise CheckpointError(f"{folder / CONFIG} lacks {key!r}: not a checkpoint of this project")
+    for key, kind in (("model", str), ("hp", dict), ("data", dict)):
+        if not isinstance(config.get(key), kind):
+            raise CheckpointError(f"{folder / CONFIG} lacks {key!r} ({kind.__name__}): not a checkpoint of this project")
     try:
         family = get_family(config["model"])
     except UnknownFamily as e:
         raise CheckpointError(f"{folder}: {e.args[0]}") from None
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if not isinstance(config["data"], dict) or "shape" not in config["data"]:
-        raise CheckpointError(f"{folder / CONFIG}: 'data' does not describe the training images")
-    modules = family.build({**family.defaults, **config["hp"]}, config["data"])
+    shape = config["data"].get("shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and 0 < n <= 4096 for n in shape)):
+        raise CheckpointError(f"{folder / CONFIG}: 'data' does not describe the training images (shape C, H, W)")
+    try:
+        modules = family.build({**family.defaults, **config["hp"]}, config["data"])
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"{folder / CONFIG}: its hyperparameters don't build a {family.name} model "
+                              f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
     load_weights(folder, modules)
     for module in modules.values():
         module.to(device).eval()

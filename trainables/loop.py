@@ -39,8 +39,26 @@ from trainables.features import Evaluator, to_float
 EVAL_SEED = 1234  # the same latent draws at every evaluation, so scores over steps are comparable
 
 
-class Diverged(RuntimeError):
-    """A loss became NaN or infinite."""
+# A trial whose loss became NaN or infinite ends with a report of this metric, the reason: the
+# orchestrator's tools show it as errored, the searcher learns it as a bad (pruned) trial.
+DIVERGED = "diverged"
+
+
+def _divergence(loss_sums: dict, step: int, world: int) -> str | None:
+    """Why training diverged (a loss sum is NaN or infinite on any worker), or None.
+
+    Checked at report steps only, where every worker gets the same answer (one all-reduce), so
+    all of them stop together. A worker that raised instead would make Ray Train restart the
+    run from its last checkpoint, only to diverge again."""
+    bad = sorted(k for k, v in loss_sums.items() if not math.isfinite(v))
+    if world > 1:
+        flag = torch.tensor([float(bool(bad))])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() and not bad:
+            bad = ["a loss on another worker"]
+    if not bad:
+        return None
+    return f"{', '.join(bad)} became NaN or infinite by step {step} (diverged; lower the learning rate)"
 
 
 def _autocast(device: torch.device):
@@ -192,11 +210,14 @@ def train_worker(config: dict) -> None:
         interval_steps += 1
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + float(v)
-        bad = [k for k, v in sums.items() if not math.isfinite(v)]
-        if bad:
-            raise Diverged(f"{', '.join(bad)} became non-finite at step {step} (diverged; lower the learning rate)")
         evaluate = step % eval_every == 0 or step == max_steps
         if evaluate or step % log_every == 0:
+            diverged = _divergence(sums, step, world)
+            if diverged:  # the trial's last report says why, and the trial ends
+                metrics = {"step": step, **{k: v / interval_steps for k, v in sums.items()},
+                           best_key: best, DIVERGED: diverged}
+                ray.train.report(metrics)
+                return
             images_per_s = interval_steps * per_worker * world / (time.perf_counter() - interval_start)
             report({k: v / interval_steps for k, v in sums.items()}, images_per_s, evaluate, checkpoint=evaluate)
             sums, interval_start, interval_steps = {}, time.perf_counter(), 0
