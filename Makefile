@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test clean
+.PHONY: setup data demo test bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ demo: setup data
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# benchmarks (not tests): results printed and written to bench/results/, recorded in docs/benchmarks.md
+bench: setup data
+	$(PY) bench/throughput.py
 
 clean:
 	rm -rf experiments .pytest_cache

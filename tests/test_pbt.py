@@ -75,7 +75,7 @@ def test_pbt_restarts_a_poor_trial_from_a_better_ones_checkpoint_with_mutated_le
             assert config["hp"]["latent_dim"] == donor["hp"]["latent_dim"]
             # Tune's reports: the first one with the new learning rates comes one interval after the
             # donor's step (training went on from there, not from step 0), or at it if the donor had finished
-            rows = [json.loads(line) for line in (trial.path / "result.json").read_text().splitlines()]
+            rows = trial.results  # result.json, with the reports Tune's restart would have overwritten
             new = [i for i, r in enumerate(rows) if math.isclose(r["config"]["lr_g"], config["hp"]["lr_g"])]
             expected = min(start["step"] + EVAL_EVERY, exp.spec["max_steps"])
             assert new and rows[new[0]]["step"] == expected, [(r["step"], r["config"]) for r in rows]

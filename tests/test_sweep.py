@@ -108,7 +108,10 @@ def test_resume_of_a_finished_sweep_reruns_nothing(digits_sweep, ray_address):
 def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tmp_path, stop):
     """Stop the driver once every trial has a checkpoint (Ctrl-C, or killed outright); --resume
     continues the trials from their checkpoints, not from step 0, and the study stays whole."""
-    args = ["dcgan", "--dataset", "digits", "--trials", "2", "--max-steps", "300", "--eval-every", "50",
+    # one batch size, so neither trial is done before the other's first checkpoint; a digits step
+    # takes ~30 ms, so enough steps that the driver is stopped long before the end
+    args = ["dcgan", "--dataset", "digits", "--set", "batch_size=64", "--trials", "2", "--max-steps", "1000",
+            "--eval-every", "50",
             "--log-every", "25", "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "cut",
             "--address", ray_address, "--no-dashboard"]
     driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args],
@@ -128,7 +131,7 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
     driver.send_signal(stop)  # Ctrl-C: Tune saves its state and stops the trials; SIGKILL: nothing is saved now
     driver.wait(timeout=120)
     before = {t.trial_id: t.last_step for t in load_experiment(path).trials}
-    assert len(before) == 2 and all(0 < step < 300 for step in before.values()), before
+    assert len(before) == 2 and all(0 < step < 1000 for step in before.values()), before
     saved = {t.trial_id: {c.step for c in t.checkpoints} for t in load_experiment(path).trials}
 
     proc = run_cli("orchestrator.sweep", "dcgan", "--resume", "--name", "cut", "--storage", str(tmp_path),
@@ -138,7 +141,7 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
     assert len(exp.trials) == 2
     for trial in exp.trials:
         steps = [r["step"] for r in trial.results]
-        assert steps[0] == 0 and steps[-1] == 300 and steps == sorted(set(steps))  # history kept
+        assert steps[0] == 0 and steps[-1] == 1000 and steps == sorted(set(steps))  # history kept
         # Tune either appends to result.json or rewrites it when it restarts a trial
         (backup,) = trial.path.glob("result-before-resume-*.json")
         old, current = backup.read_text().splitlines(), (trial.path / "result.json").read_text().splitlines()
