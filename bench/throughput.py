@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.experiment import load_experiment  # noqa: E402
 from trainables.datasets import load_dataset  # noqa: E402
 from trainables.family import all_families, get_family  # noqa: E402
-from trainables.features import Evaluator, feature_network, to_float  # noqa: E402
-from trainables.loop import EVAL_SEED, _batches  # noqa: E402
+from trainables.features import Evaluator, feature_network  # noqa: E402
+from trainables.loop import EVAL_SEED, _batches, next_batch  # noqa: E402
 
 EVAL_EVERY, LOG_EVERY = 150, 25
 
@@ -83,11 +83,7 @@ def plain_loop(model: str, hp: dict, steps: int, warmup: int) -> dict:
     batches_a = _batches(len(data.train_a), hp["batch_size"], 0, 1, 0, 0, stream=1) if family.data_kind == "unpaired" else None
 
     def step() -> None:
-        index = next(batches)
-        batch = {"x": to_float(torch.from_numpy(data.train_x[index])), "y": torch.from_numpy(data.train_y[index])}
-        if family.data_kind != "images":
-            batch["a"] = to_float(torch.from_numpy(data.train_a[index if batches_a is None else next(batches_a)]))
-        family.train_step(modules, optimizers, batch, hp)
+        family.train_step(modules, optimizers, next_batch(data, family, batches, batches_a, torch.device("cpu")), hp)
 
     for _ in range(warmup):
         step()

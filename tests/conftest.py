@@ -22,6 +22,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def free_port() -> int:
+    """A TCP port nothing listens on (just released by the OS)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

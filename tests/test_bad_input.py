@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 import warnings
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, family_sweep, run_cli
+from conftest import assert_one_line_error, family_sweep, free_port, run_cli
 from orchestrator import best, infer, sweep
 from orchestrator.cli import run
 from orchestrator.experiment import load_experiment
@@ -52,13 +51,6 @@ def hashes(folder: Path) -> dict[str, str]:
     """Every file under `folder` (links not followed) and its SHA-256."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on (just released by the OS)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,18 @@ def _batches(n: int, batch: int, rank: int, world: int, seed: int, start_step: i
             yield np.sort(order[i:i + batch])
 
 
+def next_batch(data, family, batches, batches_a, device: torch.device) -> dict:
+    """The next training batch: {"x", "y"} images and labels, plus "a", the source-domain images,
+    for paired data (the same indices) or unpaired data (indices from `batches_a`)."""
+    index = next(batches)
+    batch = {"x": to_float(torch.from_numpy(data.train_x[index])).to(device, non_blocking=True),
+             "y": torch.from_numpy(data.train_y[index]).to(device, non_blocking=True)}
+    if family.data_kind != "images":
+        index_a = index if batches_a is None else next(batches_a)
+        batch["a"] = to_float(torch.from_numpy(data.train_a[index_a])).to(device, non_blocking=True)
+    return batch
+
+
 @contextlib.contextmanager
 def _start_folder(config: dict):
     """The checkpoint folder training continues from, or None for a fresh start.
@@ -199,12 +211,7 @@ def train_worker(config: dict) -> None:
         report({}, math.nan, evaluate=True, checkpoint=True)
 
     while step < max_steps:
-        index = next(batches)
-        batch = {"x": to_float(torch.from_numpy(data.train_x[index])).to(device, non_blocking=True),
-                 "y": torch.from_numpy(data.train_y[index]).to(device, non_blocking=True)}
-        if family.data_kind != "images":
-            index_a = index if batches_a is None else next(batches_a)
-            batch["a"] = to_float(torch.from_numpy(data.train_a[index_a])).to(device, non_blocking=True)
+        batch = next_batch(data, family, batches, batches_a, device)
         with _autocast(device):
             losses = family.train_step(wrapped, optimizers, batch, hp)
         step += 1
@@ -213,14 +220,13 @@ def train_worker(config: dict) -> None:
             sums[k] = sums.get(k, 0.0) + float(v)
         evaluate = step % eval_every == 0 or step == max_steps
         if evaluate or step % log_every == 0:
+            mean_losses = {k: v / interval_steps for k, v in sums.items()}
             diverged = _divergence(sums, step, world)
             if diverged:  # the trial's last report says why, and the trial ends
-                metrics = {"step": step, **{k: v / interval_steps for k, v in sums.items()},
-                           best_key: best, DIVERGED: diverged}
-                ray.train.report(metrics)
+                ray.train.report({"step": step, **mean_losses, best_key: best, DIVERGED: diverged})
                 return
             images_per_s = interval_steps * per_worker * world / (time.perf_counter() - interval_start)
-            report({k: v / interval_steps for k, v in sums.items()}, images_per_s, evaluate, checkpoint=evaluate)
+            report(mean_losses, images_per_s, evaluate, checkpoint=evaluate)
             sums, interval_start, interval_steps = {}, time.perf_counter(), 0
 
 
