@@ -142,11 +142,13 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
     for trial in exp.trials:
         steps = [r["step"] for r in trial.results]
         assert steps[0] == 0 and steps[-1] == 1000 and steps == sorted(set(steps))  # history kept
-        # Tune either appends to result.json or rewrites it when it restarts a trial
+        # the resumed run's reports come from a new trial actor. Lines of the stopped run can still
+        # reach result.json after the resume began (Tune syncs its driver-side copy up), so the
+        # first new report is told by the process that made it, not by its place in the file.
         (backup,) = trial.path.glob("result-before-resume-*.json")
-        old, current = backup.read_text().splitlines(), (trial.path / "result.json").read_text().splitlines()
-        new = current[len(old):] if current[:len(old)] == old else current
-        resumed = json.loads(new[0])["step"]
+        old_pid = json.loads(backup.read_text().splitlines()[0])["pid"]
+        rows = [json.loads(line) for line in (trial.path / "result.json").read_text().splitlines()]
+        resumed = next(r["step"] for r in rows if r["pid"] != old_pid)
         assert resumed - 25 in saved[trial.trial_id], (trial.trial_id, resumed, saved)  # went on from a checkpoint
     study = optuna.load_study(study_name="cut", storage=f"sqlite:///{path}/optuna.db")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
