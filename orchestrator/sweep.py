@@ -26,6 +26,22 @@ QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eva
 # The Tune function that fits a trial's TorchTrainer mostly waits; it asks for a sliver of CPU
 # (Tune refuses 0). So that N one-CPU trials fit N cores, a local Ray gets one extra logical CPU.
 TRIAL_DRIVER_CPU = 0.01
+
+
+def tpe_sampler(spec: dict):
+    """Optuna's Tree-structured Parzen Estimator; a third of the trials (2..10) start it at random."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=spec["seed"], n_startup_trials=max(2, min(10, spec["trials"] // 3)))
+
+
+def random_sampler(spec: dict):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=spec["seed"])
+
+
+SAMPLERS = {"tpe": tpe_sampler, "random": random_sampler}  # by --searcher
 DATA_OPTIONS = ("image_size", "fit", "classes", "attribute", "folders", "swap_domains")  # passed to the loader
 DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000}
 
@@ -101,6 +117,10 @@ def build_parser() -> Parser:
                              "pbt: Population Based Training of the --trials as one population: every --eval-every "
                              "steps the worst quarter continue from the best quarter's checkpoints with mutated "
                              "learning rates (the searched ones of the family's `mutable`); Optuna is not used")
+    search.add_argument("--searcher", choices=list(SAMPLERS), default="tpe",
+                        help="how Optuna picks each trial's hyperparameters: tpe (default: Tree-structured Parzen "
+                             "Estimator, learns from finished trials) or random (plain random search, the baseline "
+                             "bench/sweeps.py compares it with); ignored by pbt")
     search.add_argument("--fid-features", choices=["classifier", "inception"], default="classifier",
                         help="feature network of FID/KID: a small classifier trained once on the dataset (default, "
                              "offline) or Inception-v3 (needs torch-fidelity and its weights: internet or $TORCH_HOME)")
@@ -118,7 +138,11 @@ def build_parser() -> Parser:
     cluster.add_argument("--address", help="Ray cluster to join: 'auto' or HOST:PORT (default: $RAY_ADDRESS, "
                                            "else start a local Ray on this machine)")
     cluster.add_argument("--workers-per-trial", type=positive_int, default=1,
-                         help="Ray Train workers (DDP processes) per trial (default 1)")
+                         help="Ray Train workers (DDP processes) per trial (default 1). Two or more run under a "
+                              "TorchTrainer; one trains in the Tune trial's own process, which starts ~9 s faster")
+    cluster.add_argument("--torch-trainer", action="store_true",
+                         help="run one-worker trials under a TorchTrainer too (Ray Train's worker restarts "
+                              "and placement, at the cost of its start-up)")
     cluster.add_argument("--cpus-per-worker", type=non_negative_float, default=1.0,
                          help="CPUs per training worker; also its torch threads (default 1)")
     cluster.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0,
@@ -162,7 +186,7 @@ def make_spec(args: argparse.Namespace) -> dict:
         model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
         subset=args.subset, data_options={k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k) is not None},
         space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
-        scheduler=args.scheduler, seed=args.seed, fid_features=args.fid_features, objective=family.objective, mode=family.mode,
+        scheduler=args.scheduler, searcher=args.searcher, seed=args.seed, fid_features=args.fid_features, objective=family.objective, mode=family.mode,
         keep_checkpoints=args.keep_checkpoints)
     if mutated:
         spec["pbt_mutates"] = mutated
@@ -291,7 +315,7 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
     from orchestrator.searcher import DivergedIsPruned
     from search_spaces import parse_space
     from trainables.family import get_family
-    from trainables.loop import run_trial
+    from trainables.loop import in_process, run_trial
 
     family = get_family(spec["model"])
     exp_path = f"{root}/{spec['name']}"
@@ -299,6 +323,7 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
         "model": spec["model"],
         "workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
         "gpus_per_worker": args.gpus_per_worker, "max_failures": args.max_failures,
+        "torch_trainer": args.torch_trainer,
         "keep_checkpoints": spec["keep_checkpoints"], "checkpoint_root": f"{exp_path}/checkpoints",
         "report_checkpoints": spec["scheduler"] == "pbt",  # PBT restarts trials from Tune's checkpoints
         "loop": {
@@ -309,7 +334,10 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
                                   "feature_network": spec["feature_network"]["name"], "experiment": spec["name"]},
         },
     }
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), {"cpu": TRIAL_DRIVER_CPU})
+    # a one-worker trial trains in its Tune trial's process, which then needs the worker's resources
+    resources = ({"cpu": args.cpus_per_worker, "gpu": args.gpus_per_worker} if in_process(settings)
+                 else {"cpu": TRIAL_DRIVER_CPU})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
     if resume:
         if "://" not in exp_path:
             keep_results_before_resume(exp_path)
@@ -322,7 +350,7 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
     storage = None
     if "://" not in exp_path:
         storage = optuna.storages.RDBStorage(f"sqlite:///{exp_path}/optuna.db")
-    sampler = optuna.samplers.TPESampler(seed=spec["seed"], n_startup_trials=max(2, min(10, spec["trials"] // 3)))
+    sampler = SAMPLERS[spec.get("searcher", "tpe")](spec)
     searcher = DivergedIsPruned(metric=metric, mode=family.mode, sampler=sampler, study_name=spec["name"],
                                 storage=storage)
     if spec["scheduler"] == "asha":
@@ -478,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                                                              data_root=spec["data_root"],
                                                              data_options=spec.get("data_options"))
     spec["dataset_info"] = {**data.info(), "options": spec.get("data_options") or {}}  # checkpoints keep the options
-    spec["resources"] = {"workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
+    spec["resources"] = {"workers_per_trial": args.workers_per_trial, "torch_trainer": args.torch_trainer,
+                         "cpus_per_worker": args.cpus_per_worker,
                          "gpus_per_worker": args.gpus_per_worker}
     if not args.resume:
         spec["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -495,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     refs = {"data_ref": ray.put(data), "feature_ref": ray.put((feature_state, spec["feature_network"]))}
     spec["max_concurrent"] = args.max_concurrent or default_concurrency(args, local)
     log(f"experiment {exp_path}: {spec['trials']} trials of up to {spec['max_steps']} steps, "
-        f"{spec['max_concurrent']} at a time, scheduler {spec['scheduler']}")
+        f"{spec['max_concurrent']} at a time, scheduler {spec['scheduler']}"
+        + ("" if spec["scheduler"] == "pbt" else f", Optuna sampler {spec.get('searcher', 'tpe')}"))
     if spec["scheduler"] == "pbt":
         log(f"PBT explores by itself (mutating {', '.join(spec['pbt_mutates'])} every {spec['eval_every']} steps "
             f"from other trials' checkpoints); Optuna is not used")

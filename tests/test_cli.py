@@ -16,7 +16,7 @@ def test_help_explains_every_option():
     proc = run_cli("orchestrator.sweep", "--help")
     for option in ("--trials", "--max-steps", "--dataset", "--data-root", "--storage", "--name", "--address",
                    "--cpus-per-worker", "--gpus-per-worker", "--workers-per-trial", "--max-concurrent",
-                   "--scheduler", "--seed", "--quick", "--resume", "--list"):
+                   "--scheduler", "--searcher", "--torch-trainer", "--seed", "--quick", "--resume", "--list"):
         assert option in proc.stdout
 
 
@@ -27,6 +27,7 @@ def test_help_explains_every_option():
     (["dcgan", "--trials", "many"], "expected a whole number"),
     (["dcgan", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["dcgan", "--scheduler", "hyperband"], "invalid choice"),
+    (["dcgan", "--searcher", "grid"], "invalid choice"),
 ])
 def test_bad_sweep_arguments(args, fragment):
     assert_one_line_error(run_cli("orchestrator.sweep", *args), fragment)

@@ -99,18 +99,23 @@ def _assert_went_on_from(trial, checkpoint_step: int, max_steps: int, log_every:
     assert sorted(set(steps)) == list(range(0, max_steps + 1, log_every)), steps
 
 
-def test_a_killed_training_worker_restarts_from_the_last_checkpoint(ray_cluster, ray_address, tmp_path):
+@pytest.mark.parametrize("options, process", [([], "ray::ImplicitFunc"), (["--torch-trainer"], "RayTrainWorker")],
+                         ids=["in-process", "torch-trainer"])
+def test_a_killed_training_worker_restarts_from_the_last_checkpoint(ray_cluster, ray_address, tmp_path, options,
+                                                                    process):
+    """The process that trains is SIGKILLed: a one-worker trial's own (Tune restarts the trial),
+    or a TorchTrainer's worker (the trainer restarts its worker group)."""
     args = ["dcgan", "--dataset", "digits", "--set", "width=8", "--trials", "1", "--max-steps", "400",
             "--eval-every", "50", "--log-every", "25", "--eval-samples", "300", "--scheduler", "fifo",
-            "--storage", str(tmp_path), "--name", "kill", "--address", ray_address, "--no-dashboard"]
+            "--storage", str(tmp_path), "--name", "kill", "--address", ray_address, "--no-dashboard", *options]
     driver, log = _start_sweep(args, tmp_path)
     path = tmp_path / "kill"
     try:
         _wait_for(lambda: _checkpoint_steps(path), "the trial's first checkpoint")
-        (worker,) = _raylet_children(ray_cluster, "RayTrainWorker")
+        (worker,) = _raylet_children(ray_cluster, process)
         checkpoint_step = max(_checkpoint_steps(path))
         os.kill(worker, signal.SIGKILL)
-        _wait_for(lambda: set(_raylet_children(ray_cluster, "RayTrainWorker")) - {worker}, "a new training worker")
+        _wait_for(lambda: set(_raylet_children(ray_cluster, process)) - {worker}, "a new training process")
         driver.wait(timeout=600)
     finally:
         driver.kill()

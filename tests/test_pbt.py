@@ -73,13 +73,14 @@ def test_pbt_restarts_a_poor_trial_from_a_better_ones_checkpoint_with_mutated_le
             for key in ("lr_g", "lr_d"):
                 assert not math.isclose(config["hp"][key], donor["hp"][key]), (key, config["hp"], donor["hp"])
             assert config["hp"]["latent_dim"] == donor["hp"]["latent_dim"]
-            # Tune's reports: the first one with the new learning rates comes one interval after the
-            # donor's step (training went on from there, not from step 0), or at it if the donor had finished
+            # Tune's reports: one with the new learning rates comes one interval after the donor's
+            # step (training went on from there, not from step 0), or at it if the donor had finished.
+            # (An earlier exploit may have drawn the same mutation, x1.2 of the same donor's rate.)
             rows = trial.results  # result.json, with the reports Tune's restart would have overwritten
             new = [i for i, r in enumerate(rows) if math.isclose(r["config"]["lr_g"], config["hp"]["lr_g"])]
             expected = min(start["step"] + EVAL_EVERY, exp.spec["max_steps"])
-            assert new and rows[new[0]]["step"] == expected, [(r["step"], r["config"]) for r in rows]
-            assert not math.isclose(rows[new[0] - 1]["config"]["lr_g"], config["hp"]["lr_g"])
+            assert expected in [rows[i]["step"] for i in new], [(r["step"], r["config"]) for r in rows]
+            assert new[0] > 0 and not math.isclose(rows[new[0] - 1]["config"]["lr_g"], config["hp"]["lr_g"])
             checked += 1
             break
     assert checked, "no checkpoint of an exploited trial records its donor"

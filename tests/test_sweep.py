@@ -152,3 +152,15 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
         assert resumed - 25 in saved[trial.trial_id], (trial.trial_id, resumed, saved)  # went on from a checkpoint
     study = optuna.load_study(study_name="cut", storage=f"sqlite:///{path}/optuna.db")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_random_search_baseline(ray_address, tmp_path):
+    """--searcher random: Optuna's RandomSampler instead of TPE (the baseline of bench/sweeps.py)."""
+    proc = run_cli("orchestrator.sweep", "vae", "--dataset", "digits", "--searcher", "random", "--trials", "2",
+                   "--max-steps", "20", "--eval-every", "10", "--scheduler", "fifo", "--storage", str(tmp_path),
+                   "--name", "random", "--address", ray_address, "--no-dashboard")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Optuna sampler random" in proc.stdout
+    assert json.loads((tmp_path / "random" / "sweep.json").read_text())["searcher"] == "random"
+    exp = load_experiment(tmp_path / "random")
+    assert [t.status(20) for t in exp.trials] == ["finished"] * 2

@@ -1,11 +1,15 @@
 """The one training loop every model family shares, and the Tune trial that runs it.
 
 Ray 2.60 runs Ray Train V2, where a TorchTrainer can't be handed to tune.Tuner. So each Tune
-trial is a small function trainable (`run_trial`) that fits one TorchTrainer; the trainer's
-workers run `train_worker` (DDP through ray.train.torch.prepare_model, CPU or CUDA), and every
-`ray.train.report` is forwarded to Tune, so schedulers such as ASHA see intermediate results.
-Checkpoints are written to `<experiment>/checkpoints/<trial_id>/` by Ray Train, which keeps the
-best few by the objective.
+trial is a small function trainable (`run_trial`). A trial of several workers fits one
+TorchTrainer, whose workers run the loop (`train_worker`: DDP through
+ray.train.torch.prepare_model, CPU or CUDA), and every `ray.train.report` is forwarded to Tune,
+so schedulers such as ASHA see intermediate results; Ray Train writes the checkpoints to
+`<experiment>/checkpoints/<trial_id>/` and keeps the best few by the objective. A one-worker
+trial (the default) runs the same loop in the Tune trial's own process (`InProcessSession`),
+which keeps its checkpoints in the same place the same way: starting a TorchTrainer's
+controller, worker group and process group cost ~9 s a trial (docs/benchmarks.md).
+`--torch-trainer` puts one-worker trials under a TorchTrainer too.
 
 Ray's TuneReportCallback would forward the reports, but hands Tune only a checkpoint's path (as
 the metric `checkpoint_path`), never a checkpoint, and Population Based Training moves a trial
@@ -13,7 +17,6 @@ onto another's state through *Tune's* checkpoints. So run_trial forwards the rep
 (ReportToTune), under PBT with their checkpoints, which Tune copies into the trial's folder; a
 trial that PBT restarts from another's checkpoint finds it in `ray.tune.get_checkpoint()`.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -91,20 +94,139 @@ def next_batch(data, family, batches, batches_a, device: torch.device) -> dict:
     return batch
 
 
+class TrainSession:
+    """A worker's side of a TorchTrainer run: rank, device, DDP wrapping, its run's latest
+    checkpoint (after a worker failure or `--resume`), and reports with checkpoints."""
+
+    def __init__(self):
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    @staticmethod
+    def prepare_model(module: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(module, move_to_device=False)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def own_checkpoint():
+        own = ray.train.get_checkpoint()
+        if own is None:
+            yield None
+            return
+        with own.as_directory() as folder:
+            yield Path(folder)
+
+    @staticmethod
+    def report(metrics: dict, folder: Path | None = None) -> None:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+
+
+class InProcessSession:
+    """One worker in the Tune trial's own process. Checkpoints go where Ray Train puts them
+    (`<checkpoint_root>/<trial_id>/checkpoint_<time>`, on any filesystem pyarrow reaches), and the
+    same ones are kept: the best `keep` by the objective, and the latest, which a restarted trial
+    (Tune's FailureConfig, `--resume`) continues from. A checkpoint gets its name only once all
+    its files are written, so a trial killed while saving leaves no half checkpoint to resume."""
+
+    rank, world = 0, 1
+
+    def __init__(self, settings: dict, trial_id: str, objective: str, mode: str):
+        import pyarrow.fs
+
+        root = settings["checkpoint_root"]
+        if "://" in root:
+            self.fs, root = pyarrow.fs.FileSystem.from_uri(root)
+        else:
+            self.fs, root = pyarrow.fs.LocalFileSystem(), str(Path(root).resolve())
+        self.folder, self.keep = f"{root}/{trial_id}", settings["keep_checkpoints"]
+        self.objective, self.mode = objective, mode
+        self.with_checkpoints = settings.get("report_checkpoints", False)
+        use_gpu = settings["gpus_per_worker"] > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+
+    @staticmethod
+    def prepare_model(module: torch.nn.Module) -> torch.nn.Module:
+        return module
+
+    def _checkpoints(self) -> list[tuple[int, float, str]]:
+        """(step, objective, path) of this trial's complete checkpoints, oldest first."""
+        import pyarrow.fs
+
+        found = []
+        for info in self.fs.get_file_info(pyarrow.fs.FileSelector(self.folder, allow_not_found=True)):
+            if info.type != pyarrow.fs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+                continue
+            try:
+                with self.fs.open_input_stream(f"{info.path}/{METRICS}") as f:
+                    metrics = json.loads(f.read())
+                score = metrics.get(self.objective)
+                found.append((int(metrics["step"]), float(math.nan if score is None else score), info.path))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not one of ours, or damaged: never resumed from
+        return sorted(found)
+
+    @contextlib.contextmanager
+    def own_checkpoint(self):
+        checkpoints = self._checkpoints()
+        if not checkpoints:
+            yield None
+            return
+        import pyarrow.fs
+
+        path = checkpoints[-1][2]
+        if isinstance(self.fs, pyarrow.fs.LocalFileSystem):
+            yield Path(path)
+            return
+        with tempfile.TemporaryDirectory(prefix="resume-") as local:
+            pyarrow.fs.copy_files(path, local, source_filesystem=self.fs)
+            yield Path(local)
+
+    def report(self, metrics: dict, folder: Path | None = None) -> None:
+        import pyarrow.fs
+        import ray.tune
+
+        checkpoint = None
+        if folder is not None:
+            name = time.strftime("checkpoint_%Y-%m-%d_%H-%M-%S.") + f"{time.time_ns() // 1000 % 1_000_000:06d}"
+            staging, final = f"{self.folder}/.staging-{name}", f"{self.folder}/{name}"
+            self.fs.create_dir(staging)
+            pyarrow.fs.copy_files(str(folder), staging, destination_filesystem=self.fs)
+            self.fs.move(staging, final)
+            self._prune()
+            metrics = {**metrics, "checkpoint_path": final}  # as TuneReportCallback does
+            if self.with_checkpoints:  # PBT restarts trials from Tune's checkpoints
+                checkpoint = ray.tune.Checkpoint(final, self.fs)
+        ray.tune.report(metrics, checkpoint=checkpoint)
+
+    def _prune(self) -> None:
+        """Keep the best `keep` checkpoints by the objective (unscored ones rank last) and the
+        latest, as Ray Train's checkpoint manager does."""
+        checkpoints = self._checkpoints()
+        if self.keep is None or len(checkpoints) <= self.keep:
+            return
+        sign = 1 if self.mode == "min" else -1
+        ranked = sorted(checkpoints, key=lambda c: sign * c[1] if math.isfinite(c[1]) else math.inf)
+        kept = {path for _, _, path in ranked[:self.keep]} | {checkpoints[-1][2]}
+        for _, _, path in checkpoints:
+            if path not in kept:
+                self.fs.delete_dir(path)
+
+
 @contextlib.contextmanager
-def _start_folder(config: dict):
+def _start_folder(config: dict, session):
     """The checkpoint folder training continues from, or None for a fresh start.
 
     This training run's own latest checkpoint (after a worker failure, or `--resume`), unless PBT
     restarted the trial from a Tune checkpoint (`start_from`, maybe another trial's): that one
     wins over checkpoints written before it, not over those written since (marked `started_from`).
     """
-    own, start = ray.train.get_checkpoint(), config.get("start_from")
-    if own is not None:
-        with own.as_directory() as folder:
+    start = config.get("start_from")
+    with session.own_checkpoint() as folder:
+        if folder is not None:
             marker = config["checkpoint_config"].get("started_from")
-            if start is None or read_json(Path(folder) / CONFIG).get("started_from") == marker:
-                yield Path(folder)
+            if start is None or read_json(folder / CONFIG).get("started_from") == marker:
+                yield folder
                 return
     if start is None:
         yield None
@@ -124,14 +246,18 @@ def _quiet_train_logs() -> None:
 
 
 def train_worker(config: dict) -> None:
-    """Ray Train worker function: trains one model family and reports metrics + checkpoints."""
+    """Ray Train worker function (a TorchTrainer's `train_loop_per_worker`)."""
     _quiet_train_logs()
+    train_loop(config, TrainSession())
+
+
+def train_loop(config: dict, session) -> None:
+    """Trains one model family and reports metrics + checkpoints through `session`
+    (TrainSession or InProcessSession)."""
     family = get_family(config["model"])
     hp = config["hp"]
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = session.rank, session.world, session.device
     torch.manual_seed(config["seed"] + rank)
     # which Ray node each worker ran on, kept in every checkpoint's config.json (for multi-node runs)
     nodes = [ray.get_runtime_context().get_node_id()]
@@ -144,12 +270,11 @@ def train_worker(config: dict) -> None:
     data = family.prepare_data(ray.get(config["data_ref"]), hp)
     modules = {k: m.to(device) for k, m in family.build(hp, data.info()).items()}
     # DDP wraps what trains; frozen modules (an EMA copy) stay as they are
-    wrapped = {k: ray.train.torch.prepare_model(m, move_to_device=False)
-               if any(p.requires_grad for p in m.parameters()) else m for k, m in modules.items()}
+    wrapped = {k: session.prepare_model(m) if any(p.requires_grad for p in m.parameters()) else m for k, m in modules.items()}
     optimizers = family.optimizers(modules, hp)
 
     step, best = 0, (math.inf if family.mode == "min" else -math.inf)
-    with _start_folder(config) as folder:
+    with _start_folder(config, session) as folder:
         if folder:
             # the optimizers' settings (learning rates: PBT mutates them) come from this trial's
             # hyperparameters, their state (moments, step counts) from the checkpoint
@@ -201,7 +326,7 @@ def train_worker(config: dict) -> None:
             box = [metrics]
             torch.distributed.broadcast_object_list(box, src=0)
             metrics = box[0]
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+        session.report(metrics, folder)
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -223,7 +348,7 @@ def train_worker(config: dict) -> None:
             mean_losses = {k: v / interval_steps for k, v in sums.items()}
             diverged = _divergence(sums, step, world)
             if diverged:  # the trial's last report says why, and the trial ends
-                ray.train.report({"step": step, **mean_losses, best_key: best, DIVERGED: diverged})
+                session.report({"step": step, **mean_losses, best_key: best, DIVERGED: diverged})
                 return
             images_per_s = interval_steps * per_worker * world / (time.perf_counter() - interval_start)
             report(mean_losses, images_per_s, evaluate, checkpoint=evaluate)
@@ -309,11 +434,17 @@ def _start_from(checkpoint, loop: dict) -> None:
                                                  "checkpoint": checkpoint.path}
 
 
-def run_trial(hp: dict, settings: dict) -> None:
-    """Tune function trainable: fits one TorchTrainer for this trial's hyperparameters.
+def in_process(settings: dict) -> bool:
+    """Whether run_trial trains in its own process (one worker) rather than under a TorchTrainer."""
+    return settings["workers_per_trial"] == 1 and not settings.get("torch_trainer", False)
 
-    The trainer's run is named after the trial, so a restored trial (driver restart, `--resume`)
-    finds its own checkpoints and continues from the latest one. Under PBT
+
+def run_trial(hp: dict, settings: dict) -> None:
+    """Tune function trainable: trains one trial's hyperparameters, in this process (one worker,
+    see InProcessSession) or by fitting a TorchTrainer.
+
+    Checkpoints are kept per trial id, so a restored trial (driver restart, `--resume`, a trial
+    Tune restarted after its node or process died) continues from its latest one. Under PBT
     (`settings["report_checkpoints"]`) Tune also gets the checkpoints, and a trial restarted from
     one (PBT's exploit: another trial's weights and optimizer state, with mutated learning
     rates) starts there.
@@ -329,6 +460,9 @@ def run_trial(hp: dict, settings: dict) -> None:
     start = ray.tune.get_checkpoint()  # None unless Tune has checkpoints: PBT
     if start is not None:
         _start_from(start, loop)
+    if in_process(settings):
+        train_loop(loop, InProcessSession(settings, trial_id, family.objective, family.mode))
+        return
     report = ReportToTune(with_checkpoints=settings.get("report_checkpoints", False))
     # Ray Train's controller takes the workers' reports when it polls them, every 2 s by default:
     # a trial reporting every couple of seconds spent most of its time waiting (bench/throughput.py:
