@@ -144,13 +144,18 @@ class InProcessSession:
         self.with_checkpoints = settings.get("report_checkpoints", False)
         use_gpu = settings["gpus_per_worker"] > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda" if use_gpu else "cpu")
+        # what an earlier run of this trial was saving when it died
+        for info in self.fs.get_file_info(pyarrow.fs.FileSelector(self.folder, allow_not_found=True)):
+            if info.base_name.startswith(".staging-"):
+                self.fs.delete_dir(info.path)
 
     @staticmethod
     def prepare_model(module: torch.nn.Module) -> torch.nn.Module:
         return module
 
-    def _checkpoints(self) -> list[tuple[int, float, str]]:
-        """(step, objective, path) of this trial's complete checkpoints, oldest first."""
+    def _checkpoints(self) -> list[tuple[str, float]]:
+        """(path, objective) of this trial's complete checkpoints, oldest first (their names hold
+        the time they were written, as Ray Train's do)."""
         import pyarrow.fs
 
         found = []
@@ -159,12 +164,11 @@ class InProcessSession:
                 continue
             try:
                 with self.fs.open_input_stream(f"{info.path}/{METRICS}") as f:
-                    metrics = json.loads(f.read())
-                score = metrics.get(self.objective)
-                found.append((int(metrics["step"]), float(math.nan if score is None else score), info.path))
-            except (OSError, ValueError, KeyError, TypeError):
+                    score = json.loads(f.read()).get(self.objective)
+                found.append((info.path, float(math.nan if score is None else score)))
+            except (OSError, ValueError, TypeError, AttributeError):
                 continue  # not one of ours, or damaged: never resumed from
-        return sorted(found)
+        return sorted(found, key=lambda c: Path(c[0]).name)
 
     @contextlib.contextmanager
     def own_checkpoint(self):
@@ -174,7 +178,7 @@ class InProcessSession:
             return
         import pyarrow.fs
 
-        path = checkpoints[-1][2]
+        path = checkpoints[-1][0]
         if isinstance(self.fs, pyarrow.fs.LocalFileSystem):
             yield Path(path)
             return
@@ -188,7 +192,8 @@ class InProcessSession:
 
         checkpoint = None
         if folder is not None:
-            name = time.strftime("checkpoint_%Y-%m-%d_%H-%M-%S.") + f"{time.time_ns() // 1000 % 1_000_000:06d}"
+            now = time.time_ns() // 1000
+            name = time.strftime("checkpoint_%Y-%m-%d_%H-%M-%S.", time.localtime(now // 1_000_000)) + f"{now % 1_000_000:06d}"
             staging, final = f"{self.folder}/.staging-{name}", f"{self.folder}/{name}"
             self.fs.create_dir(staging)
             pyarrow.fs.copy_files(str(folder), staging, destination_filesystem=self.fs)
@@ -207,8 +212,8 @@ class InProcessSession:
             return
         sign = 1 if self.mode == "min" else -1
         ranked = sorted(checkpoints, key=lambda c: sign * c[1] if math.isfinite(c[1]) else math.inf)
-        kept = {path for _, _, path in ranked[:self.keep]} | {checkpoints[-1][2]}
-        for _, _, path in checkpoints:
+        kept = {path for path, _ in ranked[:self.keep]} | {checkpoints[-1][0]}
+        for path, _ in checkpoints:
             if path not in kept:
                 self.fs.delete_dir(path)
 

@@ -1,0 +1,44 @@
+"""The checkpoints a one-worker trial keeps (InProcessSession, trainables/loop.py), on real files:
+the same ones Ray Train's checkpoint manager keeps for a TorchTrainer trial. Whole sweeps that
+use them: tests/test_sweep.py (--keep-checkpoints, resume) and tests/test_faults.py (restarts)."""
+
+import json
+import math
+
+from trainables.loop import InProcessSession
+
+
+def checkpoint(trial, second: int, step: int, fid: float | None):
+    """A checkpoint folder named as Ray Train names them, written `second`s after midnight."""
+    folder = trial / f"checkpoint_2026-01-01_00-00-{second:02d}.000000"
+    folder.mkdir(parents=True)
+    if fid is not None:
+        (folder / "metrics.json").write_text(json.dumps({"step": step, "fid": fid}))
+    return folder.name
+
+
+def test_keeps_the_best_by_the_objective_and_the_latest_and_resumes_from_the_latest(tmp_path):
+    trial = tmp_path / "abc123"
+    names = [checkpoint(trial, 1, 100, 50.0), checkpoint(trial, 2, 200, 30.0), checkpoint(trial, 3, 300, 40.0),
+             checkpoint(trial, 4, 400, math.nan)]  # the latest: unscored (NaN), worst by the objective
+    damaged = checkpoint(trial, 5, 500, None)  # no metrics.json: not ours or damaged, never resumed from
+    (trial / ".staging-checkpoint_2026-01-01_00-00-06.000000").mkdir()  # a run died while saving it
+    session = InProcessSession({"checkpoint_root": str(tmp_path), "keep_checkpoints": 2, "gpus_per_worker": 0},
+                               "abc123", "fid", "min")
+    assert not list(trial.glob(".staging-*"))  # the half-written one is cleared when the trial restarts
+    with session.own_checkpoint() as folder:
+        assert folder.name == names[3]  # the latest complete one, though its score is the worst
+    session._prune()
+    assert sorted(p.name for p in trial.iterdir()) == [names[1], names[2], names[3], damaged]
+
+
+def test_max_mode_keeps_the_highest_scores(tmp_path):
+    trial = tmp_path / "t"
+    names = [checkpoint(trial, s, 10 * s, auc) for s, auc in ((1, 0.9), (2, 0.6), (3, 0.8), (4, 0.7))]
+    for f in trial.iterdir():  # score as vae_anomaly does
+        metrics = json.loads((f / "metrics.json").read_text())
+        (f / "metrics.json").write_text(json.dumps({"step": metrics["step"], "auroc": metrics["fid"]}))
+    session = InProcessSession({"checkpoint_root": str(tmp_path), "keep_checkpoints": 1, "gpus_per_worker": 0},
+                               "t", "auroc", "max")
+    session._prune()
+    assert sorted(p.name for p in trial.iterdir()) == [names[0], names[3]]  # the best (0.9) and the latest
