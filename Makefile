@@ -32,6 +32,7 @@ test: setup
 # benchmarks (not tests): results printed and written to bench/results/, recorded in docs/benchmarks.md
 bench: setup data
 	$(PY) bench/throughput.py
+	$(PY) bench/sweeps.py
 
 clean:
 	rm -rf experiments .pytest_cache

@@ -1,15 +1,17 @@
 """Benchmarks 1, 2 and 4 of docs/benchmarks.md, side by side in one run, per model family:
 
-1. images/s of the training step inside the sweep (Tune trial -> TorchTrainer -> the shared
-   worker loop, one worker, one CPU thread) against the same family, hyperparameters and batch
-   in a plain loop in this process (one CPU thread);
+1. images/s of the training step inside the sweep (a Tune trial running the shared loop, one
+   worker, one CPU thread) against the same family, hyperparameters and batch in a plain loop in
+   this process (one CPU thread);
 2. where a trial's wall time goes: training steps, evaluations, and the rest (start-up of the
-   Tune trial and its TorchTrainer, reporting, checkpointing, teardown);
+   Tune trial, reporting, checkpointing, teardown); for `--compare` families also under a
+   TorchTrainer (`--torch-trainer`: its controller, worker group and process group);
 4. one evaluation (FID/KID and the family's own scores) against one training step, and the size of
    the feature network.
 
-Each family's trial is a one-trial sweep of `--steps` steps (default 300, an evaluation and a
-checkpoint every 150 as in `--quick`), run by the real CLI on a local Ray; the plain loop then
+Each family's trial is a one-trial sweep of `--steps` steps (default 600, an evaluation and a
+checkpoint every 150 as in `--quick`; cyclegan and ddpm `--slow-steps`, default 150), run by the
+real CLI on a local Ray; the plain loop then
 reruns the trial's own hyperparameters. Prints a Markdown table and writes bench/results/throughput.json.
 
     python bench/throughput.py [FAMILY ...] [--steps N]
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -39,19 +42,21 @@ from trainables.features import Evaluator, feature_network  # noqa: E402
 from trainables.loop import EVAL_SEED, _batches, next_batch  # noqa: E402
 
 EVAL_EVERY, LOG_EVERY = 150, 25
+SLOW = ("cyclegan", "ddpm")  # 20-50x slower steps: --slow-steps of them measure as well
 
 
-def sweep_one_trial(model: str, steps: int, storage: Path) -> tuple[dict, float]:
+def sweep_one_trial(model: str, steps: int, storage: Path, *options: str) -> tuple[dict, float]:
     """One real trial through `python -m orchestrator.sweep`; returns its facts and the command's wall time."""
+    name = model + "".join(options).replace("-", "_")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", model, "--trials", "1", "--max-steps", str(steps),
                            "--eval-every", str(EVAL_EVERY), "--log-every", str(LOG_EVERY), "--eval-samples", "1000",
-                           "--scheduler", "fifo", "--storage", str(storage), "--name", model, "--no-dashboard"],
-                          cwd=ROOT, capture_output=True, text=True)
+                           "--scheduler", "fifo", "--storage", str(storage), "--name", name, "--no-dashboard",
+                           *options], cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{model}: the sweep failed\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    (trial,) = load_experiment(storage / model).trials
+    (trial,) = load_experiment(storage / name).trials
     return trial, wall
 
 
@@ -107,35 +112,58 @@ def plain_loop(model: str, hp: dict, steps: int, warmup: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("families", nargs="*", help="default: all")
-    p.add_argument("--steps", type=int, default=300, help="steps of each family's trial (default 300)")
+    p.add_argument("--steps", type=int, default=600, help="steps of each family's trial (default 600, as --quick)")
+    p.add_argument("--slow-steps", type=int, default=150, help=f"steps of {' and '.join(SLOW)} (default 150)")
+    p.add_argument("--compare", nargs="*", default=["vae", "dcgan"],
+                   help="families also run under a TorchTrainer (--torch-trainer), for the start-up it costs "
+                        "(default: vae dcgan)")
     args = p.parse_args()
     families = args.families or list(all_families())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in families:
-            trial, wall = sweep_one_trial(model, args.steps, Path(tmp))
+            steps = args.slow_steps if model in SLOW else args.steps
+            trial, wall = sweep_one_trial(model, steps, Path(tmp))
             hp = {**get_family(model).defaults, **trial.params}
-            row = {"family": model, "batch_size": hp["batch_size"], "sweep_wall_seconds": wall,
-                   **trial_breakdown(trial, hp["batch_size"], args.steps),
-                   **plain_loop(model, trial.params, steps=max(50, args.steps // 3), warmup=LOG_EVERY)}
+            row = {"family": model, "batch_size": hp["batch_size"], "steps": steps, "sweep_wall_seconds": wall,
+                   **trial_breakdown(trial, hp["batch_size"], steps),
+                   **plain_loop(model, trial.params, steps=max(50, steps // 3), warmup=LOG_EVERY)}
             row["ray_vs_plain"] = row["ray_images_per_s"] / row["plain_images_per_s"]
             row["overhead_share"] = row["other_seconds"] / row["trial_seconds"]
             row["eval_vs_step"] = row["one_eval_seconds"] / (row["batch_size"] / row["ray_images_per_s"])
             rows.append(row)
             print(json.dumps(row), flush=True)
+        compared = []
+        for model in args.compare:
+            trial, wall = sweep_one_trial(model, args.steps, Path(tmp), "--torch-trainer")
+            batch = {**get_family(model).defaults, **trial.params}["batch_size"]
+            row = {"family": model, "sweep_wall_seconds": wall, **trial_breakdown(trial, batch, args.steps)}
+            in_process = next((r for r in rows if r["family"] == model), None)
+            if in_process:
+                row["in_process_trial_seconds"] = in_process["trial_seconds"]
+                row["in_process_other_seconds"] = in_process["other_seconds"]
+            compared.append(row)
+            print(json.dumps({"torch_trainer": row}), flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     machine = {"python": platform.python_version(), "torch": torch.__version__, "cpus": torch.get_num_threads(),
                "date": time.strftime("%Y-%m-%d %H:%M"), "steps": args.steps}
-    (out / "throughput.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-    print("\n| family | batch | img/s in Ray | img/s plain | ratio (>= 0.95) | trial s | train / eval / other s "
+    (out / "throughput.json").write_text(json.dumps({"machine": machine, "rows": rows, "torch_trainer": compared},
+                                                    indent=1))
+    print("\n| family | batch | steps | img/s in Ray | img/s plain | ratio (>= 0.95) | trial s | train / eval / other s "
           "| other share (<= 10%) | one eval s | eval / step |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| `{r['family']}` | {r['batch_size']} | {r['ray_images_per_s']:.0f} | {r['plain_images_per_s']:.0f} "
+        print(f"| `{r['family']}` | {r['batch_size']} | {r['steps']} | {r['ray_images_per_s']:.0f} | {r['plain_images_per_s']:.0f} "
               f"| {r['ray_vs_plain']:.2f} | {r['trial_seconds']:.1f} | {r['train_seconds']:.1f} / "
               f"{r['eval_seconds']:.1f} / {r['other_seconds']:.1f} | {r['overhead_share']:.0%} "
               f"| {r['one_eval_seconds']:.2f} | {r['eval_vs_step']:.0f}x |")
+    if compared:
+        print("\n| family | trial s: in-process / TorchTrainer | other s: in-process / TorchTrainer |")
+        print("|---|---|---|")
+        for r in compared:
+            print(f"| `{r['family']}` | {r.get('in_process_trial_seconds', math.nan):.1f} / {r['trial_seconds']:.1f} "
+                  f"| {r.get('in_process_other_seconds', math.nan):.1f} / {r['other_seconds']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eva
 # The Tune function that fits a trial's TorchTrainer mostly waits; it asks for a sliver of CPU
 # (Tune refuses 0). So that N one-CPU trials fit N cores, a local Ray gets one extra logical CPU.
 TRIAL_DRIVER_CPU = 0.01
+# A finished trial's process (imports of torch and Ray done, ~3 s here) runs the next trial
+# (Tune's reuse_actors; the loop keeps no state between trials).
+REUSE_TRIAL_PROCESSES = True
 
 
 def tpe_sampler(spec: dict):
@@ -362,7 +365,8 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=metric, mode=family.mode, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=spec["trials"], max_concurrent_trials=spec["max_concurrent"]),
+                                    num_samples=spec["trials"], max_concurrent_trials=spec["max_concurrent"],
+                                    reuse_actors=REUSE_TRIAL_PROCESSES),
         run_config=run_config(spec, args, root),
     )
 
@@ -396,7 +400,7 @@ def pbt_tuner(spec: dict, args: argparse.Namespace, family, trainable, param_spa
     return tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=spec["trials"],
+        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=spec["trials"], reuse_actors=REUSE_TRIAL_PROCESSES,
                                     search_alg=BasicVariantGenerator(max_concurrent=spec["max_concurrent"],
                                                                      random_state=spec["seed"])),
         # Tune keeps its copy of every checkpoint (run_trial_*/checkpoint_*), for trials to restart
