@@ -305,8 +305,8 @@ def print_tables(results: dict) -> None:
               + "; ".join(f"{t['read_bytes'] / 1e6:.3f} MB read, RSS +{t['max_rss_growth_bytes'] / 1e6:.1f} MB, "
                           f"zero-copy {t['zero_copy']}" for t in d["per_trial"]))
     if "start_up" in results:
-        print("\n2. one trial at a time, 4 trials of 50 steps | gap before a trial s | trial's clock at its "
-              "step-0 report s | trial s |")
+        print("\n2. start-up, 4 trials of 50 steps one at a time (medians)\n")
+        print("| trials | gap before a trial s | trial's own clock at its step-0 report s | trial s |")
         print("|---|---|---|---|")
         for kind, r in results["start_up"].items():
             print(f"| {kind} | {r['median_gap_seconds']:.1f} | {r['median_first_report_seconds']:.1f} "

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -146,7 +147,7 @@ def main() -> None:
             print(json.dumps({"torch_trainer": row}), flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    machine = {"python": platform.python_version(), "torch": torch.__version__, "cpus": torch.get_num_threads(),
+    machine = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                "date": time.strftime("%Y-%m-%d %H:%M"), "steps": args.steps}
     (out / "throughput.json").write_text(json.dumps({"machine": machine, "rows": rows, "torch_trainer": compared},
                                                     indent=1))

@@ -46,7 +46,9 @@ def sweep(ray_address, tmp_path, model, *args, max_steps, eval_every):
 
 
 def test_mlp_gan_sweep_learns_and_decodes_latents(ray_address, tmp_path):
-    _, best = sweep(ray_address, tmp_path, "gan", max_steps=120, eval_every=60)
+    # one worker under a TorchTrainer (by default one worker trains in the trial's process): every
+    # family is tested on both paths, in-process or TorchTrainer with 1 or 2 workers
+    _, best = sweep(ray_address, tmp_path, "gan", "--torch-trainer", max_steps=120, eval_every=60)
     model = load_checkpoint(best.path, "cpu")
     z = torch.randn(3, model.hp["latent_dim"])
     images = model.decode(z)
@@ -62,7 +64,7 @@ def test_siamese_gan_sweep_with_two_ddp_workers_learns(ray_address, tmp_path):
 
 
 def test_cgan_sweep_learns_labels_and_infer_samples_the_requested_class(ray_address, tmp_path):
-    best_trial, best = sweep(ray_address, tmp_path, "cgan", max_steps=200, eval_every=100)
+    best_trial, best = sweep(ray_address, tmp_path, "cgan", "--torch-trainer", max_steps=200, eval_every=100)
     assert best_trial.results[0]["label_accuracy"] < 0.3
     assert best.metrics["label_accuracy"] > 0.4, best.metrics
 

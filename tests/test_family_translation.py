@@ -53,7 +53,7 @@ def translation_sweep(ray_address, tmp_path_factory, model: str, *args: str):
 
 @pytest.fixture(scope="module")
 def sketch2image_sweep(ray_address, tmp_path_factory):
-    return translation_sweep(ray_address, tmp_path_factory, "sketch2image")
+    return translation_sweep(ray_address, tmp_path_factory, "sketch2image", "--torch-trainer")
 
 
 @pytest.fixture(scope="module")

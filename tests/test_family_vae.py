@@ -83,7 +83,7 @@ def anomaly_sweep(ray_address, tmp_path_factory):
     storage = tmp_path_factory.mktemp("vae_anomaly")
     (storage / "space.toml").write_text(ANOMALY_SPACE)
     return family_sweep(ray_address, storage, "vae_anomaly", "--space", str(storage / "space.toml"),
-                        "--subset", SUBSET, "--set", "normal_class=1")
+                        "--subset", SUBSET, "--set", "normal_class=1", "--torch-trainer")
 
 
 def test_vae_sweep_lowers_fid_and_infers(vae_sweep, tmp_path):
