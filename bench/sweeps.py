@@ -24,16 +24,12 @@ import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from common import ROOT, run_sweep  # noqa: E402  (puts the project on sys.path)
 from orchestrator.experiment import load_experiment  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -45,14 +41,8 @@ SEARCHES = {  # name: sweep options
 
 
 def sweep(storage: Path, name: str, *options: str) -> float:
-    """One DCGAN sweep through `python -m orchestrator.sweep`; returns its wall time in seconds."""
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "dcgan", "--storage", str(storage),
-                           "--name", name, "--no-dashboard", "--eval-samples", "1000", *options],
-                          cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"sweep {name} failed\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return time.perf_counter() - start
+    """One DCGAN sweep; returns its wall time in seconds."""
+    return run_sweep("dcgan", storage, name, *options)
 
 
 def best_vs_compute(exp) -> list[tuple[int, float]]:

@@ -25,17 +25,13 @@ import math
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from common import ROOT, run_sweep  # noqa: E402  (puts the project on sys.path)
 from orchestrator.experiment import load_experiment  # noqa: E402
 from trainables.datasets import load_dataset  # noqa: E402
 from trainables.family import all_families, get_family  # noqa: E402
@@ -49,14 +45,8 @@ SLOW = ("cyclegan", "ddpm")  # 20-50x slower steps: --slow-steps of them measure
 def sweep_one_trial(model: str, steps: int, storage: Path, *options: str) -> tuple[dict, float]:
     """One real trial through `python -m orchestrator.sweep`; returns its facts and the command's wall time."""
     name = model + "".join(options).replace("-", "_")
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", model, "--trials", "1", "--max-steps", str(steps),
-                           "--eval-every", str(EVAL_EVERY), "--log-every", str(LOG_EVERY), "--eval-samples", "1000",
-                           "--scheduler", "fifo", "--storage", str(storage), "--name", name, "--no-dashboard",
-                           *options], cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{model}: the sweep failed\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    wall = run_sweep(model, storage, name, "--trials", "1", "--max-steps", str(steps), "--eval-every", str(EVAL_EVERY),
+                     "--log-every", str(LOG_EVERY), "--scheduler", "fifo", *options)
     (trial,) = load_experiment(storage / name).trials
     return trial, wall
 

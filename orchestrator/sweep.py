@@ -189,7 +189,8 @@ def make_spec(args: argparse.Namespace) -> dict:
         model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
         subset=args.subset, data_options={k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k) is not None},
         space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
-        scheduler=args.scheduler, searcher=args.searcher, seed=args.seed, fid_features=args.fid_features, objective=family.objective, mode=family.mode,
+        scheduler=args.scheduler, searcher=args.searcher, seed=args.seed, fid_features=args.fid_features,
+        objective=family.objective, mode=family.mode,
         keep_checkpoints=args.keep_checkpoints)
     if mutated:
         spec["pbt_mutates"] = mutated

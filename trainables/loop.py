@@ -17,6 +17,7 @@ onto another's state through *Tune's* checkpoints. So run_trial forwards the rep
 (ReportToTune), under PBT with their checkpoints, which Tune copies into the trial's folder; a
 trial that PBT restarts from another's checkpoint finds it in `ray.tune.get_checkpoint()`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs
 import ray
 import ray.train
 import ray.train.torch
@@ -132,8 +134,6 @@ class InProcessSession:
     rank, world = 0, 1
 
     def __init__(self, settings: dict, trial_id: str, objective: str, mode: str):
-        import pyarrow.fs
-
         root = settings["checkpoint_root"]
         if "://" in root:
             self.fs, root = pyarrow.fs.FileSystem.from_uri(root)
@@ -156,8 +156,6 @@ class InProcessSession:
     def _checkpoints(self) -> list[tuple[str, float]]:
         """(path, objective) of this trial's complete checkpoints, oldest first (their names hold
         the time they were written, as Ray Train's do)."""
-        import pyarrow.fs
-
         found = []
         for info in self.fs.get_file_info(pyarrow.fs.FileSelector(self.folder, allow_not_found=True)):
             if info.type != pyarrow.fs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
@@ -176,8 +174,6 @@ class InProcessSession:
         if not checkpoints:
             yield None
             return
-        import pyarrow.fs
-
         path = checkpoints[-1][0]
         if isinstance(self.fs, pyarrow.fs.LocalFileSystem):
             yield Path(path)
@@ -187,13 +183,13 @@ class InProcessSession:
             yield Path(local)
 
     def report(self, metrics: dict, folder: Path | None = None) -> None:
-        import pyarrow.fs
         import ray.tune
 
         checkpoint = None
         if folder is not None:
-            now = time.time_ns() // 1000
-            name = time.strftime("checkpoint_%Y-%m-%d_%H-%M-%S.", time.localtime(now // 1_000_000)) + f"{now % 1_000_000:06d}"
+            now = time.time_ns() // 1000  # microseconds, named as Ray Train names its checkpoints
+            name = (time.strftime("checkpoint_%Y-%m-%d_%H-%M-%S.", time.localtime(now // 1_000_000))
+                    + f"{now % 1_000_000:06d}")
             staging, final = f"{self.folder}/.staging-{name}", f"{self.folder}/{name}"
             self.fs.create_dir(staging)
             pyarrow.fs.copy_files(str(folder), staging, destination_filesystem=self.fs)
@@ -275,7 +271,8 @@ def train_loop(config: dict, session) -> None:
     data = family.prepare_data(ray.get(config["data_ref"]), hp)
     modules = {k: m.to(device) for k, m in family.build(hp, data.info()).items()}
     # DDP wraps what trains; frozen modules (an EMA copy) stay as they are
-    wrapped = {k: session.prepare_model(m) if any(p.requires_grad for p in m.parameters()) else m for k, m in modules.items()}
+    wrapped = {k: session.prepare_model(m) if any(p.requires_grad for p in m.parameters()) else m
+               for k, m in modules.items()}
     optimizers = family.optimizers(modules, hp)
 
     step, best = 0, (math.inf if family.mode == "min" else -math.inf)
