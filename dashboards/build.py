@@ -6,8 +6,9 @@ objective over training, sample grids of the best checkpoints, hyperparameters a
 objective with Optuna's importance, and how to pull the best checkpoint or resume.
 
 Plotly's JavaScript and every image (as thumbnails) are inlined, so the page opens from disk with
-no network and no server. It reads the experiment directory only, so it works on a copy pulled
-from remote storage and while a sweep is still running (it shows what exists so far).
+no network and no server. It reads the experiment's files only (never unpickles), so it works
+while a sweep is still running (it shows what exists so far) and on remote storage: an s3://...
+experiment is read from a local mirror of its small files (trainables.storage.pull).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dashboards import figures
 from dashboards.page import document, esc, facts, image_figure, plot_div
 from orchestrator.cli import Parser, UsageError, run
 from orchestrator.experiment import STATUSES, Experiment, load_experiment
+from trainables.storage import first_line
 
 TOP = 4
 
@@ -182,8 +184,11 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
                  "pbt": "Population Based Training (exploits the best trials' checkpoints, mutates learning rates)"}
     resources = spec.get("resources") or {}
     wall = exp.tune_state.get("_total_time")
-    root, storage_name = exp.path.parent, exp.path.name
-    path = shlex.quote(str(exp.path))
+    remote = exp.source is not None and exp.source.remote
+    source = exp.source.uri if exp.source is not None else str(exp.path)  # s3://... for a remote experiment
+    root, storage_name = source.rsplit("/", 1)
+    path = shlex.quote(source)
+    exported = shlex.quote(f"best/{storage_name}") if remote else f"{path}/best"  # orchestrator.best's default
     ranked = exp.ranked_checkpoints()
     best_line = ""
     if ranked:
@@ -192,14 +197,14 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
                      f"{esc(trial.trial_id)} at step {ckpt.step} (<code>{esc(ckpt.path)}</code>)")
     commands = [
         ("export the best checkpoints", f"python -m orchestrator.best {path} --top 3"),
-        ("use the best one", f"python -m orchestrator.infer {path}/best/rank1-* {first_mode(exp, labels)} --out out.png"),
+        ("use the best one", f"python -m orchestrator.infer {exported}/rank1-* {first_mode(exp, labels)} --out out.png"),
         ("resume the sweep", f"python -m orchestrator.sweep {shlex.quote(str(spec.get('model')))} --resume "
                              f"--name {shlex.quote(storage_name)} --storage {shlex.quote(str(root))}"),
         ("rebuild this page", f"python -m dashboards.build {path}"),
     ]
     if (exp.path / "optuna.db").is_file():
         commands.append(("Optuna dashboard", f"optuna-dashboard sqlite:///{exp.path}/optuna.db"))
-    commands.append(("TensorBoard", f"tensorboard --logdir {path}"))
+    commands.append(("TensorBoard", f"tensorboard --logdir {shlex.quote(str(exp.path))}"))
     rows = [
         ("model family", f"<b>{esc(spec.get('model'))}</b>" + (f": {esc(labels['description'])}" if labels.get("description") else "")),
         ("dataset", f"<b>{esc(spec.get('dataset'))}</b>, images {esc('x'.join(map(str, info.get('shape') or [])))}"
@@ -221,7 +226,7 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
                     + f"; per trial {esc(resources.get('workers_per_trial', 1))} worker(s) x "
                       f"{esc(resources.get('cpus_per_worker', 1))} CPU, {esc(resources.get('gpus_per_worker', 0))} GPU"),
         ("created", f"{esc(spec.get('created', '?'))}; page built {time.strftime('%Y-%m-%d %H:%M:%S')} from "
-                    f"<code>{esc(exp.path)}</code>"),
+                    f"<code>{esc(source)}</code>"),
         ("commands", "<pre>" + "\n".join(f"# {esc(what)}\n{esc(cmd)}" for what, cmd in commands) + "</pre>"),
     ]
     return facts(rows)
@@ -356,6 +361,7 @@ def build(experiments: list[str | Path], out: str | Path | None = None, top: int
     if top < 1:
         raise UsageError(f"--top must be 1 or more, got {top}")
     loaded = [load_experiment(p) for p in experiments]
+    upload = None if out else loaded[0].source  # the page's default place is the (first) experiment itself
     out = Path(out) if out else loaded[0].path / "dashboard.html"
     sections = [experiment_section(exp, i, top) for i, exp in enumerate(loaded)]
     names = [str(exp.spec.get("name", exp.path.name)) for exp in loaded]
@@ -369,6 +375,11 @@ def build(experiments: list[str | Path], out: str | Path | None = None, top: int
         write_page(out, page)
     except OSError as e:
         raise UsageError(f"cannot write {out} ({e.strerror or e}); choose another --out") from None
+    if upload is not None and upload.remote:
+        try:
+            (upload / "dashboard.html").write_bytes(out.read_bytes())
+        except OSError as e:
+            raise UsageError(f"cannot write {upload}/dashboard.html ({first_line(e)}); the page is at {out}") from None
     return out
 
 
@@ -389,8 +400,10 @@ def write_page(out: Path, page: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m dashboards.build", description=__doc__.split("\n\n")[1])
-    p.add_argument("experiments", nargs="+", help="experiment directories (STORAGE/NAME); several go on one page")
-    p.add_argument("--out", help="output file (default: dashboard.html in the first experiment directory)")
+    p.add_argument("experiments", nargs="+", help="experiment directories or URIs (STORAGE/NAME, e.g. "
+                                                  "s3://bucket/experiments/NAME); several go on one page")
+    p.add_argument("--out", help="output file (default: dashboard.html in the first experiment; for remote storage "
+                                 "also uploaded there, the local copy in its mirror under ~/.cache/gen-orchestrator)")
     p.add_argument("--top", type=int, default=TOP, help=f"how many of the best trials/checkpoints to highlight and "
                                                           f"show samples of (default {TOP})")
     args = p.parse_args(argv)

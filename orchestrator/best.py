@@ -2,7 +2,9 @@
 
 Ranks every kept checkpoint of every trial by the experiment's objective (a GAN's best checkpoint
 is often not its last) and copies the top K, each with its config.json, metrics.json and sample
-grid, to DST/rank<N>-<trial>-step<S>/. Reads files only: works on a copy pulled from storage.
+grid, to DST/rank<N>-<trial>-step<S>/. Reads files only, never unpickles. EXPERIMENT may be a URI
+(s3://...): its small files are mirrored under ~/.cache/gen-orchestrator/remote/ and only the
+exported checkpoints' weights are downloaded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from orchestrator.cli import Parser, UsageError, run
 from orchestrator.experiment import load_experiment
+from trainables.storage import pull
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -38,7 +41,13 @@ def export_best(experiment: str | Path, top: int = 1, dst: str | Path | None = N
     ranked = exp.ranked_checkpoints()[:top]
     if not ranked:
         raise UsageError(f"{exp.path} has no checkpoint with a finite {exp.objective} yet")
-    dst = Path(dst) if dst else within(exp.path / "best", exp.path)  # a planted `best` link must not lead out
+    remote = exp.source is not None and exp.source.remote
+    if dst:
+        dst = Path(dst)
+    elif remote:  # not inside the experiment's mirror, which follows the store
+        dst = Path("best") / SAFE.sub("_", exp.path.name)
+    else:
+        dst = within(exp.path / "best", exp.path)  # a planted `best` link must not lead out
     try:
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -48,10 +57,13 @@ def export_best(experiment: str | Path, top: int = 1, dst: str | Path | None = N
         # names come from metadata: keep them to one safe path component inside dst
         target = dst / SAFE.sub("_", f"rank{rank}-{trial.trial_id}-step{ckpt.step}")
         remove(target)
-        shutil.copytree(ckpt.path, target)
+        if remote:  # weights and all, from the store
+            pull(exp.where(ckpt.path), target, weights=True)
+        else:
+            shutil.copytree(ckpt.path, target)
         exported.append(target)
         summary.append({"rank": rank, "trial": trial.trial_id, "step": ckpt.step, "path": str(target),
-                        exp.objective: ckpt.metrics.get(exp.objective), "hp": trial.params, "source": str(ckpt.path)})
+                        exp.objective: ckpt.metrics.get(exp.objective), "hp": trial.params, "source": str(exp.where(ckpt.path))})
     remove(dst / "best.json")  # a link there would be written through
     (dst / "best.json").write_text(json.dumps({"objective": exp.objective, "mode": exp.mode, "checkpoints": summary}, indent=1))
     return exported
@@ -59,9 +71,9 @@ def export_best(experiment: str | Path, top: int = 1, dst: str | Path | None = N
 
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m orchestrator.best", description=__doc__)
-    p.add_argument("experiment", help="experiment directory (STORAGE/NAME)")
+    p.add_argument("experiment", help="experiment directory or URI (STORAGE/NAME, e.g. s3://bucket/experiments/NAME)")
     p.add_argument("--top", type=int, default=1, help="how many checkpoints to export (default 1)")
-    p.add_argument("--dst", help="where to copy them (default EXPERIMENT/best)")
+    p.add_argument("--dst", help="where to copy them (default EXPERIMENT/best; for remote storage ./best/NAME)")
     args = p.parse_args(argv)
     if args.top < 1:
         raise UsageError(f"--top must be 1 or more, got {args.top}")

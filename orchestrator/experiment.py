@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.cli import UsageError
+from trainables.storage import CHECKPOINT_PREFIX, Location, is_local_complete, local_copy, location
 
 SPEC_FILE = "sweep.json"
 RESUME_BACKUP = "result-before-resume-"
@@ -95,6 +95,13 @@ class Experiment:
     spec: dict
     trials: list[Trial]
     tune_state: dict = field(default_factory=dict)  # runner data of Tune's latest experiment_state-*.json
+    source: Location | None = None  # where the experiment really is: `path` is its local mirror when remote
+
+    def where(self, local: Path) -> Location:
+        """Where a file or folder of this experiment really is (remote, for a mirrored one)."""
+        if self.source is None or not self.source.remote:
+            return location(local)
+        return self.source / local.relative_to(self.path).as_posix()
 
     @property
     def objective(self) -> str:
@@ -187,11 +194,13 @@ def read_results(folder: Path) -> list[dict]:
     return [by_step[step] for step in sorted(by_step)]
 
 
-def keep_results_before_resume(exp_path: str | Path) -> None:
+def keep_results_before_resume(exp: Location) -> None:
     """Copy each trial's result.json aside before Tune restarts unfinished trials and rewrites it."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for path in Path(exp_path).glob("run_trial_*/result.json"):
-        shutil.copyfile(path, path.with_name(f"{RESUME_BACKUP}{stamp}.json"))
+    for info in exp.listdir():
+        result = exp / info.base_name / "result.json"
+        if info.base_name.startswith("run_trial_") and result.is_file():
+            result.fs.copy_file(result.path, (exp / info.base_name / f"{RESUME_BACKUP}{stamp}.json").path)
 
 
 def read_tune_state(path: Path) -> tuple[dict[str, dict], dict]:
@@ -224,10 +233,12 @@ def is_spec(spec) -> bool:
 
 
 def load_experiment(path: str | Path) -> Experiment:
-    path = Path(path).expanduser()
+    """An experiment from its folder or its URI (s3://...: read from a local mirror of its small
+    files, see trainables.storage.pull)."""
+    path, source = local_copy(path)
     spec_path = path / SPEC_FILE
     if not spec_path.is_file():
-        raise UsageError(f"{path} is not an experiment directory ({SPEC_FILE} is missing)")
+        raise UsageError(f"{source} is not an experiment directory ({SPEC_FILE} is missing)")
     try:
         spec = json.loads(spec_path.read_text())
     except (OSError, ValueError) as e:
@@ -256,7 +267,9 @@ def load_experiment(path: str | Path) -> Experiment:
             params = {}
         params = params if isinstance(params, dict) else {}
         checkpoints = []
-        for metrics_file in sorted((path / "checkpoints" / trial_id).glob("checkpoint_*/metrics.json")):
+        for metrics_file in sorted((path / "checkpoints" / trial_id).glob(f"{CHECKPOINT_PREFIX}*/metrics.json")):
+            if not is_local_complete(metrics_file.parent):
+                continue  # being written, or its writer died: not a checkpoint yet (trainables.storage)
             try:
                 metrics = json.loads(metrics_file.read_text())
             except (OSError, ValueError):
@@ -268,7 +281,7 @@ def load_experiment(path: str | Path) -> Experiment:
             error = f"diverged: {results[-1]['diverged']}"
         trials.append(Trial(trial_id, folder, params, results, error,
                             sorted(checkpoints, key=lambda c: c.step), tune_trials.get(trial_id)))
-    return Experiment(path, spec, trials, runner)
+    return Experiment(path, spec, trials, runner, source)
 
 
 def leaderboard(exp: Experiment, now: float | None = None):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from orchestrator.cli import Parser, UsageError, run
 from orchestrator.experiment import SPEC_FILE, is_spec, keep_results_before_resume, leaderboard, load_experiment
+from trainables.storage import Location, check_reachable, first_line, location
 
 QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000}
 # The Tune function that fits a trial's TorchTrainer mostly waits; it asks for a sliver of CPU
@@ -46,6 +47,7 @@ def random_sampler(spec: dict):
 
 SAMPLERS = {"tpe": tpe_sampler, "random": random_sampler}  # by --searcher
 DATA_OPTIONS = ("image_size", "fit", "classes", "attribute", "folders", "swap_domains")  # passed to the loader
+STORAGE_ENV, DEFAULT_STORAGE = "ORCHESTRATOR_STORAGE", "experiments"  # where --storage defaults to
 DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000}
 
 
@@ -129,8 +131,10 @@ def build_parser() -> Parser:
                              "offline) or Inception-v3 (needs torch-fidelity and its weights: internet or $TORCH_HOME)")
     search.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler and of training (default 0)")
     where = p.add_argument_group("where results go")
-    where.add_argument("--storage", default="experiments",
-                       help="experiments folder: local path, NFS path or s3://bucket/path (default ./experiments)")
+    where.add_argument("--storage",
+                       help=f"where experiments go: a local path, an NFS path every node mounts, or a URI such as "
+                            f"s3://bucket/path (default ${STORAGE_ENV}, which cluster.yaml sets on a cluster, else "
+                            f"./{DEFAULT_STORAGE})")
     where.add_argument("--name", help="experiment name (default MODEL-DATASET-TIMESTAMP); results go to STORAGE/NAME")
     where.add_argument("--resume", action="store_true",
                        help="continue the experiment STORAGE/NAME: finished trials are kept, unfinished ones "
@@ -195,42 +199,6 @@ def make_spec(args: argparse.Namespace) -> dict:
     if mutated:
         spec["pbt_mutates"] = mutated
     return spec
-
-
-def storage_root(storage: str) -> str:
-    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
-
-
-def write_text(location: str, text: str) -> None:
-    """Write a small file to a local path or a storage URI (s3://, gs://, ...)."""
-    if "://" not in location:
-        Path(location).parent.mkdir(parents=True, exist_ok=True)
-        Path(location).write_text(text)
-        return
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
-
-
-def read_text(location: str) -> str:
-    if "://" not in location:
-        return Path(location).read_text()
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
-
-
-def exists(location: str) -> bool:
-    try:
-        read_text(location)
-        return True
-    except (OSError, ValueError):
-        return False
 
 
 def init_ray(address: str | None) -> tuple[str | None, bool]:
@@ -311,24 +279,23 @@ def pbt_mutations(family, space: dict) -> dict:
     return mutations
 
 
-def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, resume: bool):
+def build_tuner(spec: dict, args: argparse.Namespace, exp: Location, refs: dict, resume: bool):
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from orchestrator.searcher import DivergedIsPruned
+    from orchestrator.searcher import DivergedIsPruned, study_storage
     from search_spaces import parse_space
     from trainables.family import get_family
     from trainables.loop import in_process, run_trial
 
     family = get_family(spec["model"])
-    exp_path = f"{root}/{spec['name']}"
     settings = {
         "model": spec["model"],
         "workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
         "gpus_per_worker": args.gpus_per_worker, "max_failures": args.max_failures,
         "torch_trainer": args.torch_trainer,
-        "keep_checkpoints": spec["keep_checkpoints"], "checkpoint_root": f"{exp_path}/checkpoints",
+        "keep_checkpoints": spec["keep_checkpoints"], "checkpoint_root": (exp / "checkpoints").uri,
         "report_checkpoints": spec["scheduler"] == "pbt",  # PBT restarts trials from Tune's checkpoints
         "loop": {
             "model": spec["model"], **refs, "seed": spec["seed"], "cpus_per_worker": args.cpus_per_worker,
@@ -343,17 +310,16 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
                  else {"cpu": TRIAL_DRIVER_CPU})
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
     if resume:
-        if "://" not in exp_path:
-            keep_results_before_resume(exp_path)
-        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        keep_results_before_resume(exp)
+        if spec["scheduler"] != "pbt":
+            study_storage(exp, resume=True)  # the study's working copy, where the restored searcher looks
+        return tune.Tuner.restore(exp.uri, trainable=trainable, resume_unfinished=True, resume_errored=False)
 
     param_space = parse_space(spec["space_toml"], set(family.defaults), spec["space_file"], spec.get("overrides"))
     if spec["scheduler"] == "pbt":
-        return pbt_tuner(spec, args, family, trainable, param_space, root)
+        return pbt_tuner(spec, args, family, trainable, param_space, exp)
     metric = f"{family.objective}_best"
-    storage = None
-    if "://" not in exp_path:
-        storage = optuna.storages.RDBStorage(f"sqlite:///{exp_path}/optuna.db")
+    storage = optuna.storages.RDBStorage(study_storage(exp, resume=False))
     sampler = SAMPLERS[spec.get("searcher", "tpe")](spec)
     searcher = DivergedIsPruned(metric=metric, mode=family.mode, sampler=sampler, study_name=spec["name"],
                                 storage=storage)
@@ -368,24 +334,27 @@ def build_tuner(spec: dict, args: argparse.Namespace, root: str, refs: dict, res
         tune_config=tune.TuneConfig(metric=metric, mode=family.mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=spec["trials"], max_concurrent_trials=spec["max_concurrent"],
                                     reuse_actors=REUSE_TRIAL_PROCESSES),
-        run_config=run_config(spec, args, root),
+        run_config=run_config(spec, args, exp),
     )
 
 
-def run_config(spec: dict, args: argparse.Namespace, root: str):
+def run_config(spec: dict, args: argparse.Namespace, exp: Location):
     """Tune restarts a trial whose driver died (its node was lost) up to --max-failures times; the
     restarted trial's TorchTrainer continues from the trial's latest checkpoint. (A failed training
     worker is restarted by the trainer itself, see run_trial.) Reports made before a restart are
-    kept (KeepResultsOnRestart)."""
+    kept (KeepResultsOnRestart). On remote storage the Optuna study's working copy is uploaded
+    as each trial ends (UploadStudy)."""
     from ray import tune
 
     from orchestrator.keep_results import KeepResultsOnRestart
+    from orchestrator.searcher import UploadStudy
 
-    return tune.RunConfig(name=spec["name"], storage_path=root, callbacks=[KeepResultsOnRestart()],
+    callbacks = [KeepResultsOnRestart()] + ([UploadStudy(exp)] if exp.remote and spec["scheduler"] != "pbt" else [])
+    return tune.RunConfig(name=spec["name"], storage_path=exp.uri.rsplit("/", 1)[0], callbacks=callbacks,
                           failure_config=tune.FailureConfig(max_failures=args.max_failures))
 
 
-def pbt_tuner(spec: dict, args: argparse.Namespace, family, trainable, param_space: dict, root: str):
+def pbt_tuner(spec: dict, args: argparse.Namespace, family, trainable, param_space: dict, exp: Location):
     """Population Based Training (Jaderberg et al. 2017), as Ray's own pbt_dcgan_mnist example: the
     trials are the population, random draws from the space start them (Optuna can't drive PBT, whose
     exploration replaces a searcher's). At every evaluation (a checkpoint), a trial in the bottom
@@ -407,7 +376,7 @@ def pbt_tuner(spec: dict, args: argparse.Namespace, family, trainable, param_spa
         # Tune keeps its copy of every checkpoint (run_trial_*/checkpoint_*), for trials to restart
         # from. Ray 2.60's pruning of them (num_to_keep) deletes twice what PBT's extra saves of a
         # function trainable register twice, and fails.
-        run_config=run_config(spec, args, root),
+        run_config=run_config(spec, args, exp),
     )
 
 
@@ -418,38 +387,74 @@ def check_name(name: str) -> None:
                          f"use --storage for where it goes")
 
 
-def resume_spec(exp_path: str, args: argparse.Namespace) -> dict:
+def resume_spec(exp: Location, args: argparse.Namespace) -> dict:
     """The sweep.json of the experiment to continue, once it is sure to be one, of this model family
     and of this name (its name places the checkpoints: a copied or edited file must not move them)."""
     try:
-        spec = json.loads(read_text(f"{exp_path}/{SPEC_FILE}"))
+        spec = json.loads((exp / SPEC_FILE).read_text())
     except (OSError, ValueError):
-        raise UsageError(f"nothing to resume: {exp_path} is not an experiment of this project") from None
+        raise UsageError(f"nothing to resume: {exp} is not an experiment of this project") from None
     if not is_spec(spec) or not all(key in spec for key in ("model", "name", "dataset", "data_root", "subset")):
-        raise UsageError(f"cannot resume {exp_path}: its {SPEC_FILE} is incomplete or not this project's")
+        raise UsageError(f"cannot resume {exp}: its {SPEC_FILE} is incomplete or not this project's")
     if spec["model"] != args.model:
-        raise UsageError(f"{exp_path} is a {spec['model']} sweep, not {args.model}; "
+        raise UsageError(f"{exp} is a {spec['model']} sweep, not {args.model}; "
                          f"resume it as `{spec['model']}` or choose another --name")
     if spec["name"] != args.name:
-        raise UsageError(f"cannot resume {exp_path}: its {SPEC_FILE} names the experiment {spec['name']!r} "
+        raise UsageError(f"cannot resume {exp}: its {SPEC_FILE} names the experiment {spec['name']!r} "
                          f"(renamed or copied?); resume it under its own name")
     return spec
 
 
-def check_storage(exp_path: str) -> None:
-    """Refuse a local --storage that can't hold the experiment before any data is read."""
-    if "://" in exp_path:
+def check_storage(exp: Location) -> None:
+    """Refuse storage that can't hold the experiment before any data is read: a local path that
+    is a file or not writable; remote storage that doesn't answer, lacks its bucket or won't take
+    a write (trainables.storage.check_reachable)."""
+    if exp.remote:
+        check_reachable(exp)
         return
-    path = Path(exp_path)
+    path = exp.local
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        raise UsageError(f"cannot write the experiment to {exp_path}: {existing} is a file, not a folder; "
+        raise UsageError(f"cannot write the experiment to {exp}: {existing} is a file, not a folder; "
                          f"choose another --storage or --name")
     try:  # permissions don't tell (root, read-only mounts, /proc): try an empty folder, removed at once
         os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=existing))
     except OSError as e:
-        raise UsageError(f"cannot write the experiment to {exp_path}: {existing} is not writable "
+        raise UsageError(f"cannot write the experiment to {exp}: {existing} is not writable "
                          f"({e.strerror or e}); choose another --storage") from None
+
+
+def check_shared(exp: Location) -> None:
+    """On a cluster of several nodes, a local --storage must be a folder every node sees (NFS):
+    trials elsewhere would keep their checkpoints on their own disks. A file written here must be
+    visible from every other live node (as Ray Train's own storage validation marker checks)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if exp.remote:
+        return
+    here = ray.get_runtime_context().get_node_id()
+    others = [n for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here]
+    if not others:
+        return
+    marker = exp / f".shared-storage-check-{os.getpid()}-{time.time_ns()}"
+    marker.write_text("written by orchestrator.sweep on the driver's node; removed at once")
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return os.path.isfile(path)
+
+    try:
+        seen = ray.get([sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                        .remote(marker.path) for n in others], timeout=120)
+    finally:
+        marker.delete_file()
+    blind = [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(others, seen) if not ok]
+    if blind:
+        raise UsageError(f"--storage {exp.uri.rsplit('/', 1)[0]} is this machine's own disk: {len(blind)} of the "
+                         f"cluster's other nodes ({', '.join(blind)}) don't see it, and their trials would keep "
+                         f"checkpoints there; pass --storage s3://BUCKET/PATH (or set ${STORAGE_ENV}) or a path "
+                         f"every node mounts")
 
 
 def check_address(address: str | None) -> None:
@@ -480,21 +485,23 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[sweep] {message}", flush=True)
 
-    root = storage_root(args.storage)
+    root = location(args.storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE)
     if args.name is not None:
         check_name(args.name)
     if args.resume:
         if not args.name:
             raise UsageError("--resume needs --name of the experiment to continue")
-        exp_path = f"{root}/{args.name}"
-        spec = resume_spec(exp_path, args)
+        exp = root / args.name
+        if exp.remote:
+            check_storage(exp)
+        spec = resume_spec(exp, args)
     else:
         spec = make_spec(args)
         spec["name"] = args.name or f"{args.model}-{spec['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
-        exp_path = f"{root}/{spec['name']}"
-        if exists(f"{exp_path}/{SPEC_FILE}"):
-            raise UsageError(f"{exp_path} already exists; pass --resume to continue it or choose another --name")
-        check_storage(exp_path)
+        exp = root / spec["name"]
+        check_storage(exp)
+        if (exp / SPEC_FILE).exists():
+            raise UsageError(f"{exp} already exists; pass --resume to continue it or choose another --name")
     check_address(args.address)
 
     from trainables.datasets import load_dataset
@@ -517,18 +524,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume:
         spec["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
         try:
-            write_text(f"{exp_path}/{SPEC_FILE}", json.dumps(spec, indent=1))
+            (exp / SPEC_FILE).write_text(json.dumps(spec, indent=1))
         except OSError as e:
-            raise UsageError(f"cannot write the experiment to {exp_path} ({e.strerror or e}); "
+            raise UsageError(f"cannot write the experiment to {exp} ({e.strerror or first_line(e)}); "
                              f"choose another --storage") from None
 
     dashboard_url, local = init_ray(args.address)
     import ray
 
+    check_shared(exp)
+
     # decoded once per sweep; trials read them from the object store (zero-copy on each node)
     refs = {"data_ref": ray.put(data), "feature_ref": ray.put((feature_state, spec["feature_network"]))}
     spec["max_concurrent"] = args.max_concurrent or default_concurrency(args, local)
-    log(f"experiment {exp_path}: {spec['trials']} trials of up to {spec['max_steps']} steps, "
+    log(f"experiment {exp}: {spec['trials']} trials of up to {spec['max_steps']} steps, "
         f"{spec['max_concurrent']} at a time, scheduler {spec['scheduler']}"
         + ("" if spec["scheduler"] == "pbt" else f", Optuna sampler {spec.get('searcher', 'tpe')}"))
     if spec["scheduler"] == "pbt":
@@ -537,24 +546,22 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Ray dashboard: {'http://' + dashboard_url if dashboard_url else 'not running'}")
 
     start = time.time()
-    tuner = build_tuner(spec, args, root, refs, args.resume)
+    tuner = build_tuner(spec, args, exp, refs, args.resume)
     tuner.fit()
     elapsed = time.time() - start
     ray.shutdown()
-    return report(exp_path, elapsed, dashboard=not args.no_dashboard)
+    return report(exp, elapsed, dashboard=not args.no_dashboard)
 
 
-def report(exp_path: str, elapsed: float, dashboard: bool) -> int:
+def report(where: Location, elapsed: float, dashboard: bool) -> int:
+    """The leaderboard, the best checkpoint and the dashboard (uploaded too, for remote storage).
+    The exit code tells the truth: 1 unless some trial wrote a checkpoint and not every trial
+    errored, with one line on stderr saying how many errored and where their error.txt files are."""
     import pandas as pd
 
-    if "://" in exp_path:  # the leaderboard and dashboard read local files: pull the experiment first
-        print(f"\nexperiment: {exp_path}  ({elapsed:.0f} s)\npull it (e.g. `aws s3 sync {exp_path} "
-              f"experiments/{exp_path.rstrip('/').rsplit('/', 1)[-1]}`), then run `python -m orchestrator.best` "
-              f"and `python -m dashboards.build` on the copy")
-        return 0
-    exp = load_experiment(exp_path)
+    exp = load_experiment(where.uri)  # a remote experiment is read from its local mirror
     table = leaderboard(exp)
-    print(f"\nexperiment: {exp_path}  ({elapsed:.0f} s)")
+    print(f"\nexperiment: {where}  ({elapsed:.0f} s)")
     if len(table):
         columns = [c for c in table.columns if c != "checkpoint"]
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
@@ -562,16 +569,25 @@ def report(exp_path: str, elapsed: float, dashboard: bool) -> int:
     ranked = exp.ranked_checkpoints()
     if ranked:
         trial, ckpt = ranked[0]
-        print(f"best checkpoint: {ckpt.path}  ({exp.objective} {ckpt.metrics[exp.objective]:.4g} "
+        print(f"best checkpoint: {exp.where(ckpt.path)}  ({exp.objective} {ckpt.metrics[exp.objective]:.4g} "
               f"at step {ckpt.step}, trial {trial.trial_id})")
-    else:
-        print("no checkpoint was written (every trial failed or stopped before its first evaluation)")
+        if where.remote:
+            print(f"pull it: python -m orchestrator.best {where} --top 3")
     if dashboard:
         from dashboards.build import build
 
-        out = build([exp_path])
-        print(f"dashboard: {out}")
-    return 0 if ranked else 1
+        out = build([where.uri])
+        print(f"dashboard: {out}" + (f" (and {where}/dashboard.html)" if where.remote else ""))
+    statuses = exp.statuses()
+    errored = [t for t in exp.trials if statuses[t.trial_id] == "errored"]
+    if errored:
+        files = [str(exp.where(t.path / "error.txt")) for t in errored if (t.path / "error.txt").is_file()]
+        print(f"{len(errored)} of {len(exp.trials)} trials errored" + (f"; see {', '.join(files)}" if files else
+              " (diverged; see the leaderboard)"), file=sys.stderr, flush=True)
+    if not ranked:
+        print("no checkpoint was written (every trial failed or stopped before its first evaluation)",
+              file=sys.stderr, flush=True)
+    return 0 if ranked and len(errored) < len(exp.trials) else 1
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
 """The checkpoints a one-worker trial keeps (InProcessSession, trainables/loop.py), on real files:
 the same ones Ray Train's checkpoint manager keeps for a TorchTrainer trial. Whole sweeps that
-use them: tests/test_sweep.py (--keep-checkpoints, resume) and tests/test_faults.py (restarts)."""
+use them: tests/test_sweep.py (--keep-checkpoints, resume) and tests/test_faults.py (restarts);
+the same on a real S3 server: tests/test_s3.py."""
 
 import json
 import math
 
 from trainables.loop import InProcessSession
+from trainables.storage import COMPLETE
 
 
-def checkpoint(trial, second: int, step: int, fid: float | None):
-    """A checkpoint folder named as Ray Train names them, written `second`s after midnight."""
+def checkpoint(trial, second: int, step: int, fid: float | None, complete: bool = True):
+    """A checkpoint folder named as Ray Train names them, written `second`s after midnight; with
+    its completion marker unless `complete` is False (a writer died half-way)."""
     folder = trial / f"checkpoint_2026-01-01_00-00-{second:02d}.000000"
     folder.mkdir(parents=True)
     if fid is not None:
         (folder / "metrics.json").write_text(json.dumps({"step": step, "fid": fid}))
+    if complete:
+        (folder / COMPLETE).write_text("{}")
     return folder.name
 
 
@@ -22,10 +27,12 @@ def test_keeps_the_best_by_the_objective_and_the_latest_and_resumes_from_the_lat
     names = [checkpoint(trial, 1, 100, 50.0), checkpoint(trial, 2, 200, 30.0), checkpoint(trial, 3, 300, 40.0),
              checkpoint(trial, 4, 400, math.nan)]  # the latest: unscored (NaN), worst by the objective
     damaged = checkpoint(trial, 5, 500, None)  # no metrics.json: not ours or damaged, never resumed from
-    (trial / ".staging-checkpoint_2026-01-01_00-00-06.000000").mkdir()  # a run died while saving it
+    half = checkpoint(trial, 6, 600, 10.0, complete=False)  # a run died while saving it: no marker
+    (trial / ".staging-checkpoint_2026-01-01_00-00-07.000000").mkdir()  # the same, from an older version
     session = InProcessSession({"checkpoint_root": str(tmp_path), "keep_checkpoints": 2, "gpus_per_worker": 0},
                                "abc123", "fid", "min")
-    assert not list(trial.glob(".staging-*"))  # the half-written one is cleared when the trial restarts
+    assert not (trial / half).exists()  # the half-written ones are cleared when the trial restarts
+    assert not list(trial.glob(".staging-*"))
     with session.own_checkpoint() as folder:
         assert folder.name == names[3]  # the latest complete one, though its score is the worst
     session._prune()

@@ -26,6 +26,7 @@ from torchvision.utils import save_image
 
 from trainables.errors import BadInput
 from trainables.family import ModelFamily, UnknownFamily, get_family
+from trainables.storage import COMPLETE, is_complete, is_uri, location, pull
 
 CODE_VERSION = "0.1.0"
 WEIGHTS, STATE, CONFIG, METRICS, SAMPLES, EVALUATION = (
@@ -167,7 +168,16 @@ def load_checkpoint(folder: str | Path, device: str | torch.device | None = None
 
     >>> model = load_checkpoint("experiments/dcgan-.../best/rank1_...")
     >>> images = model.sample(64, seed=0)   # (64, C, H, W) in [-1, 1]
+
+    `folder` may be a URI (s3://.../checkpoint_...): a complete checkpoint is downloaded, weights
+    and all, to its mirror under ~/.cache/gen-orchestrator/remote/ (trainables.storage).
     """
+    if is_uri(str(folder)):
+        remote = location(folder)
+        if not is_complete(remote):
+            raise CheckpointError(f"{remote} is not a complete checkpoint ({COMPLETE} is missing: being written, "
+                                  f"its writer died, or not a checkpoint)")
+        folder = pull(remote, weights=True)
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint directory {folder} does not exist")

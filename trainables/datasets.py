@@ -8,7 +8,6 @@ the same node), so images are decoded once per sweep, not once per trial.
 from __future__ import annotations
 
 import gzip
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from trainables.errors import BadInput
+from trainables.storage import cache_root
 
 
 class DatasetError(BadInput):
@@ -103,7 +103,7 @@ def load_dataset(name: str, root: str | Path | None = None, subset: int | None =
 
 def cache_dir() -> Path:
     """Where downloads and trained feature networks are kept (ORCHESTRATOR_CACHE overrides)."""
-    return Path(os.environ.get("ORCHESTRATOR_CACHE", Path.home() / ".cache" / "gen-orchestrator"))
+    return cache_root()
 
 
 # --- MNIST-format datasets (idx files) -------------------------------------------------------

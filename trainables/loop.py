@@ -38,6 +38,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from trainables import storage
 from trainables.checkpoints import CONFIG, METRICS, load_training_state, read_json, save_checkpoint
 from trainables.family import get_family
 from trainables.features import Evaluator, to_float
@@ -126,47 +127,50 @@ class TrainSession:
 
 class InProcessSession:
     """One worker in the Tune trial's own process. Checkpoints go where Ray Train puts them
-    (`<checkpoint_root>/<trial_id>/checkpoint_<time>`, on any filesystem pyarrow reaches), and the
-    same ones are kept: the best `keep` by the objective, and the latest, which a restarted trial
-    (Tune's FailureConfig, `--resume`) continues from. A checkpoint gets its name only once all
-    its files are written, so a trial killed while saving leaves no half checkpoint to resume."""
+    (`<checkpoint_root>/<trial_id>/checkpoint_<time>`, on any storage trainables.storage reaches),
+    and the same ones are kept: the best `keep` by the objective, and the latest, which a
+    restarted trial (Tune's FailureConfig, `--resume`) continues from. A checkpoint counts only
+    once its marker is written, after all its files (object stores have no rename), so a trial
+    killed while saving leaves no half checkpoint to resume; the next run of the trial clears it."""
 
     rank, world = 0, 1
 
     def __init__(self, settings: dict, trial_id: str, objective: str, mode: str):
-        root = settings["checkpoint_root"]
-        if "://" in root:
-            self.fs, root = pyarrow.fs.FileSystem.from_uri(root)
-        else:
-            self.fs, root = pyarrow.fs.LocalFileSystem(), str(Path(root).resolve())
-        self.folder, self.keep = f"{root}/{trial_id}", settings["keep_checkpoints"]
+        self.folder = storage.location(settings["checkpoint_root"]) / trial_id
+        self.keep = settings["keep_checkpoints"]
         self.objective, self.mode = objective, mode
         self.with_checkpoints = settings.get("report_checkpoints", False)
         use_gpu = settings["gpus_per_worker"] > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda" if use_gpu else "cpu")
-        # what an earlier run of this trial was saving when it died
-        for info in self.fs.get_file_info(pyarrow.fs.FileSelector(self.folder, allow_not_found=True)):
-            if info.base_name.startswith(".staging-"):
-                self.fs.delete_dir(info.path)
+        # what an earlier run of this trial was saving when it died (".staging-": older versions)
+        for info in self.folder.listdir():
+            if info.type != pyarrow.fs.FileType.Directory:
+                continue
+            folder = self.folder / info.base_name
+            if info.base_name.startswith(".staging-") or (
+                    info.base_name.startswith(storage.CHECKPOINT_PREFIX) and not storage.is_complete(folder)):
+                folder.delete_dir()
 
     @staticmethod
     def prepare_model(module: torch.nn.Module) -> torch.nn.Module:
         return module
 
-    def _checkpoints(self) -> list[tuple[str, float]]:
-        """(path, objective) of this trial's complete checkpoints, oldest first (their names hold
+    def _checkpoints(self) -> list[tuple[storage.Location, float]]:
+        """(folder, objective) of this trial's complete checkpoints, oldest first (their names hold
         the time they were written, as Ray Train's do)."""
         found = []
-        for info in self.fs.get_file_info(pyarrow.fs.FileSelector(self.folder, allow_not_found=True)):
-            if info.type != pyarrow.fs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+        for info in self.folder.listdir():
+            if info.type != pyarrow.fs.FileType.Directory or not info.base_name.startswith(storage.CHECKPOINT_PREFIX):
                 continue
+            folder = self.folder / info.base_name
             try:
-                with self.fs.open_input_stream(f"{info.path}/{METRICS}") as f:
-                    score = json.loads(f.read()).get(self.objective)
-                found.append((info.path, float(math.nan if score is None else score)))
+                if not storage.is_complete(folder):
+                    continue
+                score = json.loads((folder / METRICS).read_bytes()).get(self.objective)
+                found.append((folder, float(math.nan if score is None else score)))
             except (OSError, ValueError, TypeError, AttributeError):
                 continue  # not one of ours, or damaged: never resumed from
-        return sorted(found, key=lambda c: Path(c[0]).name)
+        return sorted(found, key=lambda c: c[0].name)
 
     @contextlib.contextmanager
     def own_checkpoint(self):
@@ -174,12 +178,13 @@ class InProcessSession:
         if not checkpoints:
             yield None
             return
-        path = checkpoints[-1][0]
-        if isinstance(self.fs, pyarrow.fs.LocalFileSystem):
-            yield Path(path)
+        folder = checkpoints[-1][0]
+        if not folder.remote:
+            yield folder.local
             return
         with tempfile.TemporaryDirectory(prefix="resume-") as local:
-            pyarrow.fs.copy_files(path, local, source_filesystem=self.fs)
+            pyarrow.fs.copy_files(folder.path, local, source_filesystem=folder.fs,
+                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
             yield Path(local)
 
     def report(self, metrics: dict, folder: Path | None = None) -> None:
@@ -190,14 +195,13 @@ class InProcessSession:
             now = time.time_ns() // 1000  # microseconds, named as Ray Train names its checkpoints
             name = (time.strftime("checkpoint_%Y-%m-%d_%H-%M-%S.", time.localtime(now // 1_000_000))
                     + f"{now % 1_000_000:06d}")
-            staging, final = f"{self.folder}/.staging-{name}", f"{self.folder}/{name}"
-            self.fs.create_dir(staging)
-            pyarrow.fs.copy_files(str(folder), staging, destination_filesystem=self.fs)
-            self.fs.move(staging, final)
+            final = self.folder / name
+            final.upload(folder)
+            storage.mark_complete(final)
             self._prune()
-            metrics = {**metrics, "checkpoint_path": final}  # as TuneReportCallback does
+            metrics = {**metrics, "checkpoint_path": final.uri}  # as TuneReportCallback does
             if self.with_checkpoints:  # PBT restarts trials from Tune's checkpoints
-                checkpoint = ray.tune.Checkpoint(final, self.fs)
+                checkpoint = ray.tune.Checkpoint(final.path, final.fs)
         ray.tune.report(metrics, checkpoint=checkpoint)
 
     def _prune(self) -> None:
@@ -208,10 +212,10 @@ class InProcessSession:
             return
         sign = 1 if self.mode == "min" else -1
         ranked = sorted(checkpoints, key=lambda c: sign * c[1] if math.isfinite(c[1]) else math.inf)
-        kept = {path for path, _ in ranked[:self.keep]} | {checkpoints[-1][0]}
-        for path, _ in checkpoints:
-            if path not in kept:
-                self.fs.delete_dir(path)
+        kept = {folder.path for folder, _ in ranked[:self.keep]} | {checkpoints[-1][0].path}
+        for folder, _ in checkpoints:
+            if folder.path not in kept:
+                storage.delete_checkpoint(folder)
 
 
 @contextlib.contextmanager
@@ -395,6 +399,8 @@ class ReportToTune(ray.train.UserCallback):
         while (item := self.queue.get()) is not None:
             metrics, checkpoint, self.controller = item
             if checkpoint is not None:
+                # Ray Train has written every file of it: the marker makes it count (trainables.storage)
+                storage.mark_complete(storage.Location(checkpoint.filesystem, checkpoint.path, checkpoint.path))
                 metrics = {**metrics, "checkpoint_path": checkpoint.path}  # as TuneReportCallback does
                 checkpoint = ray.tune.Checkpoint(checkpoint.path, checkpoint.filesystem)
             ray.tune.report(metrics, checkpoint=checkpoint if self.with_checkpoints else None)
