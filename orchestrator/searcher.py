@@ -69,8 +69,10 @@ def upload_study(exp: Location) -> None:
 
 
 class UploadStudy(Callback):
-    """Uploads a remote experiment's study as each trial ends and when the sweep ends, so a killed
-    driver loses at most the last trial's update."""
+    """Uploads a remote experiment's study as each trial ends, when the sweep ends, and whenever
+    Tune saves its experiment state (get_state runs right after the searcher's state is saved and
+    before both go up): the bucket's study then always holds every trial that the searcher state
+    a `--resume` restores refers to, and a killed driver loses at most the last trial's update."""
 
     def __init__(self, exp: Location):
         self.exp = exp
@@ -83,3 +85,7 @@ class UploadStudy(Callback):
 
     def on_experiment_end(self, trials: list, **info) -> None:
         upload_study(self.exp)
+
+    def get_state(self) -> None:
+        upload_study(self.exp)
+        return None

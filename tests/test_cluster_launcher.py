@@ -1,10 +1,11 @@
 """`ray up` end to end, on this machine: the user's path from cluster-onprem.yaml to a pulled checkpoint.
 
 An SSH server on 127.0.0.2 (Debian's openssh-server; a throw-away host key and client key) plays
-a lab machine. cluster-onprem.yaml, pointed at it, goes through `ray up -y`; a short sweep is
-submitted with `ray job submit`; its results and dashboard must be in the storage path; `ray
-rsync-down` pulls the experiment and `orchestrator.best` exports its best checkpoint; `ray down
--y` ends it. Token authentication must refuse a client without the token, and the dashboard must
+a lab machine. cluster-onprem.yaml, pointed at it, goes through `ray up -y`, its default storage
+(ORCHESTRATOR_STORAGE) set to the test S3 server's bucket; a short sweep with no --storage is
+submitted with `ray job submit`; its results, study and dashboard must be in the bucket, and
+`orchestrator.best` exports its best checkpoint straight from there. A second sweep on an
+NFS-style --storage path is pulled with `ray rsync-down`. `ray down -y` ends it. Token authentication must refuse a client without the token, and the dashboard must
 listen on 127.0.0.1 only.
 
 The "remote" side runs as root in its own PID namespace (`unshare --pid`), with its own HOME
@@ -27,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.fs
 import pytest
 import yaml
 
@@ -37,6 +39,7 @@ GCS_PORT, DASHBOARD_PORT, CLIENT_PORT, AGENT_PORT = 6390, 8290, 6391, 6392  # no
 REQUIRED = os.environ.get("ORCHESTRATOR_CLUSTER_TESTS") == "required"  # .ci/run: skipping is failing
 BIN = Path(sys.executable).parent
 AGENT_WAIT = "RAY_agent_register_timeout_ms=180000"
+S3_PREFIX = "launcher"  # the cluster's ORCHESTRATOR_STORAGE: s3://BUCKET/launcher
 
 pytestmark = pytest.mark.slow
 
@@ -100,8 +103,10 @@ SetEnv HOME={home}
     sshd.wait(timeout=30)
 
 
-def cluster_config(tmp: Path, home: Path, token_file: Path) -> Path:
-    """cluster-onprem.yaml as a user fills it in for one machine (the head runs the trials)."""
+def cluster_config(tmp: Path, home: Path, token_file: Path, s3_server: dict) -> Path:
+    """cluster-onprem.yaml as a user fills it in for one machine (the head runs the trials), its
+    default storage (ORCHESTRATOR_STORAGE) set to the test's S3 bucket, with the S3 endpoint and
+    keys in the node's environment (on AWS: the instance profile)."""
     config = yaml.safe_load((ROOT / "cluster-onprem.yaml").read_text())
     config["cluster_name"] = f"loopback-{secrets.token_hex(3)}"
     config["provider"].update(head_ip=HEAD_IP, worker_ips=[])
@@ -109,7 +114,13 @@ def cluster_config(tmp: Path, home: Path, token_file: Path) -> Path:
     config["min_workers"] = config["max_workers"] = 0
     config["file_mounts"] = {"~/gen-orchestrator": str(ROOT), "~/.ray/auth_token": str(token_file)}
     # this machine's environment already holds the project: put it on the PATH instead of installing
-    config["setup_commands"] = [f"echo 'export PATH={BIN}:$PATH RAY_AUTH_MODE=token' >> ~/.bashrc"]
+    (storage_line,) = [c for c in config["setup_commands"] if "ORCHESTRATOR_STORAGE=" in c]
+    s3 = {k: s3_server[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    s3.update(AWS_ENDPOINT_URL=s3_server["endpoint"], AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    config["setup_commands"] = [
+        f"echo 'export PATH={BIN}:$PATH RAY_AUTH_MODE=token' >> ~/.bashrc",
+        "echo 'export " + " ".join(f"{k}={v}" for k, v in s3.items()) + "' >> ~/.bashrc",
+        storage_line.replace("/shared/experiments", f"s3://{s3_server['bucket']}/{S3_PREFIX}")]
 
     def local_ports(command: str) -> str:
         # a loaded 2-core machine can take more than the raylet's default wait for its dashboard agent
@@ -142,12 +153,12 @@ def listening_hosts(port: int) -> set[str]:
     return hosts
 
 
-def test_ray_up_sweep_pull_best_ray_down(loopback_sshd, cache_dir, tmp_path):
+def test_ray_up_sweep_pull_best_ray_down(loopback_sshd, cache_dir, s3_server, tmp_path):
     tmp, home = loopback_sshd
     token = secrets.token_hex(32)
     token_file = tmp / "auth_token"
     token_file.write_text(token)
-    config = cluster_config(tmp, home, token_file)
+    config = cluster_config(tmp, home, token_file, s3_server)
     timings = {}
 
     start = time.time()
@@ -165,30 +176,41 @@ def test_ray_up_sweep_pull_best_ray_down(loopback_sshd, cache_dir, tmp_path):
         assert no_token.returncode != 0, no_token.stdout[-2000:]
         with_token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
 
-        storage = tmp / "shared-experiments"  # an NFS mount on a real cluster
-        # as the README says: this working tree travels with the job (--working-dir), the nodes' Python runs it
+        # as the README says: this working tree travels with the job (--working-dir), the nodes' Python
+        # runs it; with no --storage the sweep writes to the cluster's ORCHESTRATOR_STORAGE (the bucket)
         runtime_env = {"working_dir": str(ROOT), "env_vars": {"ORCHESTRATOR_CACHE": str(cache_dir)}}
         sweep = ["python", "-m", "orchestrator.sweep", "dcgan", "--dataset", "digits", "--set", "width=8",
                  "--trials", "2", "--max-steps", "40", "--eval-every", "20", "--log-every", "10",
-                 "--eval-samples", "300", "--scheduler", "fifo", "--address", "auto",
-                 "--storage", str(storage), "--name", "loopback"]
+                 "--eval-samples", "300", "--scheduler", "fifo", "--address", "auto", "--name", "loopback"]
         start = time.time()
         job = ray_cli("job", "submit", "--address", dashboard, "--runtime-env-json", json.dumps(runtime_env),
                       "--", *sweep, env=with_token)
         timings["sweep job"] = time.time() - start
         assert job.returncode == 0 and "succeeded" in job.stdout, job.stdout[-4000:] + job.stderr[-2000:]
+        uri = f"s3://{s3_server['bucket']}/{S3_PREFIX}/loopback"
+        assert uri in job.stdout, job.stdout[-3000:]
         for name in ("sweep.json", "dashboard.html", "optuna.db"):
-            assert (storage / "loopback" / name).is_file(), name
+            info = s3_server["fs"].get_file_info(f"{s3_server['bucket']}/{S3_PREFIX}/loopback/{name}")
+            assert info.type == pyarrow.fs.FileType.File, name
 
-        # from the "laptop": pull the experiment, export its best checkpoint, sample from it
-        pulled = tmp_path / "pulled"
-        down = ray_cli("rsync-down", str(config), f"{storage}/loopback/", str(pulled))
-        assert down.returncode == 0, down.stderr[-2000:]
-        best = run_cli("orchestrator.best", str(pulled), "--dst", str(tmp_path / "best"))
+        # from the "laptop": export the best checkpoint straight from the bucket, sample from it
+        best = run_cli("orchestrator.best", uri, "--dst", str(tmp_path / "best"))
         assert best.returncode == 0, best.stderr[-2000:]
         (checkpoint,) = (tmp_path / "best").glob("rank1-*")
         sample = run_cli("orchestrator.infer", str(checkpoint), "sample", "--out", str(tmp_path / "s.png"))
         assert sample.returncode == 0 and (tmp_path / "s.png").stat().st_size > 0, sample.stderr[-2000:]
+
+        # an NFS-style path that every node mounts, given as --storage, and pulled with `ray rsync-down`
+        storage = tmp / "shared-experiments"
+        nfs = [*sweep[:-2], "--trials", "1", "--storage", str(storage), "--name", "nfs"]
+        job = ray_cli("job", "submit", "--address", dashboard, "--runtime-env-json", json.dumps(runtime_env),
+                      "--", *nfs, env=with_token)
+        assert job.returncode == 0 and "succeeded" in job.stdout, job.stdout[-4000:] + job.stderr[-2000:]
+        pulled = tmp_path / "pulled"
+        down = ray_cli("rsync-down", str(config), f"{storage}/nfs/", str(pulled))
+        assert down.returncode == 0, down.stderr[-2000:]
+        best = run_cli("orchestrator.best", str(pulled), "--dst", str(tmp_path / "best-nfs"))
+        assert best.returncode == 0, best.stderr[-2000:]
     finally:
         start = time.time()
         teardown = ray_cli("down", "-y", str(config))

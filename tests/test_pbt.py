@@ -13,6 +13,7 @@ from orchestrator.cli import UsageError
 from orchestrator.experiment import load_experiment
 from orchestrator.sweep import pbt_mutations
 from trainables.family import ModelFamily
+from trainables.loop import TUNE_COPIES
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +52,9 @@ def test_pbt_restarts_a_poor_trial_from_a_better_ones_checkpoint_with_mutated_le
     assert "PBT explores by itself" in proc.stdout and "Optuna is not used" in proc.stdout
     assert not (path / "optuna.db").exists()
     assert (path / "pbt_global.txt").read_text().strip()  # PBT's own log of its exploits
+    # Tune's copies of the checkpoints (one per evaluation: 4 a trial), bounded to the newest TUNE_COPIES
+    copies = [len(list(trial.glob("checkpoint_0*"))) for trial in path.glob("run_trial_*")]
+    assert len(copies) == 2 and all(0 < n <= TUNE_COPIES for n in copies), copies
     exp = load_experiment(path)
     trials = {t.trial_id: t for t in exp.trials}
     assert len(trials) == 2

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -44,6 +45,8 @@ from trainables.family import get_family
 from trainables.features import Evaluator, to_float
 
 EVAL_SEED = 1234  # the same latent draws at every evaluation, so scores over steps are comparable
+TUNE_COPIES = 3  # Tune's copies of a trial's checkpoints kept under PBT (see InProcessSession._prune_tune_copies)
+TUNE_COPY = re.compile(r"^checkpoint_\d{6}$")  # Tune's names for them (checked on Ray 2.60)
 
 
 # A trial whose loss became NaN or infinite ends with a report of this metric, the reason: the
@@ -203,6 +206,8 @@ class InProcessSession:
             if self.with_checkpoints:  # PBT restarts trials from Tune's checkpoints
                 checkpoint = ray.tune.Checkpoint(final.path, final.fs)
         ray.tune.report(metrics, checkpoint=checkpoint)
+        if checkpoint is not None:
+            prune_tune_copies(self.folder)
 
     def _prune(self) -> None:
         """Keep the best `keep` checkpoints by the objective (unscored ones rank last) and the
@@ -216,6 +221,22 @@ class InProcessSession:
         for folder, _ in checkpoints:
             if folder.path not in kept:
                 storage.delete_checkpoint(folder)
+
+
+def prune_tune_copies(trial_checkpoints: storage.Location) -> None:
+    """Under PBT, Tune copies each checkpoint reported to it into the trial's own folder
+    (run_trial_<id>_*/checkpoint_000NNN, synchronously in ray.tune.report) for trials to restart
+    from. Only a trial's latest are ever used (PBT clones the one a top trial had at its last
+    perturbation, every --eval-every steps), so the newest TUNE_COPIES are kept: Tune's own
+    num_to_keep fails on Ray 2.60 (PBT's extra saves of a function trainable register twice).
+    `trial_checkpoints` is <experiment>/checkpoints/<trial_id>."""
+    root, trial_id = trial_checkpoints.parent.parent, trial_checkpoints.name
+    for info in root.listdir():
+        if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(f"run_trial_{trial_id}_"):
+            copies = sorted(i.base_name for i in (root / info.base_name).listdir()
+                            if TUNE_COPY.match(i.base_name) and i.type == pyarrow.fs.FileType.Directory)
+            for name in copies[:-TUNE_COPIES]:
+                storage.delete_checkpoint(root / info.base_name / name)
 
 
 @contextlib.contextmanager
@@ -368,10 +389,10 @@ class ReportToTune(ray.train.UserCallback):
     when Tune stops the trial (see AbortTrainingOnStop). Reports go through a queue from the
     trainer's controller to the trial's thread, which reports them to Tune."""
 
-    def __init__(self, with_checkpoints: bool):
+    def __init__(self, with_checkpoints: bool, trial_checkpoints: storage.Location):
         from ray.util.queue import Queue
 
-        self.with_checkpoints = with_checkpoints
+        self.with_checkpoints, self.trial_checkpoints = with_checkpoints, trial_checkpoints
         self.queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
         self.controller = None  # the TorchTrainer's controller actor, once it has reported
         self.stopping = False
@@ -404,6 +425,8 @@ class ReportToTune(ray.train.UserCallback):
                 metrics = {**metrics, "checkpoint_path": checkpoint.path}  # as TuneReportCallback does
                 checkpoint = ray.tune.Checkpoint(checkpoint.path, checkpoint.filesystem)
             ray.tune.report(metrics, checkpoint=checkpoint if self.with_checkpoints else None)
+            if checkpoint is not None and self.with_checkpoints:
+                prune_tune_copies(self.trial_checkpoints)
         self.controller = item = None  # let the finished run's controller go
         if errors and not self.stopping:
             raise errors[0]
@@ -471,7 +494,8 @@ def run_trial(hp: dict, settings: dict) -> None:
     if in_process(settings):
         train_loop(loop, InProcessSession(settings, trial_id, family.objective, family.mode))
         return
-    report = ReportToTune(with_checkpoints=settings.get("report_checkpoints", False))
+    report = ReportToTune(with_checkpoints=settings.get("report_checkpoints", False),
+                          trial_checkpoints=storage.location(settings["checkpoint_root"]) / trial_id)
     # Ray Train's controller takes the workers' reports when it polls them, every 2 s by default:
     # a trial reporting every couple of seconds spent most of its time waiting (bench/throughput.py:
     # a 300-step VAE trial took 36 s, 15 s at 0.2 s). The trainer passes the setting on to its

@@ -63,6 +63,10 @@ class Location:
         return PurePosixPath(self.path).name
 
     @property
+    def parent(self) -> Location:
+        return Location(self.fs, self.path.rstrip("/").rsplit("/", 1)[0], self.uri.rstrip("/").rsplit("/", 1)[0])
+
+    @property
     def local(self) -> Path:
         """The local path (only for a local location)."""
         assert not self.remote, self.uri
