@@ -33,6 +33,7 @@ test: setup
 bench: setup data
 	$(PY) bench/throughput.py
 	$(PY) bench/sweeps.py
+	$(PY) bench/storage.py
 
 clean:
 	rm -rf experiments .pytest_cache

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.cli import UsageError
-from trainables.storage import CHECKPOINT_PREFIX, Location, is_local_complete, local_copy, location
+from trainables.storage import CHECKPOINT_PREFIX, Location, is_complete, local_copy, location
 
 SPEC_FILE = "sweep.json"
 RESUME_BACKUP = "result-before-resume-"
@@ -268,7 +268,7 @@ def load_experiment(path: str | Path) -> Experiment:
         params = params if isinstance(params, dict) else {}
         checkpoints = []
         for metrics_file in sorted((path / "checkpoints" / trial_id).glob(f"{CHECKPOINT_PREFIX}*/metrics.json")):
-            if not is_local_complete(metrics_file.parent):
+            if not is_complete(location(metrics_file.parent)):
                 continue  # being written, or its writer died: not a checkpoint yet (trainables.storage)
             try:
                 metrics = json.loads(metrics_file.read_text())

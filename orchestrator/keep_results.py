@@ -1,8 +1,12 @@
-"""A Tune callback that keeps a trial's reports when Tune restarts the trial from a checkpoint."""
+"""The sweep's Tune callbacks: a trial's reports kept when Tune restarts it from a checkpoint, and
+the sweep stopped (resumably) when its storage is full. (The module keeps its first name:
+experiments' pickled tuner.pkl refer to it, and `--resume` unpickles them.)"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -22,3 +26,22 @@ class KeepResultsOnRestart(Callback):
         path = Path(trial.local_path) / "result.json"
         if path.is_file() and path.stat().st_size:
             shutil.copyfile(path, path.with_name(f"{RESTART_BACKUP}{time.time_ns()}.json"))
+
+
+class StopWhenStorageFull(Callback):
+    """A trial whose checkpoint did not fit its storage reports trainables.loop.STORAGE_FULL and
+    waits. Then every trial is stopped as Ctrl-C stops them: Tune saves its state and leaves them
+    unfinished, so `--resume` continues each from its last complete checkpoint once there is
+    space (stopping them as finished would lose that). Tune's own interrupt is SIGUSR1 to this
+    process (ray/tune/tune.py's signal handler; checked on Ray 2.60)."""
+
+    def __init__(self):
+        self.stopping = False
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        from trainables.loop import STORAGE_FULL
+
+        if result.get(STORAGE_FULL) and not self.stopping:
+            self.stopping = True
+            print(f"[sweep] {result[STORAGE_FULL]}; stopping every trial", flush=True)
+            os.kill(os.getpid(), signal.SIGUSR1)

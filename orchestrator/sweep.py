@@ -342,14 +342,15 @@ def run_config(spec: dict, args: argparse.Namespace, exp: Location):
     """Tune restarts a trial whose driver died (its node was lost) up to --max-failures times; the
     restarted trial's TorchTrainer continues from the trial's latest checkpoint. (A failed training
     worker is restarted by the trainer itself, see run_trial.) Reports made before a restart are
-    kept (KeepResultsOnRestart). On remote storage the Optuna study's working copy is uploaded
-    as each trial ends (UploadStudy)."""
+    kept (KeepResultsOnRestart). A trial that finds its storage full stops the sweep so that
+    `--resume` continues it (StopWhenStorageFull). On remote storage the Optuna study's working
+    copy is uploaded as each trial ends (UploadStudy)."""
     from ray import tune
 
-    from orchestrator.keep_results import KeepResultsOnRestart
+    from orchestrator.keep_results import KeepResultsOnRestart, StopWhenStorageFull
     from orchestrator.searcher import UploadStudy
 
-    callbacks = [KeepResultsOnRestart()] + ([UploadStudy(exp)] if exp.remote and spec["scheduler"] != "pbt" else [])
+    callbacks = [KeepResultsOnRestart(), StopWhenStorageFull()] + ([UploadStudy(exp)] if exp.remote and spec["scheduler"] != "pbt" else [])
     return tune.RunConfig(name=spec["name"], storage_path=exp.uri.rsplit("/", 1)[0], callbacks=callbacks,
                           failure_config=tune.FailureConfig(max_failures=args.max_failures))
 
@@ -424,20 +425,20 @@ def check_storage(exp: Location) -> None:
                          f"({e.strerror or e}); choose another --storage") from None
 
 
-def check_shared(exp: Location) -> None:
+def check_shared(root: Location) -> None:
     """On a cluster of several nodes, a local --storage must be a folder every node sees (NFS):
     trials elsewhere would keep their checkpoints on their own disks. A file written here must be
     visible from every other live node (as Ray Train's own storage validation marker checks)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if exp.remote:
+    if root.remote:
         return
     here = ray.get_runtime_context().get_node_id()
     others = [n for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here]
     if not others:
         return
-    marker = exp / f".shared-storage-check-{os.getpid()}-{time.time_ns()}"
+    marker = root / f".shared-storage-check-{os.getpid()}-{time.time_ns()}"
     marker.write_text("written by orchestrator.sweep on the driver's node; removed at once")
 
     @ray.remote(num_cpus=0)
@@ -451,7 +452,7 @@ def check_shared(exp: Location) -> None:
         marker.delete_file()
     blind = [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(others, seen) if not ok]
     if blind:
-        raise UsageError(f"--storage {exp.uri.rsplit('/', 1)[0]} is this machine's own disk: {len(blind)} of the "
+        raise UsageError(f"--storage {root} is this machine's own disk: {len(blind)} of the "
                          f"cluster's other nodes ({', '.join(blind)}) don't see it, and their trials would keep "
                          f"checkpoints there; pass --storage s3://BUCKET/PATH (or set ${STORAGE_ENV}) or a path "
                          f"every node mounts")
@@ -521,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     spec["resources"] = {"workers_per_trial": args.workers_per_trial, "torch_trainer": args.torch_trainer,
                          "cpus_per_worker": args.cpus_per_worker,
                          "gpus_per_worker": args.gpus_per_worker}
+    dashboard_url, local = init_ray(args.address)
+    import ray
+
+    check_shared(exp.parent)  # before anything is written there
     if not args.resume:
         spec["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
         try:
@@ -528,11 +533,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             raise UsageError(f"cannot write the experiment to {exp} ({e.strerror or first_line(e)}); "
                              f"choose another --storage") from None
-
-    dashboard_url, local = init_ray(args.address)
-    import ray
-
-    check_shared(exp)
 
     # decoded once per sweep; trials read them from the object store (zero-copy on each node)
     refs = {"data_ref": ray.put(data), "feature_ref": ray.put((feature_state, spec["feature_network"]))}
@@ -559,7 +559,11 @@ def report(where: Location, elapsed: float, dashboard: bool) -> int:
     errored, with one line on stderr saying how many errored and where their error.txt files are."""
     import pandas as pd
 
+    from trainables.loop import STORAGE_FULL
+
     exp = load_experiment(where.uri)  # a remote experiment is read from its local mirror
+    full = sorted({t.results[-1][STORAGE_FULL] for t in exp.trials if t.results and t.results[-1].get(STORAGE_FULL)}
+                  | {t.error for t in exp.trials if t.error and "No space left" in t.error})
     table = leaderboard(exp)
     print(f"\nexperiment: {where}  ({elapsed:.0f} s)")
     if len(table):
@@ -573,6 +577,11 @@ def report(where: Location, elapsed: float, dashboard: bool) -> int:
               f"at step {ckpt.step}, trial {trial.trial_id})")
         if where.remote:
             print(f"pull it: python -m orchestrator.best {where} --top 3")
+    if full:  # nothing more is written there; the experiment is whole up to each trial's last checkpoint
+        print(f"{full[0]} (the sweep stopped; each trial continues from its last complete checkpoint: "
+              f"python -m orchestrator.sweep {exp.spec['model']} --name {exp.spec['name']} "
+              f"--storage {where.parent} --resume)", file=sys.stderr, flush=True)
+        return 1
     if dashboard:
         from dashboards.build import build
 

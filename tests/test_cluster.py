@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +24,7 @@ import yaml
 
 from orchestrator.experiment import load_experiment
 from orchestrator.sweep import autoscaler_capacity
-from conftest import ROOT, family_sweep
+from conftest import ROOT, family_sweep, run_cli
 
 CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
 
@@ -104,3 +110,54 @@ def test_ddp_trial_spans_two_nodes(ray_address, second_node, tmp_path):
         assert len(ckpt) == 2 and len(set(ckpt)) == 2, f"the two DDP workers ran on one node: {ckpt}"
     fids = [r["fid"] for r in trial.results if r.get("fid") == r.get("fid") and r.get("fid") is not None]
     assert fids[-1] < fids[0], fids
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_cluster_configs_set_the_default_storage_on_every_node(name):
+    """`python -m orchestrator.sweep MODEL` on the cluster, with no --storage, must write to shared
+    storage: the setup commands (run on every node before Ray starts) export ORCHESTRATOR_STORAGE."""
+    config = yaml.safe_load((ROOT / name).read_text())
+    (line,) = [c for c in config["setup_commands"] if "ORCHESTRATOR_STORAGE=" in c]
+    value = line.split("ORCHESTRATOR_STORAGE=", 1)[1].split("'", 1)[0]
+    assert value.startswith("s3://CHANGE-ME/") if name == "cluster.yaml" else value.startswith("/")
+    assert "~/.bashrc" in line
+
+
+@pytest.mark.slow
+def test_a_local_storage_that_another_node_does_not_see_is_refused(ray_cluster, ray_address, tmp_path):
+    """A second node started in its own mount namespace, with an empty tmpfs over the storage
+    path, plays a machine with a disk of its own: the sweep refuses, exit 2, naming the flag to
+    pass, and writes no experiment there."""
+    import ray
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare (util-linux) for a mount namespace")
+    storage = tmp_path / "experiments"
+    storage.mkdir()
+    ray_bin = Path(sys.executable).parent / "ray"
+    log = (tmp_path / "node.log").open("w")
+    node = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"mount -t tmpfs tmpfs {storage} && exec {ray_bin} start --address={ray_address} --num-cpus=1 --block"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    ray.init(address=ray_address, logging_level="WARNING")
+    try:
+        deadline = time.time() + 120
+        while sum(n["Alive"] for n in ray.nodes()) < 2:
+            assert time.time() < deadline and node.poll() is None, (tmp_path / "node.log").read_text()[-2000:]
+            time.sleep(0.5)
+        proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "1", "--storage", str(storage),
+                       "--name", "own-disk", "--address", ray_address)
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert "don't see it" in last and "--storage s3://" in last, last
+        assert not list(storage.iterdir())  # no sweep.json, no marker left
+    finally:
+        ray.shutdown()
+        os.killpg(node.pid, signal.SIGTERM)
+        try:
+            node.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+        log.close()

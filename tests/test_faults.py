@@ -1,11 +1,13 @@
 """Faults a sweep must survive, on the session's real local Ray cluster, with tiny budgets:
-a diverging trial, a training worker killed mid-trial, a worker node lost mid-sweep. (A killed
-driver and `--resume`, and checkpoints bounded by --keep-checkpoints: tests/test_sweep.py.)"""
+a diverging trial, a training worker killed mid-trial, a worker node lost mid-sweep, a storage
+that fills up. (A killed driver and `--resume`, and checkpoints bounded by --keep-checkpoints:
+tests/test_sweep.py; the same on S3: tests/test_s3.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,3 +178,41 @@ def test_a_lost_worker_node_moves_its_trial_to_the_remaining_nodes(ray_cluster, 
         for node in nodes:
             if node in ray_cluster.worker_nodes:
                 ray_cluster.remove_node(node)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs: room for Tune's files and a checkpoint or two of a digits DCGAN, not more."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_the_sweep_cleanly_and_resume_finishes_it(ray_address, small_disk):
+    """The storage fills up at a checkpoint: the trials stop as Ctrl-C would stop them, one line
+    says what is full and how much was needed, no traceback, exit 1, every kept checkpoint is
+    complete; once the disk is bigger (remounted in place), --resume finishes the sweep."""
+    args = ["--storage", str(small_disk), "--name", "full", "--address", ray_address]
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "1", "--max-steps", "200",
+                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--keep-checkpoints", "1",
+                   "--scheduler", "fifo", *args)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.search(rf"storage {small_disk} is full: a checkpoint of [\d.]+ MB did not fit, [\d.]+ MB free", last), last
+    assert "--resume" in last
+    (trial,) = load_experiment(small_disk / "full").trials
+    stopped_at = trial.last_step
+    assert 0 < stopped_at < 200 and trial.checkpoints, stopped_at
+    folders = list((small_disk / "full" / "checkpoints" / trial.trial_id).iterdir())
+    assert all((f / "complete.json").is_file() for f in folders), folders  # nothing half-written is left
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    proc = run_cli("orchestrator.sweep", "dcgan", "--resume", *args, "--no-dashboard")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (trial,) = load_experiment(small_disk / "full").trials
+    assert trial.status(200) == "finished" and trial.checkpoints[-1].step == 200

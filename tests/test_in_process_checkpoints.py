@@ -49,3 +49,19 @@ def test_max_mode_keeps_the_highest_scores(tmp_path):
                                "t", "auroc", "max")
     session._prune()
     assert sorted(p.name for p in trial.iterdir()) == [names[0], names[3]]  # the best (0.9) and the latest
+
+
+def test_checkpoints_from_before_the_marker_count_as_complete(tmp_path):
+    """Version 0.1.0 wrote no marker (its local checkpoints were complete once renamed): resuming
+    such an experiment must neither delete nor ignore them. An unmarked 0.2.0 one is half-written."""
+    trial = tmp_path / "old"
+    old = checkpoint(trial, 1, 100, 50.0, complete=False)
+    half = checkpoint(trial, 2, 200, 40.0, complete=False)
+    for name, version in ((old, "0.1.0"), (half, "0.2.0")):
+        (trial / name / "config.json").write_text(json.dumps({"code_version": version}))
+        (trial / name / "model.safetensors").write_bytes(b"weights")
+    session = InProcessSession({"checkpoint_root": str(tmp_path), "keep_checkpoints": 2, "gpus_per_worker": 0},
+                               "old", "fid", "min")
+    assert sorted(p.name for p in trial.iterdir()) == [old]
+    with session.own_checkpoint() as folder:
+        assert folder.name == old

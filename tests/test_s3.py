@@ -236,3 +236,56 @@ def test_bad_storage_is_refused_in_one_line_before_ray_starts(s3_server, tmp_pat
                           cwd=tmp_path, env={**os.environ, **env, "RAY_ADDRESS": "127.0.0.1:1"})
     assert_one_line_error(proc, fragment)
     assert time.time() - start < 30
+
+
+def test_the_mirror_follows_the_bucket_and_skips_weights_pickles_and_folder_markers(s3_server, tmp_path):
+    """pull(): only new or changed files come, files gone from the bucket go from the mirror, S3's
+    directory-marker keys (pyarrow's create_dir makes them) are no files, Tune's pickles never
+    come, and weights only when asked."""
+    from trainables.storage import pull
+
+    fs, root = s3_server["fs"], f"{s3_server['bucket']}/mirror"
+    fs.create_dir(f"{root}/empty/inner")  # directory markers only
+    for key, data in {"a.json": b"{}", "ck/metrics.json": b"{}", "ck/model.safetensors": b"w" * 10,
+                      "tuner.pkl": b"pickle", "gone.txt": b"x"}.items():
+        with fs.open_output_stream(f"{root}/{key}") as f:
+            f.write(data)
+    loc = location(f"s3://{root}")
+    mirror = pull(loc, tmp_path / "m")
+    files = sorted(p.relative_to(mirror).as_posix() for p in mirror.rglob("*") if p.is_file())
+    assert files == ["a.json", "ck/metrics.json", "gone.txt"], files
+    inode = (mirror / "a.json").stat().st_ino  # a download replaces the file: a new inode
+
+    fs.delete_file(f"{root}/gone.txt")
+    pull(loc / "ck", mirror / "ck", weights=True)
+    pull(loc, mirror)
+    files = sorted(p.relative_to(mirror).as_posix() for p in mirror.rglob("*") if p.is_file())
+    assert files == ["a.json", "ck/metrics.json", "ck/model.safetensors"], files
+    assert (mirror / "a.json").stat().st_ino == inode  # unchanged: not downloaded again
+
+
+def test_a_killed_trial_process_restarts_from_its_s3_checkpoint(ray_cluster, ray_address, s3_server, tmp_path):
+    """The one-worker trial's own process is SIGKILLed after its first checkpoint reached the
+    bucket: Tune restarts the trial, which downloads that checkpoint and goes on from it."""
+    from test_faults import _assert_went_on_from, _raylet_children, _wait_for
+
+    storage = f"s3://{s3_server['bucket']}/exps"
+    uri = f"{storage}/kill"
+    args = ["dcgan", *SWEEP, "--trials", "1", "--max-steps", "400", "--eval-every", "50", "--log-every", "25",
+            "--scheduler", "fifo", "--storage", storage, "--name", "kill", "--address", ray_address, "--no-dashboard"]
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args], cwd=tmp_path, stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: _checkpointed_trials(uri), "the trial's first checkpoint in the bucket")
+        (worker,) = _raylet_children(ray_cluster, "ray::ImplicitFunc")
+        checkpoint_step = max(c.step for t in load_experiment(uri).trials for c in t.checkpoints)
+        os.kill(worker, signal.SIGKILL)
+        driver.wait(timeout=600)
+    finally:
+        driver.kill()
+        log.close()
+    assert driver.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    (trial,) = load_experiment(uri).trials
+    assert trial.status(400) == "finished"
+    _assert_went_on_from(trial, checkpoint_step, 400, 25)

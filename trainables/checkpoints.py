@@ -28,7 +28,7 @@ from trainables.errors import BadInput
 from trainables.family import ModelFamily, UnknownFamily, get_family
 from trainables.storage import COMPLETE, is_complete, is_uri, location, pull
 
-CODE_VERSION = "0.1.0"
+CODE_VERSION = "0.2.0"  # 0.2.0: checkpoints end with a marker (trainables.storage.COMPLETE)
 WEIGHTS, STATE, CONFIG, METRICS, SAMPLES, EVALUATION = (
     "model.safetensors", "training_state.pt", "config.json", "metrics.json", "samples.png", "evaluation.json")
 

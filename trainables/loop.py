@@ -52,6 +52,11 @@ TUNE_COPY = re.compile(r"^checkpoint_\d{6}$")  # Tune's names for them (checked 
 # A trial whose loss became NaN or infinite ends with a report of this metric, the reason: the
 # orchestrator's tools show it as errored, the searcher learns it as a bad (pruned) trial.
 DIVERGED = "diverged"
+# A trial whose checkpoint did not fit its storage (a full disk, a bucket over its quota) reports
+# this metric, what is full and how much was needed, and waits: the sweep sees it, stops every
+# trial as Ctrl-C would (so `--resume` continues them once there is space) and says so.
+STORAGE_FULL = "storage_full"
+STOPPED_WAIT_SECONDS = 300  # how long such a trial waits to be stopped before it fails instead
 
 
 def _divergence(loss_sums: dict, step: int, world: int) -> str | None:
@@ -199,8 +204,13 @@ class InProcessSession:
             name = (time.strftime("checkpoint_%Y-%m-%d_%H-%M-%S.", time.localtime(now // 1_000_000))
                     + f"{now % 1_000_000:06d}")
             final = self.folder / name
-            final.upload(folder)
-            storage.mark_complete(final)
+            try:
+                final.upload(folder)
+                storage.mark_complete(final)
+            except OSError as e:
+                if not storage.is_full(e):
+                    raise
+                self._stop_for_space(final, folder, metrics, e)
             self._prune()
             metrics = {**metrics, "checkpoint_path": final.uri}  # as TuneReportCallback does
             if self.with_checkpoints:  # PBT restarts trials from Tune's checkpoints
@@ -208,6 +218,18 @@ class InProcessSession:
         ray.tune.report(metrics, checkpoint=checkpoint)
         if checkpoint is not None:
             prune_tune_copies(self.folder)
+
+    def _stop_for_space(self, final: storage.Location, folder: Path, metrics: dict, error: OSError) -> None:
+        """The checkpoint did not fit: remove what was written of it (the trial's earlier ones stay
+        whole), say so to the sweep (STORAGE_FULL) and wait for it to stop this trial."""
+        import ray.tune
+
+        with contextlib.suppress(OSError):
+            storage.delete_checkpoint(final)
+        needed = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        ray.tune.report({**metrics, STORAGE_FULL: storage.full_message(self.folder.parent.parent.parent, needed)})
+        time.sleep(STOPPED_WAIT_SECONDS)
+        raise error
 
     def _prune(self) -> None:
         """Keep the best `keep` checkpoints by the objective (unscored ones rank last) and the

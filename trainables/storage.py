@@ -11,6 +11,7 @@ for the checkpoints a command uses. No torch and no Ray here: the CLIs import th
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import pyarrow.fs
 from trainables.errors import BadInput
 
 COMPLETE = "complete.json"  # a checkpoint's marker, written last: {"files": {name: bytes}}
+UNMARKED_VERSION = "0.1.0"  # the code_version of checkpoints from before the marker (see is_complete)
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folder names, and ours
 WEIGHT_SUFFIXES = (".safetensors", ".pt")  # downloaded only for the checkpoints a command uses
 NEVER_PULLED = (".pkl",)  # Tune's pickled state: only `--resume` reads it, through Ray, never a reader
@@ -161,7 +163,17 @@ def mark_complete(folder: Location) -> None:
 
 
 def is_complete(folder: Location) -> bool:
-    return (folder / COMPLETE).is_file()
+    """Whether a checkpoint folder is whole: its marker is there, or it was written by version
+    0.1.0, before markers (complete by their rename on a local disk, or by Ray Train's upload),
+    whose checkpoints must not be taken for half-written ones and deleted on `--resume`."""
+    if (folder / COMPLETE).is_file():
+        return True
+    try:
+        config = json.loads((folder / "config.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("code_version") == UNMARKED_VERSION and \
+        (folder / "model.safetensors").is_file()
 
 
 def delete_checkpoint(folder: Location) -> None:
@@ -171,8 +183,29 @@ def delete_checkpoint(folder: Location) -> None:
     folder.delete_dir()
 
 
-def is_local_complete(folder: Path) -> bool:
-    return (folder / COMPLETE).is_file()
+# --- a full disk or bucket ------------------------------------------------------------------------
+
+FULL_ERRORS = ("No space left on device", "QuotaExceeded", "quota", "InsufficientStorage", "StorageFull",
+               "EntityTooLarge")  # ENOSPC's text, and what S3 stores say (AWS, MinIO, SeaweedFS)
+
+
+def is_full(error: OSError) -> bool:
+    """Whether a write failed because the disk or bucket is full (or over its quota)."""
+    return error.errno == errno.ENOSPC or any(text in str(error) for text in FULL_ERRORS)
+
+
+def megabytes(size: float) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def full_message(where: Location, needed: int) -> str:
+    """One line: what is full, how much the failed write needed, how much is free (local disks)."""
+    free = ""
+    if not where.remote:
+        existing = next(p for p in (where.local, *where.local.parents) if p.exists())
+        free = f", {megabytes(shutil.disk_usage(existing).free)} free"
+    return (f"storage {where} is full: a checkpoint of {megabytes(needed)} did not fit{free}; free space (or raise "
+            f"the quota), then --resume")
 
 
 # --- reading remote experiments through a local mirror ------------------------------------------
@@ -233,8 +266,10 @@ def pull(loc: Location, dst: Path | None = None, weights: bool = False, threads:
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         for future in [pool.submit(fetch, target, info) for target, info in wanted.items()]:
             future.result()
+    kept_folders = {target.parent for target in wanted}  # weights downloaded earlier stay beside their files
     for path in sorted(dst.rglob("*"), reverse=True):  # deepest first, so emptied folders go too
-        if path.is_file() and path not in wanted and (weights or not path.name.endswith(WEIGHT_SUFFIXES)):
+        if path.is_file() and path not in wanted and (
+                weights or not path.name.endswith(WEIGHT_SUFFIXES) or path.parent not in kept_folders):
             path.unlink()
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
