@@ -118,7 +118,7 @@ def test_cluster_configs_set_the_default_storage_on_every_node(name):
     storage: the setup commands (run on every node before Ray starts) export ORCHESTRATOR_STORAGE."""
     config = yaml.safe_load((ROOT / name).read_text())
     (line,) = [c for c in config["setup_commands"] if "ORCHESTRATOR_STORAGE=" in c]
-    value = line.split("ORCHESTRATOR_STORAGE=", 1)[1].split("'", 1)[0]
+    value = line.rsplit("ORCHESTRATOR_STORAGE=", 1)[1].split("'", 1)[0]
     assert value.startswith("s3://CHANGE-ME/") if name == "cluster.yaml" else value.startswith("/")
     assert "~/.bashrc" in line
 
