@@ -3,8 +3,9 @@
 A 4-trial ASHA sweep of in-process DCGAN trials on Fashion-MNIST (the demo's budget: 600 steps,
 an evaluation and a checkpoint every 150), once with --storage on this machine's disk and once on
 a real S3 server on the loopback (SeaweedFS, as the tests use), each starting its own local Ray.
-Reports both wall times and their ratio, and what the S3 run left in the bucket: bytes and
-objects in all and per trial, split into checkpoints, Tune's files and the rest.
+Reports both wall times and their ratio, what the S3 run left in the bucket (bytes and objects
+in all and per trial: checkpoints, Tune's files, the rest), and the bytes written per trial with
+the pruned checkpoints counted (checkpoints written, from the trials' reports, times their size).
 
     python bench/storage.py [--trials N] [--steps N]
 
@@ -60,11 +61,19 @@ def main() -> None:
             local = run_sweep("dcgan", Path(tmp) / "local", "local", *options)
             remote = run_sweep("dcgan", "s3://bench/experiments", "s3", *options)  # type: ignore[arg-type]
             usage = bucket_usage(server, "experiments/s3")
+            from orchestrator.experiment import load_experiment
+
+            exp = load_experiment("s3://bench/experiments/s3")
+            written = sum(1 for t in exp.trials for r in t.results if r.get("checkpoint_path"))
+            kept = sum(len(t.checkpoints) for t in exp.trials)
         finally:
             server.stop()
     total = sum(u["bytes"] for u in usage.values())
+    per_checkpoint = usage["checkpoints"]["bytes"] / max(kept, 1)
     out = {"trials": args.trials, "steps": args.steps, "local_s": local, "s3_s": remote, "ratio": remote / local,
-           "bucket": usage, "bytes_per_trial": total / args.trials}
+           "bucket": usage, "bytes_per_trial": total / args.trials, "checkpoints_written": written,
+           "checkpoints_kept": kept, "bytes_per_checkpoint": per_checkpoint,
+           "bytes_written_per_trial": (written * per_checkpoint + total - usage["checkpoints"]["bytes"]) / args.trials}
     (RESULTS / "storage.json").write_text(json.dumps(out, indent=1))
     print(f"| storage | wall time (s) |\n|---|---|\n| local disk | {local:.1f} |\n| S3 (SeaweedFS, loopback) | "
           f"{remote:.1f} |\n| ratio S3 / local | {remote / local:.2f}x |\n")
@@ -72,6 +81,8 @@ def main() -> None:
     for kind, u in sorted(usage.items()):
         print(f"| {kind} | {u['bytes']:,} | {u['objects']} | {u['bytes'] / args.trials:,.0f} |")
     print(f"| all | {total:,} | {sum(u['objects'] for u in usage.values())} | {total / args.trials:,.0f} |")
+    print(f"\n{written} checkpoints written ({kept} kept, {per_checkpoint / 1e6:.2f} MB each): about "
+          f"{out['bytes_written_per_trial'] / 1e6:.1f} MB written to the bucket per trial, pruned checkpoints included")
 
 
 if __name__ == "__main__":
