@@ -197,7 +197,8 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
                      f"{esc(trial.trial_id)} at step {ckpt.step} (<code>{esc(ckpt.path)}</code>)")
     commands = [
         ("export the best checkpoints", f"python -m orchestrator.best {path} --top 3"),
-        ("use the best one", f"python -m orchestrator.infer {exported}/rank1-* {first_mode(exp, labels)} --out out.png"),
+        ("use the best one",
+         f"python -m orchestrator.infer {exported}/rank1-* {first_mode(exp, labels)} --out out.png"),
         ("resume the sweep", f"python -m orchestrator.sweep {shlex.quote(str(spec.get('model')))} --resume "
                              f"--name {shlex.quote(storage_name)} --storage {shlex.quote(str(root))}"),
         ("rebuild this page", f"python -m dashboards.build {path}"),

@@ -63,7 +63,8 @@ def export_best(experiment: str | Path, top: int = 1, dst: str | Path | None = N
             shutil.copytree(ckpt.path, target)
         exported.append(target)
         summary.append({"rank": rank, "trial": trial.trial_id, "step": ckpt.step, "path": str(target),
-                        exp.objective: ckpt.metrics.get(exp.objective), "hp": trial.params, "source": str(exp.where(ckpt.path))})
+                        exp.objective: ckpt.metrics.get(exp.objective), "hp": trial.params,
+                        "source": str(exp.where(ckpt.path))})
     remove(dst / "best.json")  # a link there would be written through
     (dst / "best.json").write_text(json.dumps({"objective": exp.objective, "mode": exp.mode, "checkpoints": summary}, indent=1))
     return exported

@@ -248,8 +248,8 @@ def check_out(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m orchestrator.infer", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a checkpoint directory (from orchestrator.best, or any checkpoint_* folder), "
-                                        "or its URI (s3://.../checkpoint_...: downloaded once, to ~/.cache/gen-orchestrator)")
+    p.add_argument("checkpoint", help="a checkpoint directory (from orchestrator.best, or any checkpoint_* folder), or its "
+                                        "URI (s3://.../checkpoint_...: downloaded once, to ~/.cache/gen-orchestrator)")
     p.add_argument("mode", choices=sorted(MODES), help="what to do with it")
     p.add_argument("--n", type=int, default=64, help="number of images, or rows for interpolate (default 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

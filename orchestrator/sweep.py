@@ -350,7 +350,9 @@ def run_config(spec: dict, args: argparse.Namespace, exp: Location):
     from orchestrator.keep_results import KeepResultsOnRestart, StopWhenStorageFull
     from orchestrator.searcher import UploadStudy
 
-    callbacks = [KeepResultsOnRestart(), StopWhenStorageFull()] + ([UploadStudy(exp)] if exp.remote and spec["scheduler"] != "pbt" else [])
+    callbacks = [KeepResultsOnRestart(), StopWhenStorageFull()]
+    if exp.remote and spec["scheduler"] != "pbt":
+        callbacks.append(UploadStudy(exp))
     return tune.RunConfig(name=spec["name"], storage_path=exp.uri.rsplit("/", 1)[0], callbacks=callbacks,
                           failure_config=tune.FailureConfig(max_failures=args.max_failures))
 

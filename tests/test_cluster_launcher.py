@@ -5,8 +5,9 @@ a lab machine. cluster-onprem.yaml, pointed at it, goes through `ray up -y`, its
 (ORCHESTRATOR_STORAGE) set to the test S3 server's bucket; a short sweep with no --storage is
 submitted with `ray job submit`; its results, study and dashboard must be in the bucket, and
 `orchestrator.best` exports its best checkpoint straight from there. A second sweep on an
-NFS-style --storage path is pulled with `ray rsync-down`. `ray down -y` ends it. Token authentication must refuse a client without the token, and the dashboard must
-listen on 127.0.0.1 only.
+NFS-style --storage path is pulled with `ray rsync-down`. `ray down -y` ends it. Token
+authentication must refuse a client without the token, and the dashboard must listen on
+127.0.0.1 only.
 
 The "remote" side runs as root in its own PID namespace (`unshare --pid`), with its own HOME
 (sshd's SetEnv): the `ray stop` that `ray up` and `ray down` run there sees only that

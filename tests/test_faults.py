@@ -203,7 +203,8 @@ def test_a_full_disk_stops_the_sweep_cleanly_and_resume_finishes_it(ray_address,
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert re.search(rf"storage {small_disk} is full: a checkpoint of [\d.]+ MB did not fit, [\d.]+ MB free", last), last
+    full = rf"storage {small_disk} is full: a checkpoint of [\d.]+ MB did not fit, [\d.]+ MB free"
+    assert re.search(full, last), last
     assert "--resume" in last
     (trial,) = load_experiment(small_disk / "full").trials
     stopped_at = trial.last_step
