@@ -59,6 +59,8 @@ def export_best(experiment: str | Path, top: int = 1, dst: str | Path | None = N
         remove(target)
         if remote:  # weights and all, from the store
             pull(exp.where(ckpt.path), target, weights=True)
+            if not (target / "model.safetensors").is_file():
+                raise UsageError(f"{exp.where(ckpt.path)} is gone (pruned since it was listed?); run best again")
         else:
             shutil.copytree(ckpt.path, target)
         exported.append(target)

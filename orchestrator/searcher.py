@@ -6,15 +6,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
+import sys
 import tempfile
 from pathlib import Path
 
+import optuna
 from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables.loop import DIVERGED
-from trainables.storage import Location, cache_root
+from trainables.storage import Location, cache_root, first_line, location
 
 
 class DivergedIsPruned(OptunaSearch):
@@ -41,19 +43,39 @@ def study_copy(exp: Location) -> Path:
     return cache_root() / "studies" / digest / STUDY_FILE
 
 
-def study_storage(exp: Location, resume: bool) -> str:
+def study_url(exp: Location) -> str:
     """The SQLite URL of the experiment's Optuna study: the file in the experiment folder on a
-    local disk; for remote storage, a working copy on this machine (fetched from the experiment
-    when resuming, replaced by an empty study otherwise), uploaded by UploadStudy."""
+    local disk; for remote storage, the working copy on this machine (see fetch_study)."""
+    return f"sqlite:///{exp.local / STUDY_FILE if not exp.remote else study_copy(exp)}"
+
+
+class StudyStorage(optuna.storages.RDBStorage):
+    """The SQLite storage of an experiment's study, pickled as the experiment's URI only. Tune
+    pickles the searcher (tuner.pkl, its searcher state) and `--resume` unpickles it, maybe on
+    another machine, or with another home or cache folder: there it opens the study where this
+    machine keeps it, not at the address the first driver used."""
+
+    def __init__(self, experiment: str):
+        self.experiment = experiment
+        url = study_url(location(experiment))
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(url)
+
+    def __reduce__(self):
+        return StudyStorage, (self.experiment,)
+
+
+def fetch_study(exp: Location, resume: bool) -> None:
+    """Make a remote experiment's working copy: the bucket's study when resuming (the copy already
+    here stays if the bucket has none), else none (a new sweep starts an empty study)."""
     if not exp.remote:
-        return f"sqlite:///{exp.local / STUDY_FILE}"
-    copy = study_copy(exp)
+        return
+    copy, stored = study_copy(exp), exp / STUDY_FILE
     copy.parent.mkdir(parents=True, exist_ok=True)
-    copy.unlink(missing_ok=True)
-    stored = exp / STUDY_FILE
-    if resume and stored.is_file():
+    if not resume:
+        copy.unlink(missing_ok=True)
+    elif stored.is_file():
         copy.write_bytes(stored.read_bytes())
-    return f"sqlite:///{copy}"
 
 
 def upload_study(exp: Location) -> None:
@@ -77,15 +99,24 @@ class UploadStudy(Callback):
     def __init__(self, exp: Location):
         self.exp = exp
 
+    def upload(self) -> None:
+        """A failed upload (the store briefly away, a quota) is said in one line and tried again at
+        the next event: it must not fail a trial or the sweep."""
+        try:
+            upload_study(self.exp)
+        except (OSError, sqlite3.Error) as e:
+            print(f"[sweep] warning: the Optuna study was not uploaded to {self.exp}/{STUDY_FILE} "
+                  f"({first_line(e)}); trying again when the next trial ends", file=sys.stderr, flush=True)
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        upload_study(self.exp)
+        self.upload()
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        upload_study(self.exp)
+        self.upload()
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        upload_study(self.exp)
+        self.upload()
 
     def get_state(self) -> None:
-        upload_study(self.exp)
+        self.upload()
         return None

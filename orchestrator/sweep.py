@@ -280,11 +280,10 @@ def pbt_mutations(family, space: dict) -> dict:
 
 
 def build_tuner(spec: dict, args: argparse.Namespace, exp: Location, refs: dict, resume: bool):
-    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from orchestrator.searcher import DivergedIsPruned, study_storage
+    from orchestrator.searcher import DivergedIsPruned, StudyStorage, fetch_study
     from search_spaces import parse_space
     from trainables.family import get_family
     from trainables.loop import in_process, run_trial
@@ -312,14 +311,15 @@ def build_tuner(spec: dict, args: argparse.Namespace, exp: Location, refs: dict,
     if resume:
         keep_results_before_resume(exp)
         if spec["scheduler"] != "pbt":
-            study_storage(exp, resume=True)  # the study's working copy, where the restored searcher looks
+            fetch_study(exp, resume=True)  # the working copy of a remote study, where the restored searcher looks
         return tune.Tuner.restore(exp.uri, trainable=trainable, resume_unfinished=True, resume_errored=False)
 
     param_space = parse_space(spec["space_toml"], set(family.defaults), spec["space_file"], spec.get("overrides"))
     if spec["scheduler"] == "pbt":
         return pbt_tuner(spec, args, family, trainable, param_space, exp)
     metric = f"{family.objective}_best"
-    storage = optuna.storages.RDBStorage(study_storage(exp, resume=False))
+    fetch_study(exp, resume=False)
+    storage = StudyStorage(exp.uri)
     sampler = SAMPLERS[spec.get("searcher", "tpe")](spec)
     searcher = DivergedIsPruned(metric=metric, mode=family.mode, sampler=sampler, study_name=spec["name"],
                                 storage=storage)
@@ -353,7 +353,7 @@ def run_config(spec: dict, args: argparse.Namespace, exp: Location):
     callbacks = [KeepResultsOnRestart(), StopWhenStorageFull()]
     if exp.remote and spec["scheduler"] != "pbt":
         callbacks.append(UploadStudy(exp))
-    return tune.RunConfig(name=spec["name"], storage_path=exp.uri.rsplit("/", 1)[0], callbacks=callbacks,
+    return tune.RunConfig(name=spec["name"], storage_path=exp.parent.uri, callbacks=callbacks,
                           failure_config=tune.FailureConfig(max_failures=args.max_failures))
 
 
@@ -438,18 +438,30 @@ def check_shared(root: Location) -> None:
         return
     here = ray.get_runtime_context().get_node_id()
     others = [n for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here]
+    if autoscaler_capacity("CPU") + autoscaler_capacity("GPU") > 0:
+        print(f"[sweep] warning: --storage {root} is a local path and the autoscaler may add nodes, which this "
+              f"check can't see; it must be a path every node mounts (NFS), or use s3://", flush=True)
     if not others:
         return
     marker = root / f".shared-storage-check-{os.getpid()}-{time.time_ns()}"
-    marker.write_text("written by orchestrator.sweep on the driver's node; removed at once")
+    try:
+        marker.write_text("written by orchestrator.sweep on the driver's node; removed at once")
+    except OSError as e:
+        raise UsageError(f"cannot write to --storage {root} ({e.strerror or first_line(e)}); choose another") from None
 
     @ray.remote(num_cpus=0)
     def sees(path: str) -> bool:
         return os.path.isfile(path)
 
+    calls = [sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+             .remote(marker.path) for n in others]
+    seen = []
     try:
-        seen = ray.get([sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                        .remote(marker.path) for n in others], timeout=120)
+        for call in calls:  # a node that died meanwhile, or never answers, says nothing either way
+            try:
+                seen.append(ray.get(call, timeout=60))
+            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+                seen.append(True)
     finally:
         marker.delete_file()
     blind = [n.get("NodeManagerAddress", n["NodeID"]) for n, ok in zip(others, seen) if not ok]

@@ -135,19 +135,20 @@ def test_a_local_storage_that_another_node_does_not_see_is_refused(ray_cluster, 
     storage = tmp_path / "experiments"
     storage.mkdir()
     ray_bin = Path(sys.executable).parent / "ray"
+    ray.init(address=ray_address, logging_level="WARNING")
+    before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}  # a node an earlier test removed may still be listed
     log = (tmp_path / "node.log").open("w")
     node = subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c",
          f"mount -t tmpfs tmpfs {storage} && exec {ray_bin} start --address={ray_address} --num-cpus=1 --block"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    ray.init(address=ray_address, logging_level="WARNING")
     try:
-        deadline = time.time() + 120
-        while sum(n["Alive"] for n in ray.nodes()) < 2:
+        deadline = time.time() + 180
+        while not {n["NodeID"] for n in ray.nodes() if n["Alive"]} - before:
             assert time.time() < deadline and node.poll() is None, (tmp_path / "node.log").read_text()[-2000:]
             time.sleep(0.5)
-        proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "1", "--storage", str(storage),
-                       "--name", "own-disk", "--address", ray_address)
+        proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "1", "--max-steps", "20",
+                       "--eval-every", "20", "--storage", str(storage), "--name", "own-disk", "--address", ray_address)
         assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
         last = proc.stderr.strip().splitlines()[-1]

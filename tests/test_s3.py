@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -123,7 +124,9 @@ def test_a_half_written_checkpoint_in_the_bucket_is_never_picked_up(asha_sweep, 
     uri, _, _ = asha_sweep
     exp = load_experiment(uri)
     trial, best = exp.ranked_checkpoints()[0]
-    fs, bucket = s3_server["fs"], s3_server["bucket"]
+    fs = s3_server["fs"]
+    running = InProcessSession({"checkpoint_root": f"{uri}/checkpoints", "keep_checkpoints": 1,
+                                "gpus_per_worker": 0}, trial.trial_id, "fid", "min")
     source = location(str(exp.where(best.path)))
     half = source.path.rsplit("/", 1)[0] + "/checkpoint_2099-01-01_00-00-00.000000"  # the newest name
     for name in ("config.json", "model.safetensors"):
@@ -133,12 +136,11 @@ def test_a_half_written_checkpoint_in_the_bucket_is_never_picked_up(asha_sweep, 
 
     again = load_experiment(uri)
     assert all(c.step != 999 for _, c in again.ranked_checkpoints())
-    session = InProcessSession({"checkpoint_root": f"{uri}/checkpoints", "keep_checkpoints": 1,
-                                "gpus_per_worker": 0}, trial.trial_id, "fid", "min")
-    assert fs.get_file_info(f"{half}/metrics.json").type == pyarrow.fs.FileType.NotFound
-    with session.own_checkpoint() as folder:  # resumes from a complete one, downloaded
+    settings = {"checkpoint_root": f"{uri}/checkpoints", "keep_checkpoints": 1, "gpus_per_worker": 0}
+    with running.own_checkpoint() as folder:  # a trial resuming now takes a complete one, downloaded
         assert json.loads((folder / "metrics.json").read_text())["step"] != 999
-    assert bucket in half
+    InProcessSession(settings, trial.trial_id, "fid", "min")  # the trial's next run clears it
+    assert fs.get_file_info(f"{half}/metrics.json").type == pyarrow.fs.FileType.NotFound
 
 
 def test_a_two_worker_torch_trainer_and_pbt_sweep_on_s3(ray_address, s3_server, tmp_path):
@@ -177,9 +179,11 @@ def _checkpointed_trials(uri: str) -> int:
     return sum(1 for t in trials if t.checkpoints and t.last_step >= t.checkpoints[0].step)
 
 
-def test_a_killed_driver_resumes_from_s3(ray_address, s3_server, tmp_path):
-    """The driver is SIGKILLed once both trials have a checkpoint in the bucket; --resume
-    continues them from those checkpoints and the study in the bucket ends with both trials."""
+def test_a_killed_driver_resumes_from_s3(ray_address, s3_server, cache_dir, tmp_path):
+    """The driver is SIGKILLed once both trials have a checkpoint in the bucket; --resume, run as
+    from another machine (another cache folder, so no working copy of the study and another path
+    for it than the pickled searcher names), continues them from those checkpoints, and the study
+    in the bucket ends with both trials."""
     storage = f"s3://{s3_server['bucket']}/exps"
     uri = f"{storage}/cut"
     args = ["dcgan", *SWEEP, "--set", "batch_size=64", "--trials", "2", "--max-steps", "600", "--eval-every", "50",
@@ -194,9 +198,14 @@ def test_a_killed_driver_resumes_from_s3(ray_address, s3_server, tmp_path):
     before = {t.trial_id: max(c.step for c in t.checkpoints) for t in load_experiment(uri).trials}
     assert len(before) == 2 and all(0 < step < 600 for step in before.values()), before
 
-    proc = run_cli("orchestrator.sweep", "dcgan", "--resume", "--name", "cut", "--storage", storage,
-                   "--address", ray_address, "--no-dashboard", cwd=tmp_path)
+    other_cache = tmp_path / "other-cache"  # the feature network, not the study
+    shutil.copytree(cache_dir, other_cache, ignore=shutil.ignore_patterns("studies", "remote"))
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "dcgan", "--resume", "--name", "cut",
+                           "--storage", storage, "--address", ray_address, "--no-dashboard"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "ORCHESTRATOR_CACHE": str(other_cache)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (other_cache / "studies").is_dir()
     exp = load_experiment(uri)
     for trial in exp.trials:
         assert trial.last_step == 600 and not trial.error
@@ -229,7 +238,7 @@ def test_bad_storage_is_refused_in_one_line_before_ray_starts(s3_server, tmp_pat
     elif case == "wrong key":
         env, fragment = {"AWS_SECRET_ACCESS_KEY": "wrong"}, "check the credentials"
     else:
-        env, fragment = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}, "cannot write to storage"
+        env, fragment = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}, "check the endpoint"
     start = time.time()
     proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "dcgan", "--dataset", "digits",
                            "--storage", storage, "--name", "bad"], capture_output=True, text=True, timeout=120,
@@ -276,10 +285,16 @@ def test_a_killed_trial_process_restarts_from_its_s3_checkpoint(ray_cluster, ray
     log = (tmp_path / "driver.log").open("w")
     driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args], cwd=tmp_path, stdout=log,
                               stderr=subprocess.STDOUT)
+    def complete_checkpoints() -> list[str]:
+        """The bucket's complete checkpoints (read there: Tune copies result.json up only now and then)."""
+        return [folder for folder, files in checkpoint_folders(keys(s3_server, "exps/kill")).items()
+                if COMPLETE in files]
+
     try:
-        _wait_for(lambda: _checkpointed_trials(uri), "the trial's first checkpoint in the bucket")
+        _wait_for(complete_checkpoints, "the trial's first checkpoint in the bucket")
         (worker,) = _raylet_children(ray_cluster, "ray::ImplicitFunc")
-        checkpoint_step = max(c.step for t in load_experiment(uri).trials for c in t.checkpoints)
+        checkpoint_step = max(json.loads(location(f"{uri}/{folder}/metrics.json").read_text())["step"]
+                              for folder in complete_checkpoints())
         os.kill(worker, signal.SIGKILL)
         driver.wait(timeout=600)
     finally:

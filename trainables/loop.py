@@ -227,7 +227,8 @@ class InProcessSession:
         with contextlib.suppress(OSError):
             storage.delete_checkpoint(final)
         needed = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        ray.tune.report({**metrics, STORAGE_FULL: storage.full_message(self.folder.parent.parent.parent, needed)})
+        experiment = self.folder.parent.parent  # <storage>/<experiment>/checkpoints/<trial_id>
+        ray.tune.report({**metrics, STORAGE_FULL: storage.full_message(experiment.parent, needed)})
         time.sleep(STOPPED_WAIT_SECONDS)
         raise error
 
@@ -253,12 +254,15 @@ def prune_tune_copies(trial_checkpoints: storage.Location) -> None:
     num_to_keep fails on Ray 2.60 (PBT's extra saves of a function trainable register twice).
     `trial_checkpoints` is <experiment>/checkpoints/<trial_id>."""
     root, trial_id = trial_checkpoints.parent.parent, trial_checkpoints.name
-    for info in root.listdir():
-        if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(f"run_trial_{trial_id}_"):
-            copies = sorted(i.base_name for i in (root / info.base_name).listdir()
-                            if TUNE_COPY.match(i.base_name) and i.type == pyarrow.fs.FileType.Directory)
-            for name in copies[:-TUNE_COPIES]:
-                storage.delete_checkpoint(root / info.base_name / name)
+    try:
+        for info in root.listdir():
+            if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(f"run_trial_{trial_id}_"):
+                copies = sorted(i.base_name for i in (root / info.base_name).listdir()
+                                if TUNE_COPY.match(i.base_name) and i.type == pyarrow.fs.FileType.Directory)
+                for name in copies[:-TUNE_COPIES]:
+                    storage.delete_checkpoint(root / info.base_name / name)
+    except OSError as e:  # clean-up only: the next checkpoint tries again
+        logging.getLogger(__name__).warning("could not prune Tune's checkpoint copies: %s", storage.first_line(e))
 
 
 @contextlib.contextmanager
@@ -442,8 +446,11 @@ class ReportToTune(ray.train.UserCallback):
         while (item := self.queue.get()) is not None:
             metrics, checkpoint, self.controller = item
             if checkpoint is not None:
-                # Ray Train has written every file of it: the marker makes it count (trainables.storage)
-                storage.mark_complete(storage.Location(checkpoint.filesystem, checkpoint.path, checkpoint.path))
+                # Ray Train has written every file of it: the marker makes it count (trainables.storage),
+                # unless Ray Train's own pruning removed it already (a marker alone is no checkpoint)
+                folder = storage.Location(checkpoint.filesystem, checkpoint.path, checkpoint.path)
+                if (folder / METRICS).is_file():
+                    storage.mark_complete(folder)
                 metrics = {**metrics, "checkpoint_path": checkpoint.path}  # as TuneReportCallback does
                 checkpoint = ray.tune.Checkpoint(checkpoint.path, checkpoint.filesystem)
             ray.tune.report(metrics, checkpoint=checkpoint if self.with_checkpoints else None)

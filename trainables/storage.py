@@ -30,6 +30,7 @@ UNMARKED_VERSION = "0.1.0"  # the code_version of checkpoints from before the ma
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folder names, and ours
 WEIGHT_SUFFIXES = (".safetensors", ".pt")  # downloaded only for the checkpoints a command uses
 NEVER_PULLED = (".pkl",)  # Tune's pickled state: only `--resume` reads it, through Ray, never a reader
+PARTIAL = ".part"  # a download in progress (another process's, maybe): never taken for a stale file
 REACH_SECONDS = 10  # how long storage may take to answer before the sweep calls it unreachable
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
@@ -108,8 +109,12 @@ class Location:
             path = self.local
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            except OSError:
+                tmp.unlink(missing_ok=True)  # a full disk must not keep half a file
+                raise
             return
         with self.fs.open_output_stream(self.path) as f:
             f.write(data)
@@ -136,16 +141,53 @@ class Location:
 
 
 def location(text: str | Path) -> Location:
-    """A local path (made absolute), a file:// URI, or any URI pyarrow's FileSystem.from_uri takes."""
+    """A local path (made absolute), a file:// URI, or any URI pyarrow's FileSystem.from_uri takes.
+    Opening an s3:// URI can ask the network (the bucket's region, where no endpoint is set), so it
+    is given REACH_SECONDS."""
     text = str(text)
     if is_uri(text) and not text.startswith("file://"):
-        try:
-            fs, path = pyarrow.fs.FileSystem.from_uri(text)
-        except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError, ValueError) as e:
-            raise StorageError(f"storage {text!r} is not a location pyarrow can open ({first_line(e)})") from None
+        if "?" in text or "#" in text:
+            raise StorageError(f"storage {text!r}: give the store's options in the environment (e.g. "
+                               f"AWS_ENDPOINT_URL, AWS_REGION), not in the URI")
+        fs, path = _bounded(lambda: pyarrow.fs.FileSystem.from_uri(text), f"storage {text}")
         return Location(fs, path.rstrip("/"), text.rstrip("/"))
     path = str(Path(text.removeprefix("file://")).expanduser().resolve())
     return Location(pyarrow.fs.LocalFileSystem(), path, path)
+
+
+def _bounded(call, what: str, seconds: float = REACH_SECONDS):
+    """call() in a thread, given `seconds`; its errors (and silence) as one-line StorageErrors."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as e:  # noqa: BLE001  (reported by the caller's thread)
+            outcome.append((False, e))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        raise StorageError(f"{what} did not answer within {seconds:g} s; check the endpoint (AWS_ENDPOINT_URL) "
+                           f"and the network")
+    ok, value = outcome[0]
+    if ok:
+        return value
+    if isinstance(value, StorageError):
+        raise value
+    if isinstance(value, (OSError, ValueError, pyarrow.ArrowException)):
+        raise StorageError(f"cannot open {what} ({first_line(value)}){hint(first_line(value))}") from None
+    raise value
+
+
+def hint(text: str) -> str:
+    """What to check, for a storage error's text."""
+    if "ACCESS_DENIED" in text or "SIGNATURE" in text or "credentials" in text.lower() or "403" in text:
+        return "; check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or the instance role)"
+    if "NETWORK_CONNECTION" in text or "connect" in text.lower() or "resolv" in text.lower():
+        return "; check the endpoint (AWS_ENDPOINT_URL), the bucket's name and the network"
+    return ""
 
 
 def first_line(error: BaseException) -> str:
@@ -173,7 +215,7 @@ def is_complete(folder: Location) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and config.get("code_version") == UNMARKED_VERSION and \
-        (folder / "model.safetensors").is_file()
+        (folder / "metrics.json").is_file()  # not the weights: a mirror (pull) has none
 
 
 def delete_checkpoint(folder: Location) -> None:
@@ -185,8 +227,8 @@ def delete_checkpoint(folder: Location) -> None:
 
 # --- a full disk or bucket ------------------------------------------------------------------------
 
-FULL_ERRORS = ("No space left on device", "QuotaExceeded", "quota", "InsufficientStorage", "StorageFull",
-               "EntityTooLarge")  # ENOSPC's text, and what S3 stores say (AWS, MinIO, SeaweedFS)
+FULL_ERRORS = ("No space left on device", "QuotaExceeded", "InsufficientStorage", "StorageFull",
+               "XMinioStorageFull")  # ENOSPC's text, and what S3-compatible stores answer when full
 
 
 def is_full(error: OSError) -> bool:
@@ -255,20 +297,28 @@ def pull(loc: Location, dst: Path | None = None, weights: bool = False, threads:
         if target.is_file() and target.stat().st_size == info.size and mtime and target.stat().st_mtime == mtime:
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        with loc.fs.open_input_stream(info.path) as src, open(tmp, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-        if mtime:
-            os.utime(tmp, (mtime, mtime))
-        os.replace(tmp, target)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}{PARTIAL}")
+        try:
+            with loc.fs.open_input_stream(info.path) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            if mtime:
+                os.utime(tmp, (mtime, mtime))
+            os.replace(tmp, target)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     dst.mkdir(parents=True, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         for future in [pool.submit(fetch, target, info) for target, info in wanted.items()]:
-            future.result()
+            try:
+                future.result()
+            except OSError as e:  # gone since the listing (pruned), or the store went away
+                if not isinstance(e, FileNotFoundError) and "NO_SUCH_KEY" not in str(e):
+                    raise StorageError(f"cannot download from {loc.uri} ({first_line(e)})") from None
     kept_folders = {target.parent for target in wanted}  # weights downloaded earlier stay beside their files
     for path in sorted(dst.rglob("*"), reverse=True):  # deepest first, so emptied folders go too
-        if path.is_file() and path not in wanted and (
+        if path.is_file() and path not in wanted and not path.name.endswith(PARTIAL) and (
                 weights or not path.name.endswith(WEIGHT_SUFFIXES) or path.parent not in kept_folders):
             path.unlink()
         elif path.is_dir() and not any(path.iterdir()):
@@ -299,36 +349,14 @@ def check_reachable(loc: Location, seconds: float = REACH_SECONDS) -> None:
     that won't take a write (no or wrong credentials): one line each, before Ray starts."""
     if not loc.remote:
         return
-    outcome: list[BaseException | None] = []
 
     def probe() -> None:
-        try:
-            bucket = loc.path.split("/", 1)[0]
-            if isinstance(loc.fs, pyarrow.fs.S3FileSystem) and loc.fs.get_file_info(bucket).type == \
-                    pyarrow.fs.FileType.NotFound:
-                raise StorageError(f"the bucket {bucket!r} of {loc.uri} does not exist; create it or fix --storage")
-            test = loc / f".write-test-{hashlib.sha1(os.urandom(8)).hexdigest()[:12]}"
-            test.write_bytes(b"")
-            test.delete_file()
-            outcome.append(None)
-        except BaseException as e:  # noqa: BLE001  (reported by the caller's thread)
-            outcome.append(e)
+        bucket = loc.path.split("/", 1)[0]
+        if isinstance(loc.fs, pyarrow.fs.S3FileSystem) and loc.fs.get_file_info(bucket).type == \
+                pyarrow.fs.FileType.NotFound:
+            raise StorageError(f"the bucket {bucket!r} of {loc.uri} does not exist; create it or fix --storage")
+        test = loc / f".write-test-{hashlib.sha1(os.urandom(8)).hexdigest()[:12]}"
+        test.write_bytes(b"")
+        test.delete_file()
 
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if not outcome:
-        raise StorageError(f"storage {loc.uri} did not answer within {seconds:g} s; check the endpoint "
-                           f"(AWS_ENDPOINT_URL) and the network")
-    error = outcome[0]
-    if error is None:
-        return
-    if isinstance(error, StorageError):
-        raise error
-    text = first_line(error)
-    hint = ""
-    if "ACCESS_DENIED" in text or "SIGNATURE" in text or "credentials" in text.lower() or "403" in text:
-        hint = "; check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or the instance role)"
-    elif "NETWORK_CONNECTION" in text or "connect" in text.lower():
-        hint = "; check the endpoint (AWS_ENDPOINT_URL) and the network"
-    raise StorageError(f"cannot write to storage {loc.uri} ({text}){hint}")
+    _bounded(probe, f"storage {loc.uri} for writing", seconds)
