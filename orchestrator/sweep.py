@@ -163,6 +163,19 @@ def build_parser() -> Parser:
     return p
 
 
+def fit_budget(spec: dict) -> list[str]:
+    """A trial of fewer steps than the evaluation or report interval (a first smoke test such as
+    `--max-steps 40`) evaluates and reports at its last step: the intervals are clamped to
+    --max-steps (ASHA's grace period then fits too). Returns a note per change."""
+    notes = []
+    for key in ("eval_every", "log_every"):
+        if spec[key] > spec["max_steps"]:
+            notes.append(f"--{key.replace('_', '-')} {spec[key]} is more than --max-steps {spec['max_steps']}: "
+                         f"using {spec['max_steps']}")
+            spec[key] = spec["max_steps"]
+    return notes
+
+
 def list_models() -> None:
     from search_spaces import default_space_path, describe, load_space
     from trainables.family import all_families
@@ -186,6 +199,8 @@ def make_spec(args: argparse.Namespace) -> dict:
     dataset = args.dataset or family.default_dataset
     budget = QUICK if args.quick else DEFAULTS
     spec = {key: getattr(args, key) if getattr(args, key) is not None else default for key, default in budget.items()}
+    for note in fit_budget(spec):
+        print(f"[sweep] {note}", flush=True)
     space_file = Path(args.space) if args.space else default_space_path(args.model)
     space = load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
     mutated = list(pbt_mutations(family, space)) if args.scheduler == "pbt" else None
