@@ -184,11 +184,10 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
                  "pbt": "Population Based Training (exploits the best trials' checkpoints, mutates learning rates)"}
     resources = spec.get("resources") or {}
     wall = exp.tune_state.get("_total_time")
-    remote = exp.source is not None and exp.source.remote
-    source = exp.source.uri if exp.source is not None else str(exp.path)  # s3://... for a remote experiment
+    source = exp.source.uri  # s3://... for a remote experiment
     root, storage_name = source.rsplit("/", 1)
     path = shlex.quote(source)
-    exported = shlex.quote(f"best/{storage_name}") if remote else f"{path}/best"  # orchestrator.best's default
+    exported = shlex.quote(f"best/{storage_name}") if exp.remote else f"{path}/best"  # orchestrator.best's default
     ranked = exp.ranked_checkpoints()
     best_line = ""
     if ranked:
@@ -358,10 +357,11 @@ def comparison_section(experiments: list[Experiment]) -> str:
             + warning + plots + "</section>")
 
 
-def build(experiments: list[str | Path], out: str | Path | None = None, top: int = TOP) -> Path:
+def build(experiments: list[str | Path | Experiment], out: str | Path | None = None, top: int = TOP) -> Path:
+    """The page of `experiments` (folders, URIs, or experiments already loaded) at `out`."""
     if top < 1:
         raise UsageError(f"--top must be 1 or more, got {top}")
-    loaded = [load_experiment(p) for p in experiments]
+    loaded = [e if isinstance(e, Experiment) else load_experiment(e) for e in experiments]
     upload = None if out else loaded[0].source  # the page's default place is the (first) experiment itself
     out = Path(out) if out else loaded[0].path / "dashboard.html"
     sections = [experiment_section(exp, i, top) for i, exp in enumerate(loaded)]

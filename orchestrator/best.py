@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from orchestrator.cli import Parser, UsageError, run
-from orchestrator.experiment import load_experiment
+from orchestrator.experiment import Experiment, load_experiment
 from trainables.storage import pull
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -36,15 +36,15 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def export_best(experiment: str | Path, top: int = 1, dst: str | Path | None = None) -> list[Path]:
-    exp = load_experiment(experiment)
+def export_best(experiment: str | Path | Experiment, top: int = 1, dst: str | Path | None = None) -> list[Path]:
+    """The top K checkpoints copied to `dst`; `experiment` is a folder, a URI or one already loaded."""
+    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     ranked = exp.ranked_checkpoints()[:top]
     if not ranked:
         raise UsageError(f"{exp.path} has no checkpoint with a finite {exp.objective} yet")
-    remote = exp.source is not None and exp.source.remote
     if dst:
         dst = Path(dst)
-    elif remote:  # not inside the experiment's mirror, which follows the store
+    elif exp.remote:  # not inside the experiment's mirror, which follows the store
         dst = Path("best") / SAFE.sub("_", exp.path.name)
     else:
         dst = within(exp.path / "best", exp.path)  # a planted `best` link must not lead out
@@ -57,7 +57,7 @@ def export_best(experiment: str | Path, top: int = 1, dst: str | Path | None = N
         # names come from metadata: keep them to one safe path component inside dst
         target = dst / SAFE.sub("_", f"rank{rank}-{trial.trial_id}-step{ckpt.step}")
         remove(target)
-        if remote:  # weights and all, from the store
+        if exp.remote:  # weights and all, from the store
             pull(exp.where(ckpt.path), target, weights=True)
             if not (target / "model.safetensors").is_file():
                 raise UsageError(f"{exp.where(ckpt.path)} is gone (pruned since it was listed?); run best again")
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.top < 1:
         raise UsageError(f"--top must be 1 or more, got {args.top}")
-    exp = load_experiment(args.experiment)
-    for path in export_best(args.experiment, args.top, args.dst):
+    exp = load_experiment(args.experiment)  # once: a remote one is mirrored
+    for path in export_best(exp, args.top, args.dst):
         metrics = json.loads((path / "metrics.json").read_text())
         print(f"{path}  {exp.objective}={metrics.get(exp.objective):.4g} step={metrics.get('step')}")
     return 0

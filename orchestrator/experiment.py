@@ -94,12 +94,16 @@ class Experiment:
     path: Path
     spec: dict
     trials: list[Trial]
+    source: Location  # where the experiment really is: `path` is its local mirror when that is remote
     tune_state: dict = field(default_factory=dict)  # runner data of Tune's latest experiment_state-*.json
-    source: Location | None = None  # where the experiment really is: `path` is its local mirror when remote
+
+    @property
+    def remote(self) -> bool:
+        return self.source.remote
 
     def where(self, local: Path) -> Location:
         """Where a file or folder of this experiment really is (remote, for a mirrored one)."""
-        if self.source is None or not self.source.remote:
+        if not self.remote:
             return location(local)
         return self.source / local.relative_to(self.path).as_posix()
 
@@ -281,7 +285,7 @@ def load_experiment(path: str | Path) -> Experiment:
             error = f"diverged: {results[-1]['diverged']}"
         trials.append(Trial(trial_id, folder, params, results, error,
                             sorted(checkpoints, key=lambda c: c.step), tune_trials.get(trial_id)))
-    return Experiment(path, spec, trials, runner, source)
+    return Experiment(path, spec, trials, source, runner)
 
 
 def leaderboard(exp: Experiment, now: float | None = None):

@@ -614,7 +614,7 @@ def report(where: Location, elapsed: float, dashboard: bool) -> int:
     if dashboard:
         from dashboards.build import build
 
-        out = build([where.uri])
+        out = build([exp])  # as loaded above: a remote experiment is not mirrored twice
         print(f"dashboard: {out}" + (f" (and {where}/dashboard.html)" if where.remote else ""))
     statuses = exp.statuses()
     errored = [t for t in exp.trials if statuses[t.trial_id] == "errored"]

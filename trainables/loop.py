@@ -45,7 +45,7 @@ from trainables.family import get_family
 from trainables.features import Evaluator, to_float
 
 EVAL_SEED = 1234  # the same latent draws at every evaluation, so scores over steps are comparable
-TUNE_COPIES = 3  # Tune's copies of a trial's checkpoints kept under PBT (see InProcessSession._prune_tune_copies)
+TUNE_COPIES = 3  # Tune's copies of a trial's checkpoints kept under PBT (see prune_tune_copies)
 TUNE_COPY = re.compile(r"^checkpoint_\d{6}$")  # Tune's names for them (checked on Ray 2.60)
 
 

@@ -337,11 +337,6 @@ def local_copy(text: str | Path) -> tuple[Path, Location]:
     return pull(loc), loc
 
 
-def remote_of(local: Path, mirror: Path, loc: Location) -> Location:
-    """The remote location of a file or folder inside a mirror made by pull()."""
-    return loc / local.relative_to(mirror).as_posix()
-
-
 # --- checks before a sweep starts ------------------------------------------------------------------
 
 def check_reachable(loc: Location, seconds: float = REACH_SECONDS) -> None:
