@@ -61,7 +61,7 @@ def main() -> None:
             local = run_sweep("dcgan", Path(tmp) / "local", "local", *options)
             remote = run_sweep("dcgan", "s3://bench/experiments", "s3", *options)  # type: ignore[arg-type]
             usage = bucket_usage(server, "experiments/s3")
-            from orchestrator.experiment import load_experiment
+            from trainables.experiment import load_experiment
 
             exp = load_experiment("s3://bench/experiments/s3")
             written = sum(1 for t in exp.trials for r in t.results if r.get("checkpoint_path"))

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from dashboards import figures
 from dashboards.page import document, esc, facts, image_figure, plot_div
-from orchestrator.cli import Parser, UsageError, run
-from orchestrator.experiment import STATUSES, Experiment, load_experiment
+from trainables.cli import Parser, UsageError, run
+from trainables.experiment import STATUSES, Experiment, load_experiment
+from trainables.layout import DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE
 from trainables.storage import first_line
 
 TOP = 4
@@ -202,7 +203,7 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
                              f"--name {shlex.quote(storage_name)} --storage {shlex.quote(str(root))}"),
         ("rebuild this page", f"python -m dashboards.build {path}"),
     ]
-    if (exp.path / "optuna.db").is_file():
+    if (exp.path / STUDY_FILE).is_file():
         commands.append(("Optuna dashboard", f"optuna-dashboard sqlite:///{exp.path}/optuna.db"))
     commands.append(("TensorBoard", f"tensorboard --logdir {shlex.quote(str(exp.path))}"))
     rows = [
@@ -261,13 +262,13 @@ def samples_html(exp: Experiment, labels: dict, top_k: int) -> str:
     else:
         note = "generated from the same fixed latent draws at every evaluation"
     ranked = exp.ranked_checkpoints()
-    best = "".join(image_figure(ckpt.path / "samples.png", checkpoint_caption(exp, i + 1, trial.trial_id, ckpt), anomaly)
+    best = "".join(image_figure(ckpt.path / SAMPLES, checkpoint_caption(exp, i + 1, trial.trial_id, ckpt), anomaly)
                    for i, (trial, ckpt) in enumerate(ranked[:top_k]))
     parts = [f"<h2>Samples of the best {top_k} checkpoints</h2><p class='note'>{esc(note)}.</p>",
              f"<div class='grids'>{best or '<p>no checkpoint yet</p>'}</div>"]
     if ranked:
         trial = ranked[0][0]
-        over_time = "".join(image_figure(c.path / "samples.png", checkpoint_caption(exp, None, trial.trial_id, c), anomaly)
+        over_time = "".join(image_figure(c.path / SAMPLES, checkpoint_caption(exp, None, trial.trial_id, c), anomaly)
                             for c in trial.checkpoints)
         parts.append(f"<h3>The best trial ({esc(trial.trial_id)}) over training: its kept checkpoints</h3>"
                      f"<div class='grids'>{over_time}</div>")
@@ -279,7 +280,7 @@ def anomaly_html(exp: Experiment, top_k: int, div: str) -> str:
     curves, detail = [], ""
     for i, (trial, ckpt) in enumerate(exp.ranked_checkpoints()[:top_k]):
         try:
-            evaluation = json.loads((ckpt.path / "evaluation.json").read_text())
+            evaluation = json.loads((ckpt.path / EVALUATION).read_text())
         except (OSError, ValueError):
             continue
         roc = evaluation.get("roc") or {}
@@ -363,7 +364,7 @@ def build(experiments: list[str | Path | Experiment], out: str | Path | None = N
         raise UsageError(f"--top must be 1 or more, got {top}")
     loaded = [e if isinstance(e, Experiment) else load_experiment(e) for e in experiments]
     upload = None if out else loaded[0].source  # the page's default place is the (first) experiment itself
-    out = Path(out) if out else loaded[0].path / "dashboard.html"
+    out = Path(out) if out else loaded[0].path / DASHBOARD_FILE
     sections = [experiment_section(exp, i, top) for i, exp in enumerate(loaded)]
     names = [str(exp.spec.get("name", exp.path.name)) for exp in loaded]
     if len(loaded) > 1:
@@ -378,7 +379,7 @@ def build(experiments: list[str | Path | Experiment], out: str | Path | None = N
         raise UsageError(f"cannot write {out} ({e.strerror or e}); choose another --out") from None
     if upload is not None and upload.remote:
         try:
-            (upload / "dashboard.html").write_bytes(out.read_bytes())
+            (upload / DASHBOARD_FILE).write_bytes(out.read_bytes())
         except OSError as e:
             raise UsageError(f"cannot write {upload}/dashboard.html ({first_line(e)}); the page is at {out}") from None
     return out

@@ -20,7 +20,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from orchestrator.experiment import Experiment, Trial
+from trainables.experiment import Experiment, Trial
+from trainables.layout import STUDY_FILE
 
 PALETTE = qualitative.Plotly + qualitative.D3
 OTHER = "rgba(110,110,110,0.35)"  # trials outside the best K
@@ -299,11 +300,11 @@ def _study_from_db(exp: Experiment):
     """The sweep's persisted Optuna study, read from a copy (the sweep may be writing the file)."""
     import optuna
 
-    db = exp.path / "optuna.db"
+    db = exp.path / STUDY_FILE
     if not db.is_file():
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "optuna.db"
+        copy = Path(tmp) / STUDY_FILE
         shutil.copyfile(db, copy)
         storage = optuna.storages.RDBStorage(f"sqlite:///{copy}")
         try:

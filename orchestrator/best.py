@@ -14,8 +14,9 @@ import re
 import shutil
 from pathlib import Path
 
-from orchestrator.cli import Parser, UsageError, run
-from orchestrator.experiment import Experiment, load_experiment
+from trainables.cli import Parser, UsageError, run
+from trainables.experiment import Experiment, load_experiment
+from trainables.layout import BEST_DIR, BEST_FILE, METRICS
 from trainables.storage import pull
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -45,9 +46,9 @@ def export_best(experiment: str | Path | Experiment, top: int = 1, dst: str | Pa
     if dst:
         dst = Path(dst)
     elif exp.remote:  # not inside the experiment's mirror, which follows the store
-        dst = Path("best") / SAFE.sub("_", exp.path.name)
+        dst = Path(BEST_DIR) / SAFE.sub("_", exp.path.name)
     else:
-        dst = within(exp.path / "best", exp.path)  # a planted `best` link must not lead out
+        dst = within(exp.path / BEST_DIR, exp.path)  # a planted `best` link must not lead out
     try:
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -67,8 +68,8 @@ def export_best(experiment: str | Path | Experiment, top: int = 1, dst: str | Pa
         summary.append({"rank": rank, "trial": trial.trial_id, "step": ckpt.step, "path": str(target),
                         exp.objective: ckpt.metrics.get(exp.objective), "hp": trial.params,
                         "source": str(exp.where(ckpt.path))})
-    remove(dst / "best.json")  # a link there would be written through
-    (dst / "best.json").write_text(json.dumps({"objective": exp.objective, "mode": exp.mode, "checkpoints": summary}, indent=1))
+    remove(dst / BEST_FILE)  # a link there would be written through
+    (dst / BEST_FILE).write_text(json.dumps({"objective": exp.objective, "mode": exp.mode, "checkpoints": summary}, indent=1))
     return exported
 
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--top must be 1 or more, got {args.top}")
     exp = load_experiment(args.experiment)  # once: a remote one is mirrored
     for path in export_best(exp, args.top, args.dst):
-        metrics = json.loads((path / "metrics.json").read_text())
+        metrics = json.loads((path / METRICS).read_text())
         print(f"{path}  {exp.objective}={metrics.get(exp.objective):.4g} step={metrics.get('step')}")
     return 0
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.cli import Parser, UsageError, run
+from trainables.cli import Parser, UsageError, run
 from trainables.checkpoints import LoadedModel, load_checkpoint, save_grid
 
 __all__ = ["load_checkpoint", "LoadedModel"]

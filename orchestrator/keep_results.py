@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from orchestrator.experiment import RESTART_BACKUP  # read back by read_results
+from trainables.layout import RESTART_BACKUP, RESULT_FILE, STORAGE_FULL
 
 
 class KeepResultsOnRestart(Callback):
@@ -23,13 +23,13 @@ class KeepResultsOnRestart(Callback):
     runs before the logger (user callbacks come first) and copies them aside."""
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        path = Path(trial.local_path) / "result.json"
+        path = Path(trial.local_path) / RESULT_FILE
         if path.is_file() and path.stat().st_size:
             shutil.copyfile(path, path.with_name(f"{RESTART_BACKUP}{time.time_ns()}.json"))
 
 
 class StopWhenStorageFull(Callback):
-    """A trial whose checkpoint did not fit its storage reports trainables.loop.STORAGE_FULL and
+    """A trial whose checkpoint did not fit its storage reports trainables.layout.STORAGE_FULL and
     waits. Then every trial is stopped as Ctrl-C stops them: Tune saves its state and leaves them
     unfinished, so `--resume` continues each from its last complete checkpoint once there is
     space (stopping them as finished would lose that). Tune's own interrupt is SIGUSR1 to this
@@ -39,7 +39,6 @@ class StopWhenStorageFull(Callback):
         self.stopping = False
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        from trainables.loop import STORAGE_FULL
 
         if result.get(STORAGE_FULL) and not self.stopping:
             self.stopping = True

@@ -15,12 +15,12 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
-from trainables.loop import DIVERGED
+from trainables.layout import DIVERGED, STUDY_FILE
 from trainables.storage import Location, cache_root, first_line, location
 
 
 class DivergedIsPruned(OptunaSearch):
-    """A trial that diverged (its last result has trainables.loop.DIVERGED) is told to Optuna as
+    """A trial that diverged (its last result has trainables.layout.DIVERGED) is told to Optuna as
     PRUNED. Told as it ended, with its best score so far, it would look good; told as failed,
     Optuna's TPE would ignore it and sample near it again. TPE ranks pruned trials below every
     complete one, so it learns that region is bad."""
@@ -33,7 +33,6 @@ class DivergedIsPruned(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
-STUDY_FILE = "optuna.db"  # STORAGE/NAME/optuna.db: optuna-dashboard and the dashboard's importance read it
 
 
 def study_copy(exp: Location) -> Path:

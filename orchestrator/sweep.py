@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.cli import Parser, UsageError, run
-from orchestrator.experiment import SPEC_FILE, is_spec, keep_results_before_resume, leaderboard, load_experiment
+from trainables.cli import Parser, UsageError, run
+from trainables.experiment import is_spec, keep_results_before_resume, leaderboard, load_experiment
+from trainables.layout import CHECKPOINTS_DIR, DASHBOARD_FILE, ERROR_FILE, SPEC_FILE, STORAGE_FULL
 from trainables.storage import Location, check_reachable, first_line, location
 
 QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000}
@@ -309,7 +310,7 @@ def build_tuner(spec: dict, args: argparse.Namespace, exp: Location, refs: dict,
         "workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
         "gpus_per_worker": args.gpus_per_worker, "max_failures": args.max_failures,
         "torch_trainer": args.torch_trainer,
-        "keep_checkpoints": spec["keep_checkpoints"], "checkpoint_root": (exp / "checkpoints").uri,
+        "keep_checkpoints": spec["keep_checkpoints"], "checkpoint_root": (exp / CHECKPOINTS_DIR).uri,
         "report_checkpoints": spec["scheduler"] == "pbt",  # PBT restarts trials from Tune's checkpoints
         "loop": {
             "model": spec["model"], **refs, "seed": spec["seed"], "cpus_per_worker": args.cpus_per_worker,
@@ -588,7 +589,6 @@ def report(where: Location, elapsed: float, dashboard: bool) -> int:
     errored, with one line on stderr saying how many errored and where their error.txt files are."""
     import pandas as pd
 
-    from trainables.loop import STORAGE_FULL
 
     exp = load_experiment(where.uri)  # a remote experiment is read from its local mirror
     full = sorted({t.results[-1][STORAGE_FULL] for t in exp.trials if t.results and t.results[-1].get(STORAGE_FULL)}
@@ -615,11 +615,11 @@ def report(where: Location, elapsed: float, dashboard: bool) -> int:
         from dashboards.build import build
 
         out = build([exp])  # as loaded above: a remote experiment is not mirrored twice
-        print(f"dashboard: {out}" + (f" (and {where}/dashboard.html)" if where.remote else ""))
+        print(f"dashboard: {out}" + (f" (and {where}/{DASHBOARD_FILE})" if where.remote else ""))
     statuses = exp.statuses()
     errored = [t for t in exp.trials if statuses[t.trial_id] == "errored"]
     if errored:
-        files = [str(exp.where(t.path / "error.txt")) for t in errored if (t.path / "error.txt").is_file()]
+        files = [str(exp.where(t.path / ERROR_FILE)) for t in errored if (t.path / ERROR_FILE).is_file()]
         print(f"{len(errored)} of {len(exp.trials)} trials errored" + (f"; see {', '.join(files)}" if files else
               " (diverged; see the leaderboard)"), file=sys.stderr, flush=True)
     if not ranked:

@@ -1,6 +1,6 @@
 """Bad input at the command line: one line on stderr, exit code 2, no traceback, and nothing that
 was already written is lost. One real tiny sweep gives a real experiment and checkpoint; the
-commands run in-process (the same `orchestrator.cli.run` as `python -m`) except where the real
+commands run in-process (the same `trainables.cli.run` as `python -m`) except where the real
 process matters (how fast an unreachable cluster is given up on)."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from PIL import Image
 
 from conftest import assert_one_line_error, family_sweep, free_port, run_cli
 from orchestrator import best, infer, sweep
-from orchestrator.cli import run
-from orchestrator.experiment import load_experiment
+from trainables.cli import run
+from trainables.experiment import load_experiment
 
 _EXPERIMENT: dict[str, Path] = {}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.experiment import load_experiment
+from trainables.experiment import load_experiment
 from orchestrator.sweep import autoscaler_capacity
 from conftest import ROOT, family_sweep, run_cli
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, assert_one_line_error, family_sweep, run_cli
 from dashboards.build import build, reported_keys
-from orchestrator.experiment import leaderboard, load_experiment
+from trainables.experiment import leaderboard, load_experiment
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import family_sweep, run_cli
-from orchestrator.experiment import load_experiment
+from trainables.experiment import load_experiment
 from trainables.datasets import load_dataset
 from trainables.family import get_family, seeded_normal
 from trainables.features import to_float

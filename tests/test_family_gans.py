@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import family_sweep, run_cli
-from orchestrator.experiment import load_experiment
+from trainables.experiment import load_experiment
 from trainables.checkpoints import load_checkpoint
 from trainables.datasets import load_dataset
 from trainables.errors import BadInput

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import assert_one_line_error, family_sweep, run_cli
-from orchestrator.experiment import load_experiment
+from trainables.experiment import load_experiment
 
 pytestmark = pytest.mark.slow
 

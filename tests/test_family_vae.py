@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import family_sweep, run_cli
-from orchestrator.experiment import load_experiment
+from trainables.experiment import load_experiment
 from orchestrator.infer import main as infer_main
 from trainables.datasets import ImageData
 from trainables.errors import BadInput

@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from conftest import run_cli
-from orchestrator.experiment import load_experiment
+from trainables.experiment import load_experiment
 
 pytestmark = pytest.mark.slow
 

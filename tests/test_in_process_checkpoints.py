@@ -7,7 +7,7 @@ import json
 import math
 
 from trainables.loop import InProcessSession
-from trainables.storage import COMPLETE
+from trainables.layout import COMPLETE
 
 
 def checkpoint(trial, second: int, step: int, fid: float | None, complete: bool = True):

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from orchestrator.cli import UsageError
-from orchestrator.experiment import load_experiment
+from trainables.cli import UsageError
+from trainables.experiment import load_experiment
 from orchestrator.sweep import pbt_mutations
 from trainables.family import ModelFamily
 from trainables.loop import TUNE_COPIES

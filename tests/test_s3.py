@@ -24,10 +24,11 @@ import pyarrow.fs
 import pytest
 
 from conftest import assert_one_line_error, free_port, run_cli
-from orchestrator.experiment import load_experiment
+from trainables.experiment import load_experiment
 from trainables.errors import BadInput
 from trainables.loop import TUNE_COPIES, TUNE_COPY
-from trainables.storage import COMPLETE, location
+from trainables.layout import COMPLETE
+from trainables.storage import location
 
 pytestmark = pytest.mark.slow
 

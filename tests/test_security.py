@@ -19,7 +19,7 @@ import yaml
 
 from conftest import ROOT, assert_one_line_error, run_cli
 from orchestrator import best, infer, sweep
-from orchestrator.experiment import load_experiment
+from trainables.experiment import load_experiment
 from dashboards import build as dashboards_build
 from test_bad_input import best_checkpoint, cli, hashes, tiny_experiment
 from trainables.checkpoints import CheckpointError, load_checkpoint, load_training_state

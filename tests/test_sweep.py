@@ -13,8 +13,8 @@ from PIL import Image
 
 from conftest import assert_one_line_error, run_cli
 from orchestrator.best import export_best
-from orchestrator.cli import UsageError
-from orchestrator.experiment import load_experiment
+from trainables.cli import UsageError
+from trainables.experiment import load_experiment
 from trainables.checkpoints import load_checkpoint
 from trainables.datasets import load_dataset
 from trainables.features import SampleQuality, build_feature_network, get_feature_network

@@ -26,11 +26,10 @@ from torchvision.utils import save_image
 
 from trainables.errors import BadInput
 from trainables.family import ModelFamily, UnknownFamily, get_family
-from trainables.storage import COMPLETE, is_complete, is_uri, location, pull
+from trainables.layout import COMPLETE, CONFIG, EVALUATION, METRICS, SAMPLES, STATE, WEIGHTS
+from trainables.storage import is_complete, is_uri, location, pull
 
-CODE_VERSION = "0.2.0"  # 0.2.0: checkpoints end with a marker (trainables.storage.COMPLETE)
-WEIGHTS, STATE, CONFIG, METRICS, SAMPLES, EVALUATION = (
-    "model.safetensors", "training_state.pt", "config.json", "metrics.json", "samples.png", "evaluation.json")
+CODE_VERSION = "0.2.0"  # 0.2.0: checkpoints end with a marker (trainables.layout.COMPLETE)
 
 
 class CheckpointError(BadInput):

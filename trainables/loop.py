@@ -40,7 +40,8 @@ import ray.train.torch
 import torch
 
 from trainables import storage
-from trainables.checkpoints import CONFIG, METRICS, load_training_state, read_json, save_checkpoint
+from trainables.checkpoints import load_training_state, read_json, save_checkpoint
+from trainables.layout import CHECKPOINT_PREFIX, CONFIG, DIVERGED, METRICS, STORAGE_FULL
 from trainables.family import get_family
 from trainables.features import Evaluator, to_float
 
@@ -48,14 +49,6 @@ EVAL_SEED = 1234  # the same latent draws at every evaluation, so scores over st
 TUNE_COPIES = 3  # Tune's copies of a trial's checkpoints kept under PBT (see prune_tune_copies)
 TUNE_COPY = re.compile(r"^checkpoint_\d{6}$")  # Tune's names for them (checked on Ray 2.60)
 
-
-# A trial whose loss became NaN or infinite ends with a report of this metric, the reason: the
-# orchestrator's tools show it as errored, the searcher learns it as a bad (pruned) trial.
-DIVERGED = "diverged"
-# A trial whose checkpoint did not fit its storage (a full disk, a bucket over its quota) reports
-# this metric, what is full and how much was needed, and waits: the sweep sees it, stops every
-# trial as Ctrl-C would (so `--resume` continues them once there is space) and says so.
-STORAGE_FULL = "storage_full"
 STOPPED_WAIT_SECONDS = 300  # how long such a trial waits to be stopped before it fails instead
 
 
@@ -156,7 +149,7 @@ class InProcessSession:
                 continue
             folder = self.folder / info.base_name
             if info.base_name.startswith(".staging-") or (
-                    info.base_name.startswith(storage.CHECKPOINT_PREFIX) and not storage.is_complete(folder)):
+                    info.base_name.startswith(CHECKPOINT_PREFIX) and not storage.is_complete(folder)):
                 folder.delete_dir()
 
     @staticmethod
@@ -168,7 +161,7 @@ class InProcessSession:
         the time they were written, as Ray Train's do)."""
         found = []
         for info in self.folder.listdir():
-            if info.type != pyarrow.fs.FileType.Directory or not info.base_name.startswith(storage.CHECKPOINT_PREFIX):
+            if info.type != pyarrow.fs.FileType.Directory or not info.base_name.startswith(CHECKPOINT_PREFIX):
                 continue
             folder = self.folder / info.base_name
             try:

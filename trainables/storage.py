@@ -24,10 +24,9 @@ from pathlib import Path, PurePosixPath
 import pyarrow.fs
 
 from trainables.errors import BadInput
+from trainables.layout import COMPLETE, CONFIG, METRICS
 
-COMPLETE = "complete.json"  # a checkpoint's marker, written last: {"files": {name: bytes}}
 UNMARKED_VERSION = "0.1.0"  # the code_version of checkpoints from before the marker (see is_complete)
-CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folder names, and ours
 WEIGHT_SUFFIXES = (".safetensors", ".pt")  # downloaded only for the checkpoints a command uses
 NEVER_PULLED = (".pkl",)  # Tune's pickled state: only `--resume` reads it, through Ray, never a reader
 PARTIAL = ".part"  # a download in progress (another process's, maybe): never taken for a stale file
@@ -211,11 +210,11 @@ def is_complete(folder: Location) -> bool:
     if (folder / COMPLETE).is_file():
         return True
     try:
-        config = json.loads((folder / "config.json").read_bytes())
+        config = json.loads((folder / CONFIG).read_bytes())
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and config.get("code_version") == UNMARKED_VERSION and \
-        (folder / "metrics.json").is_file()  # not the weights: a mirror (pull) has none
+        (folder / METRICS).is_file()  # not the weights: a mirror (pull) has none
 
 
 def delete_checkpoint(folder: Location) -> None:

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.cli import UsageError
-from trainables.storage import CHECKPOINT_PREFIX, Location, is_complete, local_copy, location
-
-SPEC_FILE = "sweep.json"
-RESUME_BACKUP = "result-before-resume-"
-RESTART_BACKUP = "result-before-restart-"  # orchestrator.keep_results, when Tune restarts a trial
-TRIAL_ID = re.compile(r"^run_trial_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})_")  # Tune's trial directory names
+from trainables.cli import UsageError
+from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, METRICS, PARAMS_FILE,
+                               RESTART_BACKUP, RESULT_FILE, RESUME_BACKUP, SPEC_FILE, TRIAL_DIR_PREFIX, TRIAL_ID)
+from trainables.storage import Location, is_complete, local_copy, location
 LIVE_SECONDS = 600  # an unfinished trial that reported within this long is taken as still running
 
 # What each status means, for the leaderboard and the dashboard's legend.
@@ -185,7 +181,7 @@ def read_results(folder: Path) -> list[dict]:
     by_step: dict[int, dict] = {}
     backups = sorted([*folder.glob(f"{RESUME_BACKUP}*.json"), *folder.glob(f"{RESTART_BACKUP}*.json")],
                      key=lambda p: (p.stat().st_mtime, p.name))
-    for path in backups + [folder / "result.json"]:
+    for path in backups + [folder / RESULT_FILE]:
         if not path.is_file():
             continue
         for line in path.read_text().splitlines():
@@ -202,8 +198,8 @@ def keep_results_before_resume(exp: Location) -> None:
     """Copy each trial's result.json aside before Tune restarts unfinished trials and rewrites it."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for info in exp.listdir():
-        result = exp / info.base_name / "result.json"
-        if info.base_name.startswith("run_trial_") and result.is_file():
+        result = exp / info.base_name / RESULT_FILE
+        if info.base_name.startswith(TRIAL_DIR_PREFIX) and result.is_file():
             result.fs.copy_file(result.path, (exp / info.base_name / f"{RESUME_BACKUP}{stamp}.json").path)
 
 
@@ -252,13 +248,13 @@ def load_experiment(path: str | Path) -> Experiment:
                          f"is {path} an experiment of this project?")
     tune_trials, runner = read_tune_state(path)
     trials = []
-    for params_file in sorted(path.glob("*/params.json")):
+    for params_file in sorted(path.glob(f"*/{PARAMS_FILE}")):
         folder = params_file.parent
         match = TRIAL_ID.search(folder.name)
         if not match:
             continue
         trial_id = match.group(1)
-        error_file = folder / "error.txt"
+        error_file = folder / ERROR_FILE
         error = None
         # Tune leaves error.txt behind when it restarts a failed trial (--max-failures): only an
         # ERROR state (or no state to ask) makes the trial errored
@@ -271,7 +267,7 @@ def load_experiment(path: str | Path) -> Experiment:
             params = {}
         params = params if isinstance(params, dict) else {}
         checkpoints = []
-        for metrics_file in sorted((path / "checkpoints" / trial_id).glob(f"{CHECKPOINT_PREFIX}*/metrics.json")):
+        for metrics_file in sorted((path / CHECKPOINTS_DIR / trial_id).glob(f"{CHECKPOINT_PREFIX}*/{METRICS}")):
             if not is_complete(location(metrics_file.parent)):
                 continue  # being written, or its writer died: not a checkpoint yet (trainables.storage)
             try:
@@ -281,8 +277,8 @@ def load_experiment(path: str | Path) -> Experiment:
             if isinstance(metrics, dict):
                 checkpoints.append(CheckpointInfo(metrics_file.parent, metrics))
         results = read_results(folder)
-        if error is None and results and results[-1].get("diverged"):  # see trainables.loop.DIVERGED
-            error = f"diverged: {results[-1]['diverged']}"
+        if error is None and results and results[-1].get(DIVERGED):
+            error = f"diverged: {results[-1][DIVERGED]}"
         trials.append(Trial(trial_id, folder, params, results, error,
                             sorted(checkpoints, key=lambda c: c.step), tune_trials.get(trial_id)))
     return Experiment(path, spec, trials, source, runner)
