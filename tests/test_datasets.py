@@ -3,7 +3,8 @@ import gzip
 import numpy as np
 import pytest
 
-from trainables.datasets import DatasetError, load_dataset, read_idx
+from trainables.datasets import DatasetError, load_dataset
+from trainables.datasets.builtin import read_idx
 
 
 def write_idx(path, array: np.ndarray, compress: bool) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.datasets import DatasetError, ImageData, cache_dir, register_dataset
+from trainables.datasets.registry import DatasetError, ImageData, cache_dir, register_dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 FITS = ("crop", "pad", "stretch")
