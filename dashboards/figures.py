@@ -13,13 +13,13 @@ import json
 import math
 import shutil
 import tempfile
-import tomllib
 from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
+from search_spaces import SpaceError, read_space
 from trainables.experiment import Experiment, Trial
 from trainables.layout import STUDY_FILE
 
@@ -48,17 +48,15 @@ def colors(exp: Experiment, top: list[str]) -> dict[str, str]:
 
 
 def search_space(spec: dict) -> tuple[dict[str, dict], dict]:
-    """The sweep's space from sweep.json: ({searched name: its table}, {fixed name: value})."""
+    """The sweep's space from sweep.json, read by search_spaces: ({searched name: its table},
+    {fixed name: value}); nothing if it can't be read."""
     try:
-        raw = tomllib.loads(spec.get("space_toml") or "")
-    except tomllib.TOMLDecodeError:
-        raw = {}
-    searched = {k: v for k, v in raw.items() if isinstance(v, dict)}
-    fixed = {k: v for k, v in raw.items() if not isinstance(v, dict)}
-    for key, value in (spec.get("overrides") or {}).items():
-        searched.pop(key, None)
-        fixed[key] = value
-    return searched, fixed
+        space = read_space(spec.get("space_toml") or "", None, spec.get("space_file") or "search space",
+                           spec.get("overrides"))
+    except SpaceError:
+        space = {}
+    searched = {k: v for k, v in space.items() if isinstance(v, dict)}
+    return searched, {k: v for k, v in space.items() if not isinstance(v, dict)}
 
 
 def is_log(spec: dict, key: str) -> bool:

@@ -196,7 +196,7 @@ def make_spec(args: argparse.Namespace) -> dict:
     from trainables.family import get_family
 
     family = get_family(args.model)
-    overrides = parse_overrides(args.set, set(family.defaults))
+    overrides = parse_overrides(args.set, family.defaults)
     dataset = args.dataset or family.default_dataset
     budget = QUICK if args.quick else DEFAULTS
     spec = {key: getattr(args, key) if getattr(args, key) is not None else default for key, default in budget.items()}

@@ -15,6 +15,9 @@ A table is a searched hyperparameter, a bare value a fixed one:
 
 Distributions: uniform, loguniform (floats, low < high), int, logint (integers, low <= high,
 both inclusive), choice (a non-empty list of numbers, strings or booleans).
+
+`read_space` checks a file and returns plain data (no Ray: the dashboard reads spaces with it);
+`parse_space` / `load_space` turn that into Ray Tune domains, importing ray.tune only then.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-
-from ray import tune
 
 from trainables.errors import BadInput
 
@@ -49,7 +50,8 @@ def _number(where: str, spec: dict, key: str, integer: bool) -> float:
     return value
 
 
-def _domain(where: str, spec: dict):
+def _check_table(where: str, spec: dict) -> dict:
+    """A searched hyperparameter's table, checked; returned as it is."""
     kind = spec.get("distribution")
     allowed = {"uniform", "loguniform", "int", "logint", "choice"}
     if kind not in allowed:
@@ -66,13 +68,23 @@ def _domain(where: str, spec: dict):
             raise SpaceError(f"{where}: 'values' may hold only numbers, strings and booleans")
         if len(set(map(repr, values))) != len(values):
             raise SpaceError(f"{where}: 'values' has duplicates")
-        return tune.choice(values)
+        return spec
     integer = kind in ("int", "logint")
     low, high = _number(where, spec, "low", integer), _number(where, spec, "high", integer)
     if (low > high) if integer else (low >= high):
         raise SpaceError(f"{where}: empty range, low {low} must be below high {high}")
     if kind.startswith("log") and low <= 0:
         raise SpaceError(f"{where}: {kind} needs low > 0, got {low}")
+    return spec
+
+
+def _domain(spec: dict):
+    """A checked table -> its Ray Tune domain."""
+    from ray import tune
+
+    kind, low, high = spec["distribution"], spec.get("low"), spec.get("high")
+    if kind == "choice":
+        return tune.choice(spec["values"])
     if kind == "uniform":
         return tune.uniform(low, high)
     if kind == "loguniform":
@@ -81,27 +93,50 @@ def _domain(where: str, spec: dict):
     return tune.lograndint(low, high + 1) if kind == "logint" else tune.randint(low, high + 1)
 
 
-def parse_overrides(pairs: list[str], known: set[str]) -> dict:
-    """`--set KEY=VALUE` pairs -> {key: value}; values are read as TOML values (numbers, booleans,
-    quoted strings), else taken as plain strings."""
+def _typed(key: str, text: str, default):
+    """A --set value read as TOML (numbers, booleans, quoted strings), else as plain text, and
+    checked against the type of the family's default (None: anything goes)."""
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    if isinstance(default, str):
+        return value if isinstance(value, str) else text
+    if isinstance(default, bool):
+        wanted, ok = "true or false", isinstance(value, bool)
+    elif isinstance(default, int):
+        wanted, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        wanted, ok = "a number", isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        return value
+    if not ok:
+        raise SpaceError(f"--set {key}={text}: {key} must be {wanted} (its default is {default!r})")
+    return value
+
+
+def parse_overrides(pairs: list[str], defaults: dict | set) -> dict:
+    """`--set KEY=VALUE` pairs -> {key: value}. `defaults` is the family's {hyperparameter: default}:
+    a value must have its default's type (int, float (an int will do), bool, str); given only the
+    names, any value is taken."""
+    defaults = defaults if isinstance(defaults, dict) else dict.fromkeys(defaults)
     out = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise SpaceError(f"--set {pair!r}: expected KEY=VALUE")
-        if key not in known:
-            raise SpaceError(f"--set {key}: unknown hyperparameter; known: {', '.join(sorted(known))}")
-        try:
-            out[key] = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = text.strip()
+        if key not in defaults:
+            raise SpaceError(f"--set {key}: unknown hyperparameter; known: {', '.join(sorted(defaults))}")
+        out[key] = _typed(key, text.strip(), defaults[key])
     return out
 
 
-def parse_space(text: str, known: set[str], source: str = "search space", overrides: dict | None = None) -> dict:
-    """TOML text -> {name: Tune domain or fixed value}; `known` are the family's hyperparameters;
-    `overrides` (from --set) fix values, replacing what the file says about them."""
+def read_space(text: str, known: set[str] | None = None, source: str = "search space",
+               overrides: dict | None = None) -> dict:
+    """TOML text -> {name: its checked table (searched) or its value (fixed)}, plain data, no Ray.
+    `known` are the family's hyperparameters (None: any name); `overrides` (from --set) fix values,
+    replacing what the file says about them; a string the file offers as a choice must be one of them."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -109,18 +144,30 @@ def parse_space(text: str, known: set[str], source: str = "search space", overri
     space = {}
     for name, spec in raw.items():
         where = f"{source}: {name}"
-        if name not in known:
+        if known is not None and name not in known:
             raise SpaceError(f"{where}: unknown hyperparameter; known: {', '.join(sorted(known))}")
         if isinstance(spec, dict):
-            space[name] = _domain(where, spec)
+            space[name] = _check_table(where, spec)
         elif isinstance(spec, (int, float, str, bool)):
             space[name] = spec
         else:
             raise SpaceError(f"{where}: must be a table or a single value, got {spec!r}")
-    space.update(overrides or {})
-    if not any(not isinstance(v, (int, float, str, bool)) for v in space.values()):
+    for name, value in (overrides or {}).items():
+        table = space.get(name)
+        choices = table.get("values", []) if isinstance(table, dict) else []
+        if isinstance(value, str) and choices and all(isinstance(c, str) for c in choices) and value not in choices:
+            raise SpaceError(f"--set {name}={value}: must be one of {', '.join(choices)} ({source})")
+        space[name] = value
+    if not any(isinstance(v, dict) for v in space.values()):
         raise SpaceError(f"{source}: searches nothing; give at least one hyperparameter a distribution")
     return space
+
+
+def parse_space(text: str, known: set[str], source: str = "search space", overrides: dict | None = None) -> dict:
+    """TOML text -> {name: Tune domain or fixed value}; `known` are the family's hyperparameters;
+    `overrides` (from --set) fix values, replacing what the file says about them."""
+    space = read_space(text, known, source, overrides)
+    return {name: _domain(v) if isinstance(v, dict) else v for name, v in space.items()}
 
 
 def load_space(path: str | Path, known: set[str], overrides: dict | None = None) -> dict:
@@ -134,6 +181,8 @@ def load_space(path: str | Path, known: set[str], overrides: dict | None = None)
 
 def describe(space: dict) -> dict[str, str]:
     """A short readable form of each entry, for --list, sweep.json and the dashboard."""
+    from ray import tune
+
     out = {}
     for name, value in space.items():
         if isinstance(value, tune.search.sample.Categorical):

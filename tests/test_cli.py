@@ -60,3 +60,9 @@ def test_infer_and_best_on_missing_or_broken_paths(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     assert_one_line_error(run_cli("orchestrator.infer", str(tmp_path), "sample"), "not readable JSON")
     assert_one_line_error(run_cli("orchestrator.best", str(tmp_path)), "not an experiment directory")
+
+
+def test_set_value_of_the_wrong_type_is_refused_before_anything_starts(tmp_path):
+    proc = run_cli("orchestrator.sweep", "vae", "--set", "latent_dim=abc", "--storage", str(tmp_path))
+    assert_one_line_error(proc, "--set latent_dim=abc", "must be an integer")
+    assert list(tmp_path.iterdir()) == []
