@@ -10,7 +10,8 @@ from PIL import Image
 from conftest import family_sweep, run_cli
 from trainables.experiment import load_experiment
 from trainables.datasets import load_dataset
-from trainables.family import get_family, seeded_normal
+from trainables.family import seeded_normal
+from trainables.models import get_family
 from trainables.features import to_float
 
 SPACE = """

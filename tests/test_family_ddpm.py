@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import family_sweep, run_cli
 from trainables.experiment import load_experiment
-from trainables.family import get_family
+from trainables.models import get_family
 from trainables.models.ddpm import SCHEDULES, alphas_cumprod, q_sample, sampling_timesteps
 
 pytestmark = pytest.mark.slow

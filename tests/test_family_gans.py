@@ -15,7 +15,7 @@ from trainables.checkpoints import load_checkpoint
 from trainables.datasets import load_dataset
 from trainables.errors import BadInput
 from trainables.features import build_feature_network, get_feature_network, to_float
-from trainables.family import get_family
+from trainables.models import get_family
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from trainables.experiment import load_experiment
 from orchestrator.infer import main as infer_main
 from trainables.datasets import ImageData
 from trainables.errors import BadInput
-from trainables.family import get_family
+from trainables.models import get_family
 
 pytestmark = pytest.mark.slow
 

@@ -23,12 +23,42 @@ from torch import nn
 
 from trainables.errors import BadInput
 
-FAMILIES: dict[str, "ModelFamily"] = {}
+FAMILIES: dict[str, "ModelFamily"] = {}  # read through trainables.models (get_family, all_families)
+DATA_KINDS = ("images", "paired", "unpaired")
 
 
 def register_family(cls: type["ModelFamily"]) -> type["ModelFamily"]:
+    check_family(cls)
     FAMILIES[cls.name] = cls()
     return cls
+
+
+def check_family(cls) -> None:
+    """Refuse a family that breaks the contract when its module is imported (as torch-fidelity's
+    registry checks its entries), rather than in every trial of a sweep."""
+    if not (isinstance(cls, type) and issubclass(cls, ModelFamily)):
+        raise TypeError(f"register_family takes a subclass of ModelFamily, got {cls!r}")
+
+    def require(ok: bool, message: str) -> None:
+        if not ok:
+            raise ValueError(f"model family {cls.__name__}: {message}")
+
+    require(isinstance(cls.name, str) and cls.name.isidentifier(),
+            f"name must be an identifier (letters, digits, _), got {cls.name!r}")
+    require(cls.name not in FAMILIES, f"the name {cls.name!r} is registered already")
+    require(isinstance(cls.description, str) and bool(cls.description.strip()), "description is empty")
+    require(isinstance(cls.default_dataset, str) and bool(cls.default_dataset), "default_dataset is empty")
+    require(cls.data_kind in DATA_KINDS, f"data_kind must be one of {', '.join(DATA_KINDS)}, got {cls.data_kind!r}")
+    for attribute in ("metric_names", "loss_names", "mutable", "inference_modes"):
+        names = getattr(cls, attribute)
+        require(isinstance(names, tuple) and all(isinstance(n, str) for n in names),
+                f"{attribute} must be a tuple of names, got {names!r}")
+    require(cls.objective in cls.metric_names, f"objective {cls.objective!r} is not one of metric_names")
+    require(cls.mode in ("min", "max"), f"mode must be 'min' or 'max', got {cls.mode!r}")
+    require(isinstance(cls.defaults, dict) and "batch_size" in cls.defaults,
+            "defaults must be a dict of every hyperparameter, batch_size included")
+    require(set(cls.mutable) <= set(cls.defaults),
+            f"mutable names hyperparameters without a default: {sorted(set(cls.mutable) - set(cls.defaults))}")
 
 
 class UnknownFamily(BadInput):
@@ -39,18 +69,18 @@ class Unsupported(BadInput):
     """An inference mode or input a family can't handle."""
 
 
+# TODO(issue 15): callers outside trainables/models move to trainables.models.get_family
 def get_family(name: str) -> "ModelFamily":
-    import trainables.models  # noqa: F401  (registers every family)
+    from trainables.models import get_family as lookup
 
-    if name not in FAMILIES:
-        raise UnknownFamily(f"unknown model {name!r}; known: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[name]
+    return lookup(name)
 
 
+# TODO(issue 15): callers outside trainables/models move to trainables.models.all_families
 def all_families() -> dict[str, "ModelFamily"]:
-    import trainables.models  # noqa: F401
+    from trainables.models import all_families as every_family
 
-    return dict(sorted(FAMILIES.items()))
+    return every_family()
 
 
 @dataclass

@@ -1,7 +1,20 @@
-"""One file per model family; importing this package registers them all (every module in it)."""
+"""One file per model family; importing this package registers them all (every module in it).
+The registry is read here, after the imports, so that trainables/family.py imports no model."""
 
 import importlib
 import pkgutil
 
+from trainables.family import FAMILIES, ModelFamily, UnknownFamily
+
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def get_family(name: str) -> ModelFamily:
+    if name not in FAMILIES:
+        raise UnknownFamily(f"unknown model {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+def all_families() -> dict[str, ModelFamily]:
+    return dict(sorted(FAMILIES.items()))

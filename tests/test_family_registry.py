@@ -1,0 +1,54 @@
+"""Registration is checked when a family's or a dataset's module is imported: a broken entry fails
+there with one clear message, not in every trial of a sweep."""
+
+import pytest
+
+from trainables.datasets import DATASETS, register_dataset
+from trainables.family import FAMILIES, ModelFamily, register_family
+from trainables.models import all_families, get_family
+
+
+def family(**attributes) -> type[ModelFamily]:
+    return type("Broken", (ModelFamily,), {"name": "broken", "description": "a test family",
+                                           "defaults": {"batch_size": 8}, **attributes})
+
+
+@pytest.mark.parametrize("attributes, fragment", [
+    ({"name": "dcgan"}, "'dcgan' is registered already"),
+    ({"name": "not-a-name"}, "name must be an identifier"),
+    ({"name": ""}, "name must be an identifier"),
+    ({"description": " "}, "description is empty"),
+    ({"data_kind": "video"}, "data_kind must be one of images, paired, unpaired"),
+    ({"objective": "accuracy"}, "objective 'accuracy' is not one of metric_names"),
+    ({"mode": "lower"}, "mode must be 'min' or 'max'"),
+    ({"metric_names": "fid"}, "metric_names must be a tuple of names"),
+    ({"defaults": {"lr": 1e-3}}, "defaults must be a dict of every hyperparameter, batch_size included"),
+    ({"mutable": ("lr",)}, "mutable names hyperparameters without a default: ['lr']"),
+])
+def test_a_family_that_breaks_the_contract_is_refused_at_registration(attributes, fragment):
+    with pytest.raises(ValueError, match="model family Broken: ") as refused:
+        register_family(family(**attributes))
+    assert fragment in str(refused.value)
+    assert "broken" not in FAMILIES
+
+
+def test_only_model_families_register():
+    with pytest.raises(TypeError, match="subclass of ModelFamily"):
+        register_family(dict)
+
+
+def test_the_registry_is_read_through_trainables_models():
+    assert list(all_families()) == sorted(FAMILIES) and get_family("dcgan") is FAMILIES["dcgan"]
+    with pytest.raises(ValueError, match="unknown model 'nosuch'; known: cgan, "):
+        get_family("nosuch")
+
+
+@pytest.mark.parametrize("name, loader, error, fragment", [
+    ("digits", lambda root: None, ValueError, "dataset 'digits' is registered twice"),
+    ("my-data", lambda root: None, ValueError, "must be an identifier"),
+    ("my_data", "not a function", TypeError, "the loader must be callable"),
+])
+def test_a_bad_dataset_registration_is_refused(name, loader, error, fragment):
+    with pytest.raises(error, match=fragment):
+        register_dataset(name, "help")(loader)
+    assert "my_data" not in DATASETS
