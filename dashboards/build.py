@@ -27,7 +27,7 @@ from dashboards import figures
 from dashboards.page import document, esc, facts, image_figure, plot_div
 from trainables.cli import Parser, UsageError, run
 from trainables.experiment import STATUSES, Experiment, load_experiment
-from trainables.layout import DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE
+from trainables.layout import COMPARISON_FILE, DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE
 from trainables.storage import first_line
 
 TOP = 4
@@ -363,8 +363,12 @@ def build(experiments: list[str | Path | Experiment], out: str | Path | None = N
     if top < 1:
         raise UsageError(f"--top must be 1 or more, got {top}")
     loaded = [e if isinstance(e, Experiment) else load_experiment(e) for e in experiments]
-    upload = None if out else loaded[0].source  # the page's default place is the (first) experiment itself
-    out = Path(out) if out else loaded[0].path / DASHBOARD_FILE
+    # the page's default place: one experiment's own folder; a comparison of several goes to the
+    # current folder, so no experiment's own page is replaced
+    upload = None if out or len(loaded) > 1 else loaded[0].source
+    if not out:
+        out = loaded[0].path / DASHBOARD_FILE if len(loaded) == 1 else Path(COMPARISON_FILE).absolute()
+    out = Path(out)
     sections = [experiment_section(exp, i, top) for i, exp in enumerate(loaded)]
     names = [str(exp.spec.get("name", exp.path.name)) for exp in loaded]
     if len(loaded) > 1:
@@ -404,8 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m dashboards.build", description=__doc__.split("\n\n")[1])
     p.add_argument("experiments", nargs="+", help="experiment directories or URIs (STORAGE/NAME, e.g. "
                                                   "s3://bucket/experiments/NAME); several go on one page")
-    p.add_argument("--out", help="output file (default: dashboard.html in the first experiment; for remote storage "
-                                 "also uploaded there, the local copy in its mirror under ~/.cache/gen-orchestrator)")
+    p.add_argument("--out", help=f"output file (default: {DASHBOARD_FILE} in the experiment, for remote storage also "
+                                 f"uploaded there, the local copy in its mirror under ~/.cache/gen-orchestrator; "
+                                 f"several experiments: {COMPARISON_FILE} in the current folder)")
     p.add_argument("--top", type=int, default=TOP, help=f"how many of the best trials/checkpoints to highlight and "
                                                           f"show samples of (default {TOP})")
     args = p.parse_args(argv)

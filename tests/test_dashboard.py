@@ -123,6 +123,21 @@ def test_sweep_writes_its_page_and_bad_input_is_one_line(sweep, tmp_path):
     assert_one_line_error(proc, "is not an experiment directory")
 
 
+def test_several_experiments_without_out_go_to_a_comparison_page_here(sweep, damaged, tmp_path):
+    path, _ = damaged
+    own = (sweep / "dashboard.html").read_bytes()
+    proc = run_cli("dashboards.build", str(sweep), str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    page = tmp_path / "comparison.html"
+    assert proc.stdout.strip() == str(page)
+    assert "real vs mixed" in page.read_text()
+    assert (sweep / "dashboard.html").read_bytes() == own and not (path / "dashboard.html").exists()
+    # one experiment: its own page, as before
+    proc = run_cli("dashboards.build", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(path / "dashboard.html") and "mixed" in (path / "dashboard.html").read_text()
+
+
 def _browser():
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
