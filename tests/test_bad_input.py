@@ -246,3 +246,21 @@ def test_input_that_is_not_an_image(capsys, checkpoint, tmp_path):
     proc = cli(capsys, infer.main, str(checkpoint), "interpolate", "--input", str(tmp_path / "missing.png"),
                "--device", "cpu", "--out", str(tmp_path / "o.png"))
     assert_one_line_error(proc, "missing.png does not exist")
+
+
+def test_images_a_family_cannot_take_are_refused_before_ray_starts(monkeypatch, tmp_path):
+    """dcgan's convs halve the side twice: a folder of 30x30 icons fails its check_data in one
+    line, before Ray starts or the experiment is written, not in every trial of the sweep."""
+    monkeypatch.setenv("ORCHESTRATOR_CACHE", str(tmp_path / "cache"))
+    icons = tmp_path / "icons"
+    icons.mkdir()
+    for i in range(4):
+        write_image(icons / f"{i}.png", (30, 30), "RGB")
+    storage = tmp_path / "storage"
+    start = time.monotonic()
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "image_folder", "--data-root", str(icons),
+                   "--image-size", "30", "--storage", str(storage), timeout=60)
+    assert time.monotonic() - start < 15
+    assert_one_line_error(proc, "dcgan needs square images with a side divisible by 4, got 30x30")
+    assert "Ray dashboard" not in proc.stdout and "experiment" not in proc.stdout
+    assert not storage.exists()

@@ -10,7 +10,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.errors import BadInput
 from trainables.family import ModelFamily, pixel_device, seeded_normal
+
+
+# --- what the conv families need of their images -------------------------------------------------
+
+def check_side(family: str, shape, multiple: int, square: bool = True) -> None:
+    """Refuse images whose sides `multiple` does not divide (e.g. 4: two stride-2 downsamplings that
+    the upsampling must undo exactly); `square` refuses unequal sides as well."""
+    _, height, width = shape
+    if (square and height != width) or height % multiple or width % multiple:
+        rule = "square images with a side" if square else "image sides"
+        raise BadInput(f"{family} needs {rule} divisible by {multiple}, got {height}x{width}")
+
+
+def check_domain_sides(family: str, info: dict, multiple: int) -> None:
+    """Two-domain data for a translator: both domains square, of one side that `multiple` divides."""
+    shape_a, shape_b = list(info["shape_a"] or info["shape"]), list(info["shape"])
+    check_side(family, shape_a, multiple)
+    check_side(family, shape_b, multiple)
+    if shape_a[1:] != shape_b[1:]:
+        raise BadInput(f"{family} needs both domains of one image size; dataset {info['name']!r} has "
+                       f"{shape_a} -> {shape_b}")
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
@@ -24,6 +46,69 @@ def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
     return module
+
+
+def grid_rows(*rows: torch.Tensor, blocks: int = 4, nrow: int = 8) -> torch.Tensor:
+    """Blocks of `nrow`-image rows, one row per tensor: inputs[0:8], outputs[0:8], ..., inputs[8:16] ..."""
+    blocks = max(1, min(blocks, len(rows[0]) // nrow))
+    return torch.cat([r[k * nrow:(k + 1) * nrow] for k in range(blocks) for r in rows])
+
+
+# --- GAN networks and optimisers -----------------------------------------------------------------
+
+class ConvGenerator(nn.Module):
+    """DCGAN's generator (Radford et al. 2015): a linear projection of z to 2 * width maps of a
+    quarter of the side, then two stride-2 transposed convs to `channels` maps in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, channels: int, size: int, width: int):
+        super().__init__()
+        self.latent_dim, self.start = latent_dim, size // 4
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, 2 * width * self.start ** 2, bias=False),
+            nn.BatchNorm1d(2 * width * self.start ** 2), nn.ReLU())
+        self.upsample = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.upsample(self.project(z).view(len(z), -1, self.start, self.start))
+
+
+def conv_encoder(channels: int, size: int, width: int, out_features: int) -> nn.Sequential:
+    """DCGAN's discriminator body: two stride-2 convs, then a linear map to `out_features` (one
+    logit, a latent vector or an embedding)."""
+    return nn.Sequential(
+        nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
+        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
+        nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, out_features))
+
+
+class ConvDiscriminator(nn.Module):
+    """DCGAN's discriminator: one real/fake logit per image."""
+
+    def __init__(self, channels: int, size: int, width: int):
+        super().__init__()
+        self.net = conv_encoder(channels, size, width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+def patch_discriminator(channels: int, width: int) -> nn.Sequential:
+    """PatchGAN (pix2pix, CycleGAN): one real/fake logit per overlapping patch."""
+    return nn.Sequential(
+        nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
+        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.InstanceNorm2d(2 * width), nn.LeakyReLU(0.2),
+        nn.Conv2d(2 * width, 4 * width, 3, 1, 1), nn.InstanceNorm2d(4 * width), nn.LeakyReLU(0.2),
+        nn.Conv2d(4 * width, 1, 3, 1, 1))
+
+
+def two_adams(modules: dict[str, nn.Module], hp: dict, generator: str, discriminator: str) -> dict:
+    """Adam for the module named `generator` (lr_g) and the one named `discriminator` (lr_d), both
+    with betas (beta1, 0.999), as the GAN papers these families follow train."""
+    betas = (hp["beta1"], 0.999)
+    return {generator: torch.optim.Adam(modules[generator].parameters(), lr=hp["lr_g"], betas=betas),
+            discriminator: torch.optim.Adam(modules[discriminator].parameters(), lr=hp["lr_d"], betas=betas)}
 
 
 class ImagePool:
@@ -148,9 +233,7 @@ class AdversarialFamily(ModelFamily):
     what differs (a conditional GAN its step and generation, a Siamese GAN its step)."""
 
     def optimizers(self, modules, hp):
-        betas = (hp["beta1"], 0.999)
-        return {"generator": torch.optim.Adam(modules["generator"].parameters(), lr=hp["lr_g"], betas=betas),
-                "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=hp["lr_d"], betas=betas)}
+        return two_adams(modules, hp, "generator", "discriminator")
 
     def train_step(self, modules, optimizers, batch, hp):
         return self.adversarial_step(modules, optimizers, batch["x"], hp)[0]

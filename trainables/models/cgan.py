@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.blocks import AdversarialFamily, ConvDiscriminator, ConvGenerator, check_side, init_weights
 from trainables.errors import BadInput
-from trainables.blocks import AdversarialFamily, init_weights
 from trainables.family import EvalResult, pixel_device, register_family, seeded_normal
-from trainables.models import dcgan
 
 
 class LabelEmbedding(nn.Module):
@@ -39,7 +38,7 @@ class Generator(nn.Module):
         super().__init__()
         self.num_classes, self.multilabel = num_classes, multilabel
         self.embed = LabelEmbedding(num_classes, embed_dim, multilabel)
-        self.net = dcgan.Generator(latent_dim + embed_dim, channels, size, width)
+        self.net = ConvGenerator(latent_dim + embed_dim, channels, size, width)
         if multilabel:  # how often each attribute is on in the training labels (for unconditioned sampling)
             self.register_buffer("attribute_rate", torch.full((num_classes,), 0.5))
             self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
@@ -56,7 +55,7 @@ class Discriminator(nn.Module):
     def __init__(self, embed_dim: int, num_classes: int, multilabel: bool, channels: int, size: int, width: int):
         super().__init__()
         self.embed = LabelEmbedding(num_classes, embed_dim, multilabel)
-        self.net = dcgan.Discriminator(channels + embed_dim, size, width)
+        self.net = ConvDiscriminator(channels + embed_dim, size, width)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         planes = self.embed(y).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
@@ -85,16 +84,17 @@ class CGAN(AdversarialFamily):
                 "width": 32}
     mutable = ("lr_g", "lr_d")
 
+    def check_data(self, info):
+        super().check_data(info)
+        check_side(self.name, info["shape"], 4)
+
     def build(self, hp, info):
-        shape = tuple(info["shape"])
-        channels, size, _ = shape
-        if size % 4 or shape[1] != shape[2]:
-            raise BadInput(f"cgan needs square images with a side divisible by 4, got {shape}")
+        self.check_data(info)
+        channels, size, _ = info["shape"]
         k, multi = len(info["classes"]), bool(info["multilabel"])
         return {"generator": init_weights(Generator(hp["latent_dim"], hp["embed_dim"], k, multi, channels, size,
                                                     hp["width"])),
                 "discriminator": init_weights(Discriminator(hp["embed_dim"], k, multi, channels, size, hp["width"]))}
-
 
     def train_step(self, modules, optimizers, batch, hp):
         G, D = modules["generator"], modules["discriminator"]

@@ -14,12 +14,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from trainables.blocks import ImagePool, init_weights
+from trainables.blocks import ImagePool, check_domain_sides, grid_rows, init_weights, patch_discriminator, two_adams
 from trainables.family import EvalResult, ModelFamily, register_family
-from trainables.models.sketch2image import check_sizes, grid_rows
 
 
 class ResidualBlock(nn.Module):
@@ -44,15 +42,6 @@ def resnet_generator(in_channels: int, out_channels: int, width: int, n_blocks: 
         nn.ConvTranspose2d(4 * width, 2 * width, 3, 2, 1, output_padding=1), nn.InstanceNorm2d(2 * width), nn.ReLU(),
         nn.ConvTranspose2d(2 * width, width, 3, 2, 1, output_padding=1), nn.InstanceNorm2d(width), nn.ReLU(),
         nn.ReflectionPad2d(3), nn.Conv2d(width, out_channels, 7), nn.Tanh())
-
-
-def patch_discriminator(channels: int, width: int) -> nn.Sequential:
-    """PatchGAN: one real/fake score per overlapping patch."""
-    return nn.Sequential(
-        nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.InstanceNorm2d(2 * width), nn.LeakyReLU(0.2),
-        nn.Conv2d(2 * width, 4 * width, 3, 1, 1), nn.InstanceNorm2d(4 * width), nn.LeakyReLU(0.2),
-        nn.Conv2d(4 * width, 1, 3, 1, 1))
 
 
 class Generators(nn.Module):
@@ -110,7 +99,7 @@ class CycleGAN(ModelFamily):
 
     def check_data(self, info):
         super().check_data(info)
-        check_sizes(self.name, info)
+        check_domain_sides(self.name, info, 4)
 
     def build(self, hp, info):
         channels_a, channels_b = info["shape_a"][0], info["shape"][0]
@@ -119,9 +108,7 @@ class CycleGAN(ModelFamily):
                                                               int(hp["pool_size"])))}
 
     def optimizers(self, modules, hp):
-        betas = (hp["beta1"], 0.999)
-        return {"generators": torch.optim.Adam(modules["generators"].parameters(), lr=hp["lr_g"], betas=betas),
-                "discriminators": torch.optim.Adam(modules["discriminators"].parameters(), lr=hp["lr_d"], betas=betas)}
+        return two_adams(modules, hp, "generators", "discriminators")
 
     def train_step(self, modules, optimizers, batch, hp):
         G, D = modules["generators"], modules["discriminators"]

@@ -18,35 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.blocks import AdversarialFamily
+from trainables.blocks import AdversarialFamily, ConvDiscriminator, ConvGenerator, check_side, conv_encoder
 from trainables.family import EvalResult, pixel_device, register_family, seeded_normal
-
-
-class Generator(nn.Module):
-    def __init__(self, latent_dim: int, channels: int, size: int, width: int):
-        super().__init__()
-        self.latent_dim, self.start = latent_dim, size // 4
-        self.project = nn.Sequential(
-            nn.Linear(latent_dim, 2 * width * self.start ** 2, bias=False),
-            nn.BatchNorm1d(2 * width * self.start ** 2), nn.ReLU())
-        self.upsample = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh())
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.upsample(self.project(z).view(len(z), -1, self.start, self.start))
-
-
-class Discriminator(nn.Module):
-    def __init__(self, channels: int, size: int, width: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)
 
 
 class Encoder(nn.Module):
@@ -54,10 +27,7 @@ class Encoder(nn.Module):
 
     def __init__(self, latent_dim: int, channels: int, size: int, width: int):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, latent_dim))
+        self.net = conv_encoder(channels, size, width, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -75,13 +45,15 @@ class DCGAN(AdversarialFamily):
     mutable = ("lr_g", "lr_d")
     inference_modes = ("sample", "interpolate", "arithmetic")
 
+    def check_data(self, info):
+        super().check_data(info)
+        check_side(self.name, info["shape"], 4)
+
     def build(self, hp, info):
-        shape = tuple(info["shape"])
-        channels, size, _ = shape
-        if size % 4 or shape[1] != shape[2]:
-            raise ValueError(f"dcgan needs square images with a side divisible by 4, got {shape}")
-        return {"generator": Generator(hp["latent_dim"], channels, size, hp["width"]),
-                "discriminator": Discriminator(channels, size, hp["width"]),
+        self.check_data(info)
+        channels, size, _ = info["shape"]
+        return {"generator": ConvGenerator(hp["latent_dim"], channels, size, hp["width"]),
+                "discriminator": ConvDiscriminator(channels, size, hp["width"]),
                 "encoder": Encoder(hp["latent_dim"], channels, size, hp["width"])}
 
     def optimizers(self, modules, hp):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.blocks import EMA, DownBlock, SinusoidalEmbedding, TimeResBlock, UpBlock, group_norm
+from trainables.blocks import EMA, DownBlock, SinusoidalEmbedding, TimeResBlock, UpBlock, check_side, group_norm
 from trainables.errors import BadInput
 from trainables.family import ModelFamily, pixel_device, register_family
 
@@ -30,7 +30,7 @@ SAMPLE_BATCH = 250  # images per U-Net call while sampling (bounds memory, not r
 
 
 class DDPMInputError(BadInput):
-    """A noise schedule, number of timesteps or image size ddpm can't use."""
+    """A noise schedule or number of timesteps ddpm can't use."""
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -158,9 +158,7 @@ class DDPM(ModelFamily):
 
     def check_data(self, info):
         super().check_data(info)
-        _, height, width = info["shape"]
-        if height % 4 or width % 4:
-            raise DDPMInputError(f"ddpm's U-Net downsamples twice: image sides must be divisible by 4, got {height}x{width}")
+        check_side(self.name, info["shape"], 4, square=False)  # the U-Net downsamples twice
 
     def build(self, hp, info):
         self.check_data(info)

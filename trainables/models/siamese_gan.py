@@ -24,19 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.errors import BadInput
-from trainables.blocks import AdversarialFamily, init_weights
+from trainables.blocks import AdversarialFamily, ConvGenerator, check_side, conv_encoder, init_weights
 from trainables.family import register_family
-from trainables.models import dcgan
 
 
 class SiameseDiscriminator(nn.Module):
     def __init__(self, channels: int, size: int, width: int, embed_dim: int):
         super().__init__()
-        self.branch = nn.Sequential(  # DCGAN's discriminator body, ending in an embedding
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, embed_dim), nn.LeakyReLU(0.2))
+        # DCGAN's discriminator body, ending in an embedding
+        self.branch = nn.Sequential(*conv_encoder(channels, size, width, embed_dim), nn.LeakyReLU(0.2))
         self.pair_head = nn.Sequential(nn.Linear(2 * embed_dim, embed_dim), nn.LeakyReLU(0.2), nn.Linear(embed_dim, 1))
         self.real_head = nn.Linear(embed_dim, 1)
 
@@ -69,14 +65,15 @@ class SiameseGAN(AdversarialFamily):
     mutable = ("lr_g", "lr_d")
     inference_modes = ("sample", "interpolate")
 
-    def build(self, hp, info):
-        shape = tuple(info["shape"])
-        channels, size, _ = shape
-        if size % 4 or shape[1] != shape[2]:
-            raise BadInput(f"siamese_gan needs square images with a side divisible by 4, got {shape}")
-        return {"generator": init_weights(dcgan.Generator(hp["latent_dim"], channels, size, hp["width"])),
-                "discriminator": init_weights(SiameseDiscriminator(channels, size, hp["width"], hp["embed_dim"]))}
+    def check_data(self, info):
+        super().check_data(info)
+        check_side(self.name, info["shape"], 4)
 
+    def build(self, hp, info):
+        self.check_data(info)
+        channels, size, _ = info["shape"]
+        return {"generator": init_weights(ConvGenerator(hp["latent_dim"], channels, size, hp["width"])),
+                "discriminator": init_weights(SiameseDiscriminator(channels, size, hp["width"], hp["embed_dim"]))}
 
     def train_step(self, modules, optimizers, batch, hp):
         G, D = modules["generator"], modules["discriminator"]

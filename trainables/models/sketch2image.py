@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from trainables.blocks import init_weights
-from trainables.errors import BadInput
+from trainables.blocks import check_domain_sides, grid_rows, init_weights, patch_discriminator, two_adams
 from trainables.family import EvalResult, ModelFamily, Unsupported, register_family
 
 
@@ -45,28 +44,10 @@ class ConditionalDiscriminator(nn.Module):
 
     def __init__(self, channels: int, width: int):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.InstanceNorm2d(2 * width), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 4 * width, 3, 1, 1), nn.InstanceNorm2d(4 * width), nn.LeakyReLU(0.2),
-            nn.Conv2d(4 * width, 1, 3, 1, 1))
+        self.net = patch_discriminator(channels, width)
 
     def forward(self, sketch: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([sketch, image], dim=1))
-
-
-def check_sizes(name: str, info: dict) -> None:
-    """Both domains square, of one side divisible by 4 (two stride-2 down- and upsamplings)."""
-    shapes = [tuple(info["shape"]), tuple(info["shape_a"] or info["shape"])]
-    if any(s[1] != s[2] or s[1] % 4 for s in shapes) or shapes[0][1:] != shapes[1][1:]:
-        raise BadInput(f"{name} needs square images of one size divisible by 4 in both domains; "
-                       f"dataset {info['name']!r} has {list(shapes[1])} -> {list(shapes[0])}")
-
-
-def grid_rows(*rows: torch.Tensor, blocks: int = 4, nrow: int = 8) -> torch.Tensor:
-    """Blocks of `nrow`-image rows, one row per tensor: inputs[0:8], outputs[0:8], ..., inputs[8:16] ..."""
-    blocks = max(1, min(blocks, len(rows[0]) // nrow))
-    return torch.cat([r[k * nrow:(k + 1) * nrow] for k in range(blocks) for r in rows])
 
 
 @register_family
@@ -84,7 +65,7 @@ class Sketch2Image(ModelFamily):
 
     def check_data(self, info):
         super().check_data(info)
-        check_sizes(self.name, info)
+        check_domain_sides(self.name, info, 4)
 
     def build(self, hp, info):
         channels_a, size = info["shape_a"][0], info["shape"][1]
@@ -94,9 +75,7 @@ class Sketch2Image(ModelFamily):
                                                                        int(hp["width_d"])))}
 
     def optimizers(self, modules, hp):
-        betas = (hp["beta1"], 0.999)
-        return {"translator": torch.optim.Adam(modules["translator"].parameters(), lr=hp["lr_g"], betas=betas),
-                "discriminator": torch.optim.Adam(modules["discriminator"].parameters(), lr=hp["lr_d"], betas=betas)}
+        return two_adams(modules, hp, "translator", "discriminator")
 
     def train_step(self, modules, optimizers, batch, hp):
         T, D = modules["translator"], modules["discriminator"]
