@@ -32,41 +32,6 @@ from trainables.storage import first_line
 
 TOP = 4
 
-# What the metrics that families report mean (families may report others: they are listed unexplained).
-METRICS = {
-    "fid": "Fréchet distance between Gaussian fits of the features of generated and held-out real images (lower is better)",
-    "kid": "kernel inception distance: unbiased polynomial-kernel MMD between the same features (lower is better)",
-    "kid_std": "standard deviation of KID over subsets",
-    "auroc": "area under the ROC curve of the anomaly score, normal class vs the rest, on held-out images (higher is better)",
-    "elbo": "held-out evidence lower bound per image, nats (higher is better)",
-    "recon_heldout": "held-out reconstruction loss per image, nats",
-    "kl_heldout": "held-out KL(q(z|x) || p(z)) per image, nats",
-    "label_accuracy": "share of generated images that the feature classifier assigns the class they were asked for",
-    "l1": "mean absolute pixel error of the translation against the paired target",
-    "ssim": "structural similarity of the translation to the paired target (higher is better)",
-    "loss_g": "generator loss, averaged since the last report",
-    "loss_d": "discriminator loss, averaged since the last report",
-    "d_real": "discriminator's mean probability of 'real' on real images",
-    "d_fake": "discriminator's mean probability of 'real' on generated images",
-    "loss": "training loss, averaged since the last report",
-    "recon": "reconstruction term of the training loss",
-    "kl": "KL term of the training loss",
-    "loss_l1": "L1 term of the generator's loss (translation against its target)",
-    "loss_pair": "Siamese pair (contrastive) loss",
-    "same_real": "Siamese head's mean probability that two real images of a class are the same class",
-    "same_fake": "Siamese head's mean probability that a generated image matches its class",
-    "loss_e": "encoder loss (latent regression), averaged since the last report",
-    "latent_mse": "mean squared error of the encoder's latent for generated images against the latent they came from",
-    "recon_l1": "mean absolute pixel error of held-out images encoded then generated again",
-    "fid_a2b": "FID of images translated A -> B against held-out B images",
-    "fid_b2a": "FID of images translated B -> A against held-out A images",
-    "cycle_l1": "mean absolute pixel error of A -> B -> A against the input",
-    "l1_b2a": "mean absolute pixel error of the B -> A translation against the paired target",
-    "loss_cycle": "cycle-consistency loss (L1 of A -> B -> A and B -> A -> B)",
-    "loss_idt": "identity loss (a target-domain image passed through its generator stays itself)",
-}
-
-
 def family_labels(spec: dict) -> dict:
     """What the family's registration says (description, losses, metrics, kind of data), for labels
     only. Read when the registry is loaded already (the sweep builds the page at its end): importing
@@ -82,7 +47,7 @@ def family_labels(spec: dict) -> dict:
         return {}
     return {"description": family.description, "loss_names": list(family.loss_names),
             "metric_names": list(family.metric_names), "data_kind": family.data_kind,
-            "inference_modes": list(family.inference_modes)}
+            "inference_modes": list(family.inference_modes), "metric_descriptions": dict(family.metric_descriptions)}
 
 
 def reported_keys(exp: Experiment) -> tuple[list[str], list[str]]:
@@ -176,7 +141,10 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
                     f"Comparable between trials on this dataset, <b>not</b> with published Inception FID")
     names = list(dict.fromkeys([exp.objective, *(labels.get("metric_names") or evaluated),
                                 *(labels.get("loss_names") or logged)]))
-    metrics = "".join(f"<li><code>{esc(k)}</code>: {esc(METRICS.get(k, 'reported by the family'))}</li>" for k in names)
+    # the family's own words: recorded in sweep.json, or from the family itself for older sweeps
+    descriptions = spec.get("metric_descriptions") or labels.get("metric_descriptions") or {}
+    metrics = "".join(f"<li><code>{esc(k)}</code>: {esc(descriptions.get(k, 'reported by the family'))}</li>"
+                      for k in names)
     counts = Counter(statuses.values())
     trial_text = (f"{len(exp.trials)} of {spec.get('trials')} started: "
                   + ", ".join(f"{n} {s}" for s, n in counts.most_common()) if exp.trials else "none started yet")

@@ -1,11 +1,13 @@
 """Registration is checked when a family's or a dataset's module is imported: a broken entry fails
 there with one clear message, not in every trial of a sweep."""
 
+import json
+
 import pytest
 
 from trainables.datasets import DATASETS, register_dataset
 from trainables.family import FAMILIES, ModelFamily, register_family
-from trainables.models import all_families, get_family
+from trainables.models import all_families, get_family, metric_descriptions
 
 
 def family(**attributes) -> type[ModelFamily]:
@@ -24,6 +26,7 @@ def family(**attributes) -> type[ModelFamily]:
     ({"metric_names": "fid"}, "metric_names must be a tuple of names"),
     ({"defaults": {"lr": 1e-3}}, "defaults must be a dict of every hyperparameter, batch_size included"),
     ({"mutable": ("lr",)}, "mutable names hyperparameters without a default: ['lr']"),
+    ({"loss_names": ("loss_x",)}, "metric_descriptions must describe every metric and loss; missing: ['loss_x']"),
 ])
 def test_a_family_that_breaks_the_contract_is_refused_at_registration(attributes, fragment):
     with pytest.raises(ValueError, match="model family Broken: ") as refused:
@@ -41,6 +44,13 @@ def test_the_registry_is_read_through_trainables_models():
     assert list(all_families()) == sorted(FAMILIES) and get_family("dcgan") is FAMILIES["dcgan"]
     with pytest.raises(ValueError, match="unknown model 'nosuch'; known: cgan, "):
         get_family("nosuch")
+
+
+def test_every_family_describes_what_it_reports_for_sweep_json():
+    for name, family in all_families().items():
+        described = json.loads(json.dumps(metric_descriptions(name)))
+        assert list(described) == [*family.metric_names, *family.loss_names]
+        assert all(text.strip() for text in described.values())
 
 
 @pytest.mark.parametrize("name, loader, error, fragment", [

@@ -227,10 +227,20 @@ class UpBlock(nn.Module):
         return self.up(self.block(torch.cat([x, skip], dim=1), t_emb))
 
 
+ADVERSARIAL_LOSSES = {
+    "loss_g": "generator loss, averaged since the last report",
+    "loss_d": "discriminator loss, averaged since the last report",
+    "d_real": "discriminator's mean probability of 'real' on real images",
+    "d_fake": "discriminator's mean probability of 'real' on generated images",
+}
+
+
 class AdversarialFamily(ModelFamily):
     """What the GAN families share: Adam for a generator and a discriminator (lr_g, lr_d, beta1),
     a non-saturating BCE step, and decoding latent draws with the generator. A family overrides
     what differs (a conditional GAN its step and generation, a Siamese GAN its step)."""
+
+    metric_descriptions = {**ModelFamily.metric_descriptions, **ADVERSARIAL_LOSSES}
 
     def optimizers(self, modules, hp):
         return two_adams(modules, hp, "generator", "discriminator")

@@ -23,6 +23,12 @@ from torch import nn
 
 from trainables.errors import BadInput
 
+QUALITY_METRICS = {  # what the Evaluator's `quality` reports
+    "fid": "Fréchet distance between Gaussian fits of the features of generated and held-out real images "
+           "(lower is better)",
+    "kid": "kernel inception distance: unbiased polynomial-kernel MMD between the same features (lower is better)",
+    "kid_std": "standard deviation of KID over subsets",
+}
 FAMILIES: dict[str, "ModelFamily"] = {}  # read through trainables.models (get_family, all_families)
 DATA_KINDS = ("images", "paired", "unpaired")
 
@@ -59,6 +65,10 @@ def check_family(cls) -> None:
             "defaults must be a dict of every hyperparameter, batch_size included")
     require(set(cls.mutable) <= set(cls.defaults),
             f"mutable names hyperparameters without a default: {sorted(set(cls.mutable) - set(cls.defaults))}")
+    described = cls.metric_descriptions if isinstance(cls.metric_descriptions, dict) else {}
+    require(all(isinstance(described.get(n), str) for n in (*cls.metric_names, *cls.loss_names)),
+            f"metric_descriptions must describe every metric and loss; missing: "
+            f"{[n for n in (*cls.metric_names, *cls.loss_names) if not isinstance(described.get(n), str)]}")
 
 
 class UnknownFamily(BadInput):
@@ -103,6 +113,7 @@ class ModelFamily:
     mode: str = "min"
     metric_names: tuple[str, ...] = ("fid", "kid", "kid_std")  # what `evaluate` returns
     loss_names: tuple[str, ...] = ()
+    metric_descriptions: dict[str, str] = QUALITY_METRICS  # what each metric and loss means (the dashboard's labels)
     defaults: dict = {}  # every hyperparameter with its default; the search space overrides some
     mutable: tuple[str, ...] = ()  # hyperparameters Population Based Training may mutate (learning rates)
     inference_modes: tuple[str, ...] = ("sample",)

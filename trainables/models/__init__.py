@@ -18,3 +18,10 @@ def get_family(name: str) -> ModelFamily:
 
 def all_families() -> dict[str, ModelFamily]:
     return dict(sorted(FAMILIES.items()))
+
+
+def metric_descriptions(model: str) -> dict[str, str]:
+    """What each metric and loss of family `model` means, for the experiment's sweep.json: the
+    dashboard reads its labels from there without importing torch and the families."""
+    family = get_family(model)
+    return {name: family.metric_descriptions[name] for name in (*family.metric_names, *family.loss_names)}

@@ -79,6 +79,8 @@ class CGAN(AdversarialFamily):
     description = "conditional GAN: DCGAN networks conditioned on class labels or multi-hot attributes"
     default_dataset = "fashion_mnist"
     metric_names = ("fid", "kid", "kid_std", "label_accuracy")
+    metric_descriptions = {**AdversarialFamily.metric_descriptions, "label_accuracy": (
+        "share of generated images that the feature classifier assigns the class they were asked for")}
     loss_names = ("loss_g", "loss_d", "d_real", "d_fake")
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "embed_dim": 16, "batch_size": 64,
                 "width": 32}

@@ -16,7 +16,8 @@ import math
 import torch
 from torch import nn
 
-from trainables.blocks import ImagePool, check_domain_sides, grid_rows, init_weights, patch_discriminator, two_adams
+from trainables.blocks import (ADVERSARIAL_LOSSES, ImagePool, check_domain_sides, grid_rows, init_weights,
+                               patch_discriminator, two_adams)
 from trainables.family import EvalResult, ModelFamily, register_family
 
 
@@ -92,6 +93,16 @@ class CycleGAN(ModelFamily):
     directions = ("a2b", "b2a")
     metric_names = ("fid", "fid_a2b", "fid_b2a", "kid", "cycle_l1", "l1", "l1_b2a")
     loss_names = ("loss_g", "loss_d", "loss_cycle", "loss_idt")
+    metric_descriptions = {
+        **ModelFamily.metric_descriptions, **ADVERSARIAL_LOSSES,
+        "fid_a2b": "FID of images translated A -> B against held-out B images",
+        "fid_b2a": "FID of images translated B -> A against held-out A images",
+        "cycle_l1": "mean absolute pixel error of A -> B -> A against the input",
+        "l1": "mean absolute pixel error of the translation against the paired target",
+        "l1_b2a": "mean absolute pixel error of the B -> A translation against the paired target",
+        "loss_cycle": "cycle-consistency loss (L1 of A -> B -> A and B -> A -> B)",
+        "loss_idt": "identity loss (a target-domain image passed through its generator stays itself)",
+    }
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "lambda_cycle": 10.0, "lambda_identity": 0.5,
                 "width": 16, "n_blocks": 3, "width_d": 32, "pool_size": 50, "batch_size": 16}
     mutable = ("lr_g", "lr_d")

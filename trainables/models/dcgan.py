@@ -40,6 +40,13 @@ class DCGAN(AdversarialFamily):
     default_dataset = "fashion_mnist"
     loss_names = ("loss_g", "loss_d", "d_real", "d_fake", "loss_e")
     metric_names = ("fid", "kid", "kid_std", "latent_mse", "recon_l1")
+    metric_descriptions = {
+        **AdversarialFamily.metric_descriptions,
+        "loss_e": "encoder loss (latent regression), averaged since the last report",
+        "latent_mse": "mean squared error of the encoder's latent for generated images against the latent they "
+                      "came from",
+        "recon_l1": "mean absolute pixel error of held-out images encoded then generated again",
+    }
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "batch_size": 64, "width": 32,
                 "lr_e": 2e-3, "encoder_share": 0.5}
     mutable = ("lr_g", "lr_d")

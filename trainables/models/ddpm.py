@@ -152,6 +152,7 @@ class DDPM(ModelFamily):
     description = "DDPM: eps-prediction U-Net, linear/cosine noise schedule, EMA weights, strided DDIM sampling"
     default_dataset = "fashion_mnist"
     loss_names = ("loss",)
+    metric_descriptions = {**ModelFamily.metric_descriptions, "loss": "training loss, averaged since the last report"}
     defaults = {"lr": 2e-3, "schedule": "cosine", "timesteps": 1000, "base_channels": 16, "ema_decay": 0.999,
                 "batch_size": 32, "grad_clip": 1.0, "sample_steps": 20, "eta": 0.0}
     mutable = ("lr",)

@@ -60,6 +60,12 @@ class SiameseGAN(AdversarialFamily):
     description = "Siamese GAN: a weight-shared pair discriminator scores (real, real') vs (real, fake) pairs"
     default_dataset = "fashion_mnist"
     loss_names = ("loss_g", "loss_d", "loss_pair", "same_real", "same_fake", "d_real", "d_fake")
+    metric_descriptions = {
+        **AdversarialFamily.metric_descriptions,
+        "loss_pair": "Siamese pair (contrastive) loss",
+        "same_real": "Siamese head's mean probability that two real images of a class are the same class",
+        "same_fake": "Siamese head's mean probability that a generated image matches its class",
+    }
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "embed_dim": 64, "pair_weight": 1.0,
                 "adv_weight": 1.0, "batch_size": 64, "width": 32}
     mutable = ("lr_g", "lr_d")

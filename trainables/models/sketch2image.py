@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from trainables.blocks import check_domain_sides, grid_rows, init_weights, patch_discriminator, two_adams
+from trainables.blocks import (ADVERSARIAL_LOSSES, check_domain_sides, grid_rows, init_weights, patch_discriminator,
+                               two_adams)
 from trainables.family import EvalResult, ModelFamily, Unsupported, register_family
 
 
@@ -58,6 +59,12 @@ class Sketch2Image(ModelFamily):
     data_kind = "paired"
     metric_names = ("fid", "kid", "kid_std", "l1", "ssim")
     loss_names = ("loss_g", "loss_d", "loss_l1", "d_real", "d_fake")
+    metric_descriptions = {
+        **ModelFamily.metric_descriptions, **ADVERSARIAL_LOSSES,
+        "l1": "mean absolute pixel error of the translation against the paired target",
+        "ssim": "structural similarity of the translation to the paired target (higher is better)",
+        "loss_l1": "L1 term of the generator's loss (translation against its target)",
+    }
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 128, "lambda_l1": 100.0,
                 "width": 32, "width_d": 32, "batch_size": 64}
     mutable = ("lr_g", "lr_d")

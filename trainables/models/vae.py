@@ -141,6 +141,15 @@ class VAE(ModelFamily):
     default_dataset = "fashion_mnist"
     metric_names = ("fid", "kid", "kid_std", "elbo", "recon_heldout", "kl_heldout")
     loss_names = ("loss", "recon", "kl")
+    metric_descriptions = {
+        **ModelFamily.metric_descriptions,
+        "elbo": "held-out evidence lower bound per image, nats (higher is better)",
+        "recon_heldout": "held-out reconstruction loss per image, nats",
+        "kl_heldout": "held-out KL(q(z|x) || p(z)) per image, nats",
+        "loss": "training loss, averaged since the last report",
+        "recon": "reconstruction term of the training loss",
+        "kl": "KL term of the training loss",
+    }
     defaults = {"lr": 1e-3, "latent_dim": 16, "beta": 1.0, "arch": "mlp", "recon": "bce", "batch_size": 64,
                 "hidden": 512, "width": 32}
     mutable = ("lr",)

@@ -46,6 +46,9 @@ class VAEAnomaly(VAE):
     objective = "auroc"
     mode = "max"
     metric_names = ("auroc", "elbo", "recon_heldout", "kl_heldout")  # ELBO & co. on held-out normal images
+    metric_descriptions = {**VAE.metric_descriptions, "auroc": (
+        "area under the ROC curve of the anomaly score, normal class vs the rest, on held-out images "
+        "(higher is better)")}
     # squared error scores anomalies far better than BCE here (Fashion-MNIST, mean ROC-AUC over the
     # classes about 0.90 against 0.75 after 300 steps): a grey pixel costs BCE at least its entropy
     # even when perfectly reconstructed, so BCE ranks images by their grey levels as much as by fit
