@@ -2,10 +2,10 @@
 
 Modes (a family supports those listed by `python -m orchestrator.sweep --list`):
   sample       a grid of N generated images (--labels for conditional models)
-  interpolate  N rows walking the latent space between two points (random, or two --input images)
+  interpolate  N rows (8) walking the latent space between two points (random, or two --input images)
   arithmetic   latent vector arithmetic on class means, e.g. --expr "Ankle boot - Sneaker + Sandal"
                (first row: the same sum in pixel space; second row: in the latent space)
-  reconstruct  rows of input images and their reconstructions
+  reconstruct  N (8) input images and their reconstructions, in pairs of rows of up to 8
   translate    rows of input images (sketches, domain A) and their translations (--direction)
   score        anomaly score of each input image -> CSV (higher = more anomalous)
   roc          ROC curve and ROC-AUC on the held-out split: normal class vs all others -> HTML + JSON
@@ -32,6 +32,7 @@ import torch
 
 from trainables.cli import Parser, UsageError, run
 from trainables.checkpoints import LoadedModel, load_checkpoint, save_grid
+from trainables.layout import BEST_DIR, SPEC_FILE
 
 __all__ = ["load_checkpoint", "LoadedModel"]
 
@@ -124,7 +125,8 @@ def parse_labels(model: LoadedModel, text: str | None, n: int) -> torch.Tensor |
 
 def sample(model: LoadedModel, args) -> str:
     out = Path(args.out or "samples.png")
-    save_grid(model.sample(args.n, seed=args.seed, labels=parse_labels(model, args.labels, args.n)), out)
+    save_grid(model.sample(args.n, seed=args.seed, labels=parse_labels(model, args.labels, args.n)), out,
+              upscale=args.scale)
     return str(out)
 
 
@@ -142,7 +144,7 @@ def interpolate(model: LoadedModel, args) -> str:
     t = torch.linspace(0, 1, args.steps).view(1, -1, 1)
     path = torch.lerp(ends[:, :1], ends[:, 1:], t).flatten(0, 1)  # rows x steps
     out = Path(args.out or "interpolation.png")
-    save_grid(model.decode(path), out, nrow=args.steps)
+    save_grid(model.decode(path), out, nrow=args.steps, upscale=args.scale)
     return str(out)
 
 
@@ -168,15 +170,21 @@ def arithmetic(model: LoadedModel, args) -> str:
     latent = sum(s * m for s, m in zip(signs, means_z))
     decoded = model.decode(torch.stack([*means_z, latent]))
     out = Path(args.out or "arithmetic.png")
-    save_grid(torch.cat([torch.stack([*means_x, pixel]), decoded]), out, nrow=len(terms) + 1)
+    save_grid(torch.cat([torch.stack([*means_x, pixel]), decoded]), out, nrow=len(terms) + 1, upscale=args.scale)
     return f"{out}  (row 1: class means and their sum in pixel space; row 2: decoded mean latents and their sum)"
 
 
 def reconstruct(model: LoadedModel, args) -> str:
+    """Rows of up to 8 inputs, each followed by a row of their reconstructions."""
     x = inputs(model, args)
+    y = model.decode(model.encode(x))
+    cols = min(len(x), 8)
+    blank = torch.ones(-len(x) % cols, *x.shape[1:])  # white cells fill the last pair of rows
+    x, y = torch.cat([x, blank]), torch.cat([y, blank])
     out = Path(args.out or "reconstructions.png")
-    save_grid(torch.cat([x, model.decode(model.encode(x))]), out, nrow=len(x))
-    return f"{out}  (row 1: inputs; row 2: reconstructions)"
+    save_grid(torch.cat([t for i in range(0, len(x), cols) for t in (x[i:i + cols], y[i:i + cols])]), out, nrow=cols,
+              upscale=args.scale)
+    return f"{out}  (rows in pairs: inputs, then their reconstructions)"
 
 
 def translate(model: LoadedModel, args) -> str:
@@ -188,7 +196,7 @@ def translate(model: LoadedModel, args) -> str:
     if "b2a" in getattr(model.family, "directions", ("a2b",)):
         rows.append(model.translate(y, back))
     out = Path(args.out or "translations.png")
-    save_grid(torch.cat(rows), out, nrow=len(x))
+    save_grid(torch.cat(rows), out, nrow=len(x), upscale=args.scale)
     return f"{out}  (rows: inputs, translations{', translated back' if len(rows) == 3 else ''})"
 
 
@@ -245,15 +253,26 @@ def check_out(out: Path) -> None:
         raise UsageError(f"--out {out}: the folder {out.parent} does not exist; create it or choose another --out")
 
 
+def check_not_experiment(folder: Path) -> None:
+    """An experiment folder instead of a checkpoint: say where its best checkpoint is, or how to get it."""
+    if (folder / SPEC_FILE).is_file():
+        exported = sorted((folder / BEST_DIR).glob("rank1-*"))
+        hint = f"use {exported[0]}" if exported else f"export its best with: python -m orchestrator.best {folder}"
+        raise UsageError(f"{folder} is an experiment, not a checkpoint; {hint}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m orchestrator.infer", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a checkpoint directory (from orchestrator.best, or any checkpoint_* folder), or its "
                                         "URI (s3://.../checkpoint_...: downloaded once, to ~/.cache/gen-orchestrator)")
     p.add_argument("mode", choices=sorted(MODES), help="what to do with it")
-    p.add_argument("--n", type=int, default=64, help="number of images, or rows for interpolate (default 64)")
+    p.add_argument("--n", type=int, help="number of images (default 64), rows for interpolate, inputs for "
+                                         "reconstruct (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", help="output file (default: samples.png, interpolation.png, ... per mode)")
+    p.add_argument("--scale", type=int, default=1, help="enlarge each image of a PNG K times, nearest neighbour "
+                                                        "(e.g. 4 for 16x16 digits; default 1)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--labels", help="sample: class names/indices, comma-separated and repeated to fill --n "
                                     "(conditional models); attribute names to switch on for attribute models")
@@ -269,11 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--direction", choices=["a2b", "b2a"], default="a2b",
                    help="translate: a2b = source (sketch, domain A) -> image (domain B), b2a = back (default a2b)")
     args = p.parse_args(argv)
-    for name in ("n", "steps", "per_class"):
+    if args.n is None:
+        args.n = 8 if args.mode in ("interpolate", "reconstruct") else 64
+    for name in ("n", "steps", "per_class", "scale"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be 1 or more, got {getattr(args, name)}")
     if args.out:
         check_out(Path(args.out))
+    check_not_experiment(Path(args.checkpoint))
     model = load_checkpoint(args.checkpoint, args.device)
     if args.sample_steps is not None:
         if args.sample_steps < 1 or "sample_steps" not in model.family.defaults:

@@ -141,7 +141,8 @@ def build_parser() -> Parser:
                        help="continue the experiment STORAGE/NAME: finished trials are kept, unfinished ones "
                             "resume from their checkpoints")
     where.add_argument("--keep-checkpoints", type=positive_int, default=3,
-                       help="checkpoints kept per trial, the best by the objective (default 3)")
+                       help="checkpoints kept per trial: the best K by the objective, plus the latest "
+                            "(a restarted trial goes on from it) (default 3)")
     cluster = p.add_argument_group("cluster and resources")
     cluster.add_argument("--address", help="Ray cluster to join: 'auto' or HOST:PORT (default: $RAY_ADDRESS, "
                                            "else start a local Ray on this machine)")

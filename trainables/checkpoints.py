@@ -36,10 +36,11 @@ class CheckpointError(BadInput):
     """A checkpoint directory that is missing files, damaged, or not one of ours."""
 
 
-def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None) -> None:
-    """Images in [-1, 1] -> one PNG grid."""
+def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None, upscale: int = 1) -> None:
+    """Images in [-1, 1] -> one PNG grid; `upscale` enlarges each image that many times (nearest neighbour)."""
     nrow = nrow or max(1, int(math.ceil(math.sqrt(len(images)))))
-    save_image(images.detach().float().cpu(), str(path), nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
+    images = images.detach().float().cpu().repeat_interleave(upscale, -1).repeat_interleave(upscale, -2)
+    save_image(images, str(path), nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
 
 
 def save_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizers: dict, step: int,
