@@ -34,7 +34,7 @@ import torch
 from common import ROOT, run_sweep  # noqa: E402  (puts the project on sys.path)
 from trainables.experiment import load_experiment  # noqa: E402
 from trainables.datasets import load_dataset  # noqa: E402
-from trainables.family import all_families, get_family  # noqa: E402
+from trainables.models import all_families, get_family  # noqa: E402
 from trainables.features import Evaluator, feature_network  # noqa: E402
 from trainables.loop import EVAL_SEED, _batches, next_batch  # noqa: E402
 
