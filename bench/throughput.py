@@ -36,7 +36,7 @@ from trainables.experiment import load_experiment  # noqa: E402
 from trainables.datasets import load_dataset  # noqa: E402
 from trainables.models import all_families, get_family  # noqa: E402
 from trainables.features import Evaluator, feature_network  # noqa: E402
-from trainables.loop import EVAL_SEED, _batches, next_batch  # noqa: E402
+from trainables.loop import EVAL_SEED, index_batches, next_batch  # noqa: E402
 
 EVAL_EVERY, LOG_EVERY = 150, 25
 SLOW = ("cyclegan", "ddpm")  # 20-50x slower steps: --slow-steps of them measure as well
@@ -75,8 +75,8 @@ def plain_loop(model: str, hp: dict, steps: int, warmup: int) -> dict:
     data = family.prepare_data(load_dataset(family.default_dataset), hp)
     modules = family.build(hp, data.info())
     optimizers = family.optimizers(modules, hp)
-    batches = _batches(len(data.train_x), hp["batch_size"], 0, 1, 0, 0)
-    batches_a = _batches(len(data.train_a), hp["batch_size"], 0, 1, 0, 0, stream=1) if family.data_kind == "unpaired" else None
+    batches = index_batches(len(data.train_x), hp["batch_size"], 0, 1, 0, 0)
+    batches_a = index_batches(len(data.train_a), hp["batch_size"], 0, 1, 0, 0, stream=1) if family.data_kind == "unpaired" else None
 
     def step() -> None:
         family.train_step(modules, optimizers, next_batch(data, family, batches, batches_a, torch.device("cpu")), hp)

@@ -1,5 +1,6 @@
-"""The sweep's searcher: Ray Tune's OptunaSearch, taught what a diverged trial means, and where
-its Optuna study lives (the experiment's optuna.db, also on remote storage)."""
+"""Where the sweep's Optuna study lives: the experiment's optuna.db, on remote storage a working
+copy uploaded as trials end. (The searcher, DivergedIsPruned, is in trainables.ray_trial with the
+rest of the Ray glue; it is imported here too, where experiments pickled before 0.3.0 find it.)"""
 
 from __future__ import annotations
 
@@ -11,28 +12,13 @@ import tempfile
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 from ray.tune import Callback
-from ray.tune.search.optuna import OptunaSearch
 
-from trainables.layout import DIVERGED, STUDY_FILE
+from trainables.layout import STUDY_FILE
+from trainables.ray_trial import DivergedIsPruned
 from trainables.storage import Location, cache_root, first_line, location
 
-
-class DivergedIsPruned(OptunaSearch):
-    """A trial that diverged (its last result has trainables.layout.DIVERGED) is told to Optuna as
-    PRUNED. Told as it ended, with its best score so far, it would look good; told as failed,
-    Optuna's TPE would ignore it and sample near it again. TPE ranks pruned trials below every
-    complete one, so it learns that region is bad."""
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if result and result.get(DIVERGED) and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result, error)
-
-
+__all__ = ["DivergedIsPruned", "StudyStorage", "UploadStudy", "fetch_study", "study_copy", "study_url", "upload_study"]
 
 
 def study_copy(exp: Location) -> Path:

@@ -1,7 +1,8 @@
 """python -m orchestrator.sweep MODEL [options]: a Ray Tune + Optuna sweep of one model family.
 
-Each trial is a Ray Train TorchTrainer (see trainables/loop.py); the Optuna TPE searcher picks
-hyperparameters, ASHA stops poor trials early (or Population Based Training, without Optuna,
+Each trial trains one set of hyperparameters with the shared loop (trainables/loop.py): in its
+Tune trial's own process, or, with several workers (DDP) or --torch-trainer, under a Ray Train
+TorchTrainer (trainables/ray_trial.py). The Optuna TPE searcher picks hyperparameters, ASHA stops poor trials early (or Population Based Training, without Optuna,
 moves poor trials onto better ones' checkpoints with mutated learning rates), and each trial
 keeps its best checkpoints by the family's objective. At the end the sweep prints a leaderboard
 and writes dashboard.html.
@@ -11,17 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import socket
 import sys
 import tempfile
 import time
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from trainables.cli import Parser, UsageError, run
-from trainables.experiment import is_spec, keep_results_before_resume, leaderboard, load_experiment
+from trainables.experiment import (is_spec, keep_results_before_resume, leaderboard, load_experiment, write_histories,
+                                   write_sweep_status)
 from trainables.layout import CHECKPOINTS_DIR, DASHBOARD_FILE, ERROR_FILE, SPEC_FILE, STORAGE_FULL
+from trainables.settings import CheckpointConfig, LoopSettings, Resources, TrialSettings
 from trainables.storage import Location, check_reachable, first_line, location
 
 QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000}
@@ -146,15 +151,15 @@ def build_parser() -> Parser:
     cluster = p.add_argument_group("cluster and resources")
     cluster.add_argument("--address", help="Ray cluster to join: 'auto' or HOST:PORT (default: $RAY_ADDRESS, "
                                            "else start a local Ray on this machine)")
-    cluster.add_argument("--workers-per-trial", type=positive_int, default=1,
+    cluster.add_argument("--workers-per-trial", type=positive_int,
                          help="Ray Train workers (DDP processes) per trial (default 1). Two or more run under a "
                               "TorchTrainer; one trains in the Tune trial's own process, which starts ~9 s faster")
-    cluster.add_argument("--torch-trainer", action="store_true",
+    cluster.add_argument("--torch-trainer", action="store_true", default=None,
                          help="run one-worker trials under a TorchTrainer too (Ray Train's worker restarts "
                               "and placement, at the cost of its start-up)")
-    cluster.add_argument("--cpus-per-worker", type=non_negative_float, default=1.0,
+    cluster.add_argument("--cpus-per-worker", type=non_negative_float,
                          help="CPUs per training worker; also its torch threads (default 1)")
-    cluster.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0,
+    cluster.add_argument("--gpus-per-worker", type=non_negative_float,
                          help="GPUs per training worker, fractions allowed (default 0: CPU training)")
     cluster.add_argument("--max-concurrent", type=positive_int,
                          help="trials running at once (default: as many as the cluster's CPUs/GPUs fit)")
@@ -162,6 +167,8 @@ def build_parser() -> Parser:
                          help="times a trial restarts from its last checkpoint after a training worker, or the "
                               "node running the trial, dies (default 1)")
     p.add_argument("--no-dashboard", action="store_true", help="don't write dashboard.html at the end")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray Tune's trial status tables (default: one line as each trial ends)")
     return p
 
 
@@ -178,9 +185,20 @@ def fit_budget(spec: dict) -> list[str]:
     return notes
 
 
+def trial_resources(args: argparse.Namespace, spec: dict) -> Resources:
+    """A new sweep's resources per trial come from the command line; a resumed one's from its
+    sweep.json, where options given again win (said in one line)."""
+    given = {f.name: getattr(args, f.name) for f in fields(Resources) if getattr(args, f.name) is not None}
+    saved = Resources.from_json(spec.get("resources") or {}) if args.resume else Resources()
+    changed = [f"--{k.replace('_', '-')} {getattr(saved, k)} -> {v}" for k, v in given.items() if getattr(saved, k) != v]
+    if args.resume and changed:
+        print(f"[sweep] resuming with resources changed from its {SPEC_FILE}: {', '.join(changed)}", flush=True)
+    return replace(saved, **given)
+
+
 def list_models() -> None:
     from search_spaces import default_space_path, describe, load_space
-    from trainables.family import all_families
+    from trainables.models import all_families
 
     for name, family in all_families().items():
         space = describe(load_space(default_space_path(name), set(family.defaults)))
@@ -194,7 +212,7 @@ def list_models() -> None:
 def make_spec(args: argparse.Namespace) -> dict:
     """Everything that defines the sweep, saved as sweep.json (and reused by --resume)."""
     from search_spaces import default_space_path, load_space, parse_overrides
-    from trainables.family import get_family
+    from trainables.models import get_family, metric_descriptions
 
     family = get_family(args.model)
     overrides = parse_overrides(args.set, family.defaults)
@@ -211,20 +229,22 @@ def make_spec(args: argparse.Namespace) -> dict:
         subset=args.subset, data_options={k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k) is not None},
         space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
         scheduler=args.scheduler, searcher=args.searcher, seed=args.seed, fid_features=args.fid_features,
-        objective=family.objective, mode=family.mode,
+        objective=family.objective, mode=family.mode, metric_descriptions=metric_descriptions(args.model),
         keep_checkpoints=args.keep_checkpoints)
     if mutated:
         spec["pbt_mutates"] = mutated
     return spec
 
 
-def init_ray(address: str | None) -> tuple[str | None, bool]:
+def init_ray(address: str | None, verbose: bool = False) -> tuple[str | None, bool]:
     """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray.
     Returns the dashboard URL and whether the Ray is a local one started here."""
     import ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     local = not (address or os.environ.get("RAY_ADDRESS"))
+    if local and not verbose:  # a Ray of this machine's own: its token-auth notice says nothing to do
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         if not local:
             context = ray.init(address=address, logging_level="WARNING")
@@ -260,21 +280,22 @@ def autoscaler_capacity(kind: str, config_file: Path = AUTOSCALER_CONFIG) -> flo
         return 0.0
 
 
-def default_concurrency(args: argparse.Namespace, local: bool) -> int:
+def default_concurrency(resources: Resources, local: bool) -> int:
     """How many trials the cluster fits at once: what it has now or, on an autoscaling cluster,
     what the autoscaler may add (so that waiting trials make it scale up to that); a trial that
     can never fit a local Ray is bad input."""
     import ray
 
-    resources = ray.cluster_resources()
-    kind, per_worker = ("GPU", args.gpus_per_worker) if args.gpus_per_worker > 0 else ("CPU", args.cpus_per_worker)
-    need, have = max(per_worker, 0.01) * args.workers_per_trial, resources.get(kind, 0)
+    cluster = ray.cluster_resources()
+    gpus, cpus, workers = resources.gpus_per_worker, resources.cpus_per_worker, resources.workers_per_trial
+    kind, per_worker = ("GPU", gpus) if gpus > 0 else ("CPU", cpus)
+    need, have = max(per_worker, 0.01) * workers, cluster.get(kind, 0)
     if not local:
         have = max(have, autoscaler_capacity(kind))
     if kind == "CPU":
         need += TRIAL_DRIVER_CPU
     if need > have:
-        message = (f"a trial needs {need:g} {kind} ({args.workers_per_trial} workers x {per_worker:g}) "
+        message = (f"a trial needs {need:g} {kind} ({workers} workers x {per_worker:g}) "
                    f"but the cluster has {have:g}")
         if local:
             raise UsageError(message + "; lower --workers-per-trial or --cpus-per-worker")
@@ -296,33 +317,35 @@ def pbt_mutations(family, space: dict) -> dict:
     return mutations
 
 
-def build_tuner(spec: dict, args: argparse.Namespace, exp: Location, refs: dict, resume: bool):
+def trial_settings(spec: dict, resources: Resources, max_failures: int, exp: Location, refs: dict) -> TrialSettings:
+    """What every trial of the sweep gets (trainables.ray_trial.run_trial)."""
+    info = spec["dataset_info"]
+    return TrialSettings(
+        loop=LoopSettings(model=spec["model"], seed=spec["seed"],
+                          **{k: spec[k] for k in ("max_steps", "eval_every", "log_every", "eval_samples")}),
+        resources=resources,
+        checkpoint=CheckpointConfig(model=spec["model"], dataset=info["name"], shape=info["shape"], data=info,
+                                    feature_network=spec["feature_network"]["name"], experiment=spec["name"]),
+        checkpoint_root=(exp / CHECKPOINTS_DIR).uri, keep_checkpoints=spec["keep_checkpoints"],
+        max_failures=max_failures,
+        report_checkpoints=spec["scheduler"] == "pbt",  # PBT restarts trials from Tune's checkpoints
+        data_ref=refs["data_ref"], feature_ref=refs["feature_ref"])
+
+
+def build_tuner(spec: dict, args: argparse.Namespace, exp: Location, settings: TrialSettings, resume: bool):
+    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from orchestrator.searcher import DivergedIsPruned, StudyStorage, fetch_study
+    from orchestrator.searcher import StudyStorage, fetch_study
     from search_spaces import parse_space
-    from trainables.family import get_family
-    from trainables.loop import in_process, run_trial
+    from trainables.models import get_family
+    from trainables.ray_trial import DivergedIsPruned, run_trial
 
     family = get_family(spec["model"])
-    settings = {
-        "model": spec["model"],
-        "workers_per_trial": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
-        "gpus_per_worker": args.gpus_per_worker, "max_failures": args.max_failures,
-        "torch_trainer": args.torch_trainer,
-        "keep_checkpoints": spec["keep_checkpoints"], "checkpoint_root": (exp / CHECKPOINTS_DIR).uri,
-        "report_checkpoints": spec["scheduler"] == "pbt",  # PBT restarts trials from Tune's checkpoints
-        "loop": {
-            "model": spec["model"], **refs, "seed": spec["seed"], "cpus_per_worker": args.cpus_per_worker,
-            **{k: spec[k] for k in ("max_steps", "log_every", "eval_every", "eval_samples")},
-            "checkpoint_config": {"model": spec["model"], "dataset": spec["dataset_info"]["name"],
-                                  "shape": spec["dataset_info"]["shape"], "data": spec["dataset_info"],
-                                  "feature_network": spec["feature_network"]["name"], "experiment": spec["name"]},
-        },
-    }
     # a one-worker trial trains in its Tune trial's process, which then needs the worker's resources
-    resources = ({"cpu": args.cpus_per_worker, "gpu": args.gpus_per_worker} if in_process(settings)
+    resources = settings.resources
+    resources = ({"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker} if resources.in_process
                  else {"cpu": TRIAL_DRIVER_CPU})
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
     if resume:
@@ -335,6 +358,8 @@ def build_tuner(spec: dict, args: argparse.Namespace, exp: Location, refs: dict,
     if spec["scheduler"] == "pbt":
         return pbt_tuner(spec, args, family, trainable, param_space, exp)
     metric = f"{family.objective}_best"
+    if not args.verbose:  # not a line per trial from Optuna too
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     fetch_study(exp, resume=False)
     storage = StudyStorage(exp.uri)
     sampler = SAMPLERS[spec.get("searcher", "tpe")](spec)
@@ -364,13 +389,16 @@ def run_config(spec: dict, args: argparse.Namespace, exp: Location):
     copy is uploaded as each trial ends (UploadStudy)."""
     from ray import tune
 
-    from orchestrator.keep_results import KeepResultsOnRestart, StopWhenStorageFull
     from orchestrator.searcher import UploadStudy
+    from trainables.ray_trial import KeepResultsOnRestart, StopWhenStorageFull, SweepProgress
 
     callbacks = [KeepResultsOnRestart(), StopWhenStorageFull()]
+    if not args.verbose:
+        callbacks.append(SweepProgress(spec["trials"], spec["objective"], spec["mode"]))
     if exp.remote and spec["scheduler"] != "pbt":
         callbacks.append(UploadStudy(exp))
     return tune.RunConfig(name=spec["name"], storage_path=exp.parent.uri, callbacks=callbacks,
+                          verbose=None if args.verbose else 0,
                           failure_config=tune.FailureConfig(max_failures=args.max_failures))
 
 
@@ -537,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     check_address(args.address)
 
     from trainables.datasets import load_dataset
-    from trainables.family import get_family
+    from trainables.models import get_family
     from trainables.features import feature_network
 
     data = load_dataset(spec["dataset"], spec["data_root"], spec["subset"], spec.get("data_options"))
@@ -550,10 +578,9 @@ def main(argv: list[str] | None = None) -> int:
                                                              data_root=spec["data_root"],
                                                              data_options=spec.get("data_options"))
     spec["dataset_info"] = {**data.info(), "options": spec.get("data_options") or {}}  # checkpoints keep the options
-    spec["resources"] = {"workers_per_trial": args.workers_per_trial, "torch_trainer": args.torch_trainer,
-                         "cpus_per_worker": args.cpus_per_worker,
-                         "gpus_per_worker": args.gpus_per_worker}
-    dashboard_url, local = init_ray(args.address)
+    resources = trial_resources(args, spec)
+    spec["resources"] = asdict(resources)
+    dashboard_url, local = init_ray(args.address, args.verbose)
     import ray
 
     check_shared(exp.parent)  # before anything is written there
@@ -567,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # decoded once per sweep; trials read them from the object store (zero-copy on each node)
     refs = {"data_ref": ray.put(data), "feature_ref": ray.put((feature_state, spec["feature_network"]))}
-    spec["max_concurrent"] = args.max_concurrent or default_concurrency(args, local)
+    settings = trial_settings(spec, resources, args.max_failures, exp, refs)
+    spec["max_concurrent"] = args.max_concurrent or default_concurrency(resources, local)
     log(f"experiment {exp}: {spec['trials']} trials of up to {spec['max_steps']} steps, "
         f"{spec['max_concurrent']} at a time, scheduler {spec['scheduler']}"
         + ("" if spec["scheduler"] == "pbt" else f", Optuna sampler {spec.get('searcher', 'tpe')}"))
@@ -577,21 +605,37 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Ray dashboard: {'http://' + dashboard_url if dashboard_url else 'not running'}")
 
     start = time.time()
-    tuner = build_tuner(spec, args, exp, refs, args.resume)
-    tuner.fit()
+    tuner = build_tuner(spec, args, exp, settings, args.resume)
+    from trainables.ray_trial import HideTuneRestoreHint
+
+    logging.getLogger("ray.tune.tune").addFilter(HideTuneRestoreHint())
+    write_sweep_status(exp, "running")
+    stopped = False
+    try:
+        tuner.fit()  # Ctrl-C: Tune stops the trials, saves its state and returns
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune stops at once
+        stopped = True
     elapsed = time.time() - start
     ray.shutdown()
-    return report(exp, elapsed, dashboard=not args.no_dashboard)
+    resume = (f"python -m orchestrator.sweep {spec['model']} --name {spec['name']} --storage {exp.parent} --resume")
+    return report(exp, elapsed, dashboard=not args.no_dashboard, resume=resume, stopped=stopped)
 
 
-def report(where: Location, elapsed: float, dashboard: bool) -> int:
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")  # Tune's statuses of trials a stopped sweep left
+
+
+def report(where: Location, elapsed: float, dashboard: bool, resume: str, stopped: bool = False) -> int:
     """The leaderboard, the best checkpoint and the dashboard (uploaded too, for remote storage).
     The exit code tells the truth: 1 unless some trial wrote a checkpoint and not every trial
-    errored, with one line on stderr saying how many errored and where their error.txt files are."""
+    errored, with one line on stderr saying how many errored and where their error.txt files are;
+    130 (as for Ctrl-C) when the sweep was interrupted, with the command that continues it."""
     import pandas as pd
 
-
     exp = load_experiment(where.uri)  # a remote experiment is read from its local mirror
+    unfinished = [t for t in exp.trials if t.tune_status in UNFINISHED]
+    exp.sweep_status = {"status": "interrupted" if stopped or unfinished else "finished"}
+    write_sweep_status(where, exp.sweep_status["status"])
+    write_histories(exp)
     full = sorted({t.results[-1][STORAGE_FULL] for t in exp.trials if t.results and t.results[-1].get(STORAGE_FULL)}
                   | {t.error for t in exp.trials if t.error and "No space left" in t.error})
     table = leaderboard(exp)
@@ -608,9 +652,8 @@ def report(where: Location, elapsed: float, dashboard: bool) -> int:
         if where.remote:
             print(f"pull it: python -m orchestrator.best {where} --top 3")
     if full:  # nothing more is written there; the experiment is whole up to each trial's last checkpoint
-        print(f"{full[0]} (the sweep stopped; each trial continues from its last complete checkpoint: "
-              f"python -m orchestrator.sweep {exp.spec['model']} --name {exp.spec['name']} "
-              f"--storage {where.parent} --resume)", file=sys.stderr, flush=True)
+        print(f"{full[0]} (the sweep stopped; each trial continues from its last complete checkpoint: {resume})",
+              file=sys.stderr, flush=True)
         return 1
     if dashboard:
         from dashboards.build import build
@@ -623,6 +666,10 @@ def report(where: Location, elapsed: float, dashboard: bool) -> int:
         files = [str(exp.where(t.path / ERROR_FILE)) for t in errored if (t.path / ERROR_FILE).is_file()]
         print(f"{len(errored)} of {len(exp.trials)} trials errored" + (f"; see {', '.join(files)}" if files else
               " (diverged; see the leaderboard)"), file=sys.stderr, flush=True)
+    if exp.sweep_status["status"] == "interrupted":
+        print(f"interrupted: {len(unfinished)} of {len(exp.trials)} trials unfinished; continue the sweep with: "
+              f"{resume}", file=sys.stderr, flush=True)
+        return 130
     if not ranked:
         print("no checkpoint was written (every trial failed or stopped before its first evaluation)",
               file=sys.stderr, flush=True)

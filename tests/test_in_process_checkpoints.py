@@ -1,4 +1,4 @@
-"""The checkpoints a one-worker trial keeps (InProcessSession, trainables/loop.py), on real files:
+"""The checkpoints a one-worker trial keeps (InProcessSession, trainables/ray_trial.py), on real files:
 the same ones Ray Train's checkpoint manager keeps for a TorchTrainer trial. Whole sweeps that
 use them: tests/test_sweep.py (--keep-checkpoints, resume) and tests/test_faults.py (restarts);
 the same on a real S3 server: tests/test_s3.py."""
@@ -6,8 +6,18 @@ the same on a real S3 server: tests/test_s3.py."""
 import json
 import math
 
-from trainables.loop import InProcessSession
 from trainables.layout import COMPLETE
+from trainables.ray_trial import InProcessSession
+from trainables.settings import CheckpointConfig, LoopSettings, Resources, TrialRun, TrialSettings
+
+
+def session(root, trial_id: str, keep: int, objective: str = "fid", mode: str = "min") -> InProcessSession:
+    """The session of one run of trial `trial_id` whose checkpoints go under `root` (a path or URI)."""
+    settings = TrialSettings(
+        loop=LoopSettings(model="dcgan", seed=0, max_steps=10, eval_every=5, log_every=5, eval_samples=10),
+        resources=Resources(), checkpoint=CheckpointConfig("dcgan", "digits", [1, 16, 16], {}, "classifier", "x"),
+        checkpoint_root=str(root), keep_checkpoints=keep, max_failures=0, report_checkpoints=False)
+    return InProcessSession(TrialRun(settings, {}, settings.checkpoint.but(trial_id=trial_id)), objective, mode)
 
 
 def checkpoint(trial, second: int, step: int, fid: float | None, complete: bool = True):
@@ -29,13 +39,12 @@ def test_keeps_the_best_by_the_objective_and_the_latest_and_resumes_from_the_lat
     damaged = checkpoint(trial, 5, 500, None)  # no metrics.json: not ours or damaged, never resumed from
     half = checkpoint(trial, 6, 600, 10.0, complete=False)  # a run died while saving it: no marker
     (trial / ".staging-checkpoint_2026-01-01_00-00-07.000000").mkdir()  # the same, from an older version
-    session = InProcessSession({"checkpoint_root": str(tmp_path), "keep_checkpoints": 2, "gpus_per_worker": 0},
-                               "abc123", "fid", "min")
+    running = session(tmp_path, "abc123", 2, "fid", "min")
     assert not (trial / half).exists()  # the half-written ones are cleared when the trial restarts
     assert not list(trial.glob(".staging-*"))
-    with session.own_checkpoint() as folder:
+    with running.own_checkpoint() as folder:
         assert folder.name == names[3]  # the latest complete one, though its score is the worst
-    session._prune()
+    running._prune()
     assert sorted(p.name for p in trial.iterdir()) == [names[1], names[2], names[3], damaged]
 
 
@@ -45,9 +54,8 @@ def test_max_mode_keeps_the_highest_scores(tmp_path):
     for f in trial.iterdir():  # score as vae_anomaly does
         metrics = json.loads((f / "metrics.json").read_text())
         (f / "metrics.json").write_text(json.dumps({"step": metrics["step"], "auroc": metrics["fid"]}))
-    session = InProcessSession({"checkpoint_root": str(tmp_path), "keep_checkpoints": 1, "gpus_per_worker": 0},
-                               "t", "auroc", "max")
-    session._prune()
+    running = session(tmp_path, "t", 1, "auroc", "max")
+    running._prune()
     assert sorted(p.name for p in trial.iterdir()) == [names[0], names[3]]  # the best (0.9) and the latest
 
 
@@ -60,8 +68,7 @@ def test_checkpoints_from_before_the_marker_count_as_complete(tmp_path):
     for name, version in ((old, "0.1.0"), (half, "0.2.0")):
         (trial / name / "config.json").write_text(json.dumps({"code_version": version}))
         (trial / name / "model.safetensors").write_bytes(b"weights")
-    session = InProcessSession({"checkpoint_root": str(tmp_path), "keep_checkpoints": 2, "gpus_per_worker": 0},
-                               "old", "fid", "min")
+    running = session(tmp_path, "old", 2, "fid", "min")
     assert sorted(p.name for p in trial.iterdir()) == [old]
-    with session.own_checkpoint() as folder:
+    with running.own_checkpoint() as folder:
         assert folder.name == old

@@ -12,7 +12,7 @@ from trainables.cli import UsageError
 from trainables.experiment import load_experiment
 from orchestrator.sweep import pbt_mutations
 from trainables.family import ModelFamily
-from trainables.loop import TUNE_COPIES
+from trainables.ray_trial import TUNE_COPIES
 
 pytestmark = pytest.mark.slow
 

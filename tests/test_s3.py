@@ -26,7 +26,7 @@ import pytest
 from conftest import assert_one_line_error, free_port, run_cli
 from trainables.experiment import load_experiment
 from trainables.errors import BadInput
-from trainables.loop import TUNE_COPIES, TUNE_COPY
+from trainables.ray_trial import TUNE_COPIES, TUNE_COPY
 from trainables.layout import COMPLETE
 from trainables.storage import location
 
@@ -120,14 +120,13 @@ def test_best_infer_and_dashboard_read_the_bucket_directly(asha_sweep, tmp_path)
 def test_a_half_written_checkpoint_in_the_bucket_is_never_picked_up(asha_sweep, s3_server):
     """A trial killed while uploading leaves files without the marker: best, the dashboard and a
     restarted trial all ignore it (and the restarted trial deletes it)."""
-    from trainables.loop import InProcessSession
+    from test_in_process_checkpoints import session
 
     uri, _, _ = asha_sweep
     exp = load_experiment(uri)
     trial, best = exp.ranked_checkpoints()[0]
     fs = s3_server["fs"]
-    running = InProcessSession({"checkpoint_root": f"{uri}/checkpoints", "keep_checkpoints": 1,
-                                "gpus_per_worker": 0}, trial.trial_id, "fid", "min")
+    running = session(f"{uri}/checkpoints", trial.trial_id, 1)
     source = location(str(exp.where(best.path)))
     half = source.path.rsplit("/", 1)[0] + "/checkpoint_2099-01-01_00-00-00.000000"  # the newest name
     for name in ("config.json", "model.safetensors"):
@@ -137,10 +136,9 @@ def test_a_half_written_checkpoint_in_the_bucket_is_never_picked_up(asha_sweep, 
 
     again = load_experiment(uri)
     assert all(c.step != 999 for _, c in again.ranked_checkpoints())
-    settings = {"checkpoint_root": f"{uri}/checkpoints", "keep_checkpoints": 1, "gpus_per_worker": 0}
     with running.own_checkpoint() as folder:  # a trial resuming now takes a complete one, downloaded
         assert json.loads((folder / "metrics.json").read_text())["step"] != 999
-    InProcessSession(settings, trial.trial_id, "fid", "min")  # the trial's next run clears it
+    session(f"{uri}/checkpoints", trial.trial_id, 1)  # the trial's next run clears it
     assert fs.get_file_info(f"{half}/metrics.json").type == pyarrow.fs.FileType.NotFound
 
 

@@ -25,8 +25,10 @@ from torch import nn
 from torchvision.utils import save_image
 
 from trainables.errors import BadInput
-from trainables.family import ModelFamily, UnknownFamily, get_family
+from trainables.family import ModelFamily, UnknownFamily
 from trainables.layout import COMPLETE, CONFIG, EVALUATION, METRICS, SAMPLES, STATE, WEIGHTS
+from trainables.models import get_family
+from trainables.settings import CheckpointConfig
 from trainables.storage import is_complete, is_uri, location, pull
 
 CODE_VERSION = "0.2.0"  # 0.2.0: checkpoints end with a marker (trainables.layout.COMPLETE)
@@ -44,14 +46,14 @@ def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None, u
 
 
 def save_checkpoint(folder: Path, modules: dict[str, nn.Module], optimizers: dict, step: int,
-                    config: dict, metrics: dict, samples: torch.Tensor, nrow: int | None = None,
+                    config: CheckpointConfig, metrics: dict, samples: torch.Tensor, nrow: int | None = None,
                     artifacts: dict | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     weights = {f"{name}.{key}": value.detach().cpu().contiguous()
                for name, module in modules.items() for key, value in module.state_dict().items()}
     save_file(weights, str(folder / WEIGHTS))
     torch.save({"step": step, "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}, folder / STATE)
-    (folder / CONFIG).write_text(json.dumps({**config, "step": step, "code_version": CODE_VERSION}, indent=1))
+    (folder / CONFIG).write_text(json.dumps(config.to_json(step, CODE_VERSION), indent=1))
     (folder / METRICS).write_text(json.dumps(metrics, indent=1))
     save_grid(samples, folder / SAMPLES, nrow)
     if artifacts:

@@ -1,0 +1,85 @@
+"""The settings a sweep hands its trials, typed: built once by orchestrator.sweep, saved in sweep.json
+(Resources), read by trainables.ray_trial and the loop. Imports neither torch nor Ray.
+
+    TrialSettings     what every trial of a sweep shares: the loop's budget, resources, checkpointing
+      LoopSettings    the training loop's budget and cadence
+      Resources       workers, CPUs and GPUs per trial (sweep.json's "resources", reused by --resume)
+    CheckpointConfig  a checkpoint's config.json: what `infer` needs to rebuild the model, and where
+                      the checkpoint came from; one per trial run, serialised in one place (to_json)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Resources:
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    torch_trainer: bool = False  # one-worker trials under a TorchTrainer too
+
+    @property
+    def in_process(self) -> bool:
+        """Whether a trial trains in its own Tune process (one worker) rather than under a TorchTrainer."""
+        return self.workers_per_trial == 1 and not self.torch_trainer
+
+    @classmethod
+    def from_json(cls, data: dict) -> Resources:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    model: str
+    seed: int
+    max_steps: int
+    eval_every: int  # steps between evaluations, each with a checkpoint
+    log_every: int  # steps between loss reports
+    eval_samples: int
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """config.json of a checkpoint; the keys are those of every earlier version (infer reads them)."""
+    model: str
+    dataset: str
+    shape: list
+    data: dict  # the dataset's info and loader options, so infer reloads the same data
+    feature_network: str
+    experiment: str
+    hp: dict = field(default_factory=dict)
+    trial_id: str | None = None
+    worker_nodes: list = field(default_factory=list)  # the Ray node of each worker
+    started_from: dict | None = None  # PBT: the Tune checkpoint this run of the trial started from
+
+    def to_json(self, step: int, code_version: str) -> dict:
+        config = {k: v for k, v in asdict(self).items() if v is not None}
+        return {**config, "step": step, "code_version": code_version}
+
+    def but(self, **changes: Any) -> CheckpointConfig:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    loop: LoopSettings
+    resources: Resources
+    checkpoint: CheckpointConfig  # without the trial's own fields (hp, trial_id, ...)
+    checkpoint_root: str  # STORAGE/NAME/checkpoints, a path or URI
+    keep_checkpoints: int | None  # the best K by the objective, plus the latest
+    max_failures: int  # restarts of a failed TorchTrainer run
+    report_checkpoints: bool  # PBT: Tune gets the checkpoints too, to restart trials from
+    data_ref: Any = None  # Ray object refs of the dataset and the FID feature network
+    feature_ref: Any = None
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """One run of one trial: the sweep's settings and this trial's hyperparameters."""
+    settings: TrialSettings
+    hp: dict  # the family's defaults, overridden by the trial's
+    checkpoint: CheckpointConfig  # with this trial's own fields
+    start_from: Any = None  # PBT: the Tune checkpoint this run starts from (maybe another trial's)
