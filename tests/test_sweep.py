@@ -7,6 +7,7 @@ import sys
 import time
 
 import optuna
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -107,15 +108,19 @@ def test_resume_of_a_finished_sweep_reruns_nothing(digits_sweep, ray_address):
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
 def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tmp_path, stop):
     """Stop the driver once every trial has a checkpoint (Ctrl-C, or killed outright); --resume
-    continues the trials from their checkpoints, not from step 0, and the study stays whole."""
+    continues the trials from their checkpoints, not from step 0, and the study stays whole.
+    Ctrl-C exits 130 with the project's own resume command, the trials show as interrupted, and
+    every checkpoint on disk is in the trials' histories; after the resume each trial's
+    progress.csv holds its whole history, one row per report."""
     # one batch size, so neither trial is done before the other's first checkpoint; a digits step
     # takes ~30 ms, so enough steps that the driver is stopped long before the end
     args = ["dcgan", "--dataset", "digits", "--set", "batch_size=64", "--trials", "2", "--max-steps", "1000",
             "--eval-every", "50",
             "--log-every", "25", "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "cut",
             "--address", ray_address, "--no-dashboard"]
+    output = tmp_path / "driver.txt"
     driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=output.open("w"), stderr=subprocess.STDOUT)
     path = tmp_path / "cut"
     deadline = time.time() + 300
     def checkpointed_trials() -> int:
@@ -130,9 +135,19 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
         time.sleep(0.5)
     driver.send_signal(stop)  # Ctrl-C: Tune saves its state and stops the trials; SIGKILL: nothing is saved now
     driver.wait(timeout=120)
-    before = {t.trial_id: t.last_step for t in load_experiment(path).trials}
+    stopped = load_experiment(path)
+    before = {t.trial_id: t.last_step for t in stopped.trials}
     assert len(before) == 2 and all(0 < step < 1000 for step in before.values()), before
-    saved = {t.trial_id: {c.step for c in t.checkpoints} for t in load_experiment(path).trials}
+    saved = {t.trial_id: {c.step for c in t.checkpoints} for t in stopped.trials}
+    for trial in stopped.trials:  # nothing on disk that the leaderboard doesn't know
+        assert saved[trial.trial_id] <= {r["step"] for r in trial.results}, (saved, trial.results)
+    if stop == signal.SIGINT:
+        said = output.read_text()
+        assert driver.returncode == 130, said[-3000:]
+        assert said.strip().splitlines()[-1].startswith("interrupted: 2 of 2 trials unfinished"), said[-3000:]
+        assert f"--name cut --storage {tmp_path} --resume" in said and "Tuner.restore" not in said, said[-3000:]
+        assert "Traceback" not in said, said[-3000:]
+        assert set(stopped.statuses().values()) == {"interrupted"}
 
     proc = run_cli("orchestrator.sweep", "dcgan", "--resume", "--name", "cut", "--storage", str(tmp_path),
                    "--address", ray_address, "--no-dashboard")
@@ -148,8 +163,10 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
         (backup,) = trial.path.glob("result-before-resume-*.json")
         old_pid = json.loads(backup.read_text().splitlines()[0])["pid"]
         rows = [json.loads(line) for line in (trial.path / "result.json").read_text().splitlines()]
-        resumed = next(r["step"] for r in rows if r["pid"] != old_pid)
+        resumed = next(r["step"] for r in rows if r.get("pid", old_pid) != old_pid)  # no pid: a checkpoint's report
         assert resumed - 25 in saved[trial.trial_id], (trial.trial_id, resumed, saved)  # went on from a checkpoint
+        progress = pd.read_csv(trial.path / "progress.csv")
+        assert list(progress["step"]) == list(range(0, 1001, 25)), list(progress["step"])
     study = optuna.load_study(study_name="cut", storage=f"sqlite:///{path}/optuna.db")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
 

@@ -31,6 +31,7 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         code = main(argv)
     except BadInput as e:
         fail(e.args[0] if e.args else str(e))
-    except KeyboardInterrupt:
-        fail("interrupted; what was written so far is kept")
+    except KeyboardInterrupt:  # 130: a shell's exit status for Ctrl-C
+        print("error: interrupted; what was written so far is kept", file=sys.stderr)
+        raise SystemExit(130) from None
     raise SystemExit(code or 0)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainables.cli import UsageError
-from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, METRICS, PARAMS_FILE,
-                               RESTART_BACKUP, RESULT_FILE, RESUME_BACKUP, SPEC_FILE, TRIAL_DIR_PREFIX, TRIAL_ID)
+from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, METRICS, PARAMS_FILE, PROGRESS_FILE,
+                               RESTART_BACKUP, RESULT_FILE, RESUME_BACKUP, SPEC_FILE, SWEEP_STATUS, TRIAL_DIR_PREFIX,
+                               TRIAL_ID)
 from trainables.storage import Location, is_complete, local_copy, location
 LIVE_SECONDS = 600  # an unfinished trial that reported within this long is taken as still running
 
@@ -50,8 +51,10 @@ class Trial:
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
     tune_status: str | None = None  # Tune's own: PENDING, RUNNING, PAUSED, TERMINATED, ERROR (None: no state file)
 
-    def status(self, max_steps: int, now: float | None = None) -> str:
-        """One of STATUSES. From Tune's state when the experiment has it, else from the files."""
+    def status(self, max_steps: int, now: float | None = None, sweep: str | None = None) -> str:
+        """One of STATUSES. From Tune's state when the experiment has it, else from the files;
+        `sweep` is the driver's own status (SWEEP_STATUS), where it wrote one: an unfinished trial
+        of a sweep that is no longer running was interrupted, however recently it reported."""
         if self.error or self.tune_status == "ERROR":
             return "errored"
         if self.last_step >= max_steps:
@@ -60,6 +63,8 @@ class Trial:
             return "stopped early"  # Tune ended it before the last step: its scheduler did
         if not self.results:
             return "pending"
+        if sweep in ("interrupted", "finished"):
+            return "interrupted"
         if self.tune_status is None:
             return "stopped early"  # no Tune state to tell a scheduler's stop from an interrupted driver
         last = float(self.results[-1].get("timestamp", 0) or 0)
@@ -92,6 +97,7 @@ class Experiment:
     trials: list[Trial]
     source: Location  # where the experiment really is: `path` is its local mirror when that is remote
     tune_state: dict = field(default_factory=dict)  # runner data of Tune's latest experiment_state-*.json
+    sweep_status: dict = field(default_factory=dict)  # SWEEP_STATUS, where the driver wrote it
 
     @property
     def remote(self) -> bool:
@@ -145,7 +151,8 @@ class Experiment:
 
     def statuses(self, now: float | None = None) -> dict[str, str]:
         now = now or time.time()
-        return {t.trial_id: t.status(self.spec["max_steps"], now) for t in self.trials}
+        sweep = self.sweep_status.get("status")
+        return {t.trial_id: t.status(self.spec["max_steps"], now, sweep) for t in self.trials}
 
     @property
     def compute_seconds(self) -> float:
@@ -192,6 +199,47 @@ def read_results(folder: Path) -> list[dict]:
             if isinstance(row, dict):
                 by_step[_step(row.get("step"), len(by_step))] = row
     return [by_step[step] for step in sorted(by_step)]
+
+
+def with_checkpoint_reports(results: list[dict], checkpoints: list[CheckpointInfo]) -> list[dict]:
+    """A trial's reports, with those of its checkpoints that Tune never logged (a checkpoint written
+    in the seconds after Ctrl-C, whose report the stopping sweep no longer took): every checkpoint on
+    disk is then in the trial's history, the leaderboard and the curves."""
+    steps = {_step(r.get("step"), -1) for r in results}
+    extra = [c.metrics for c in checkpoints if c.step >= 0 and c.step not in steps]
+    if not extra:
+        return results
+    return sorted([*results, *extra], key=lambda r: _step(r.get("step"), 0))
+
+
+def read_sweep_status(path: Path) -> dict:
+    try:
+        status = json.loads((path / SWEEP_STATUS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def write_sweep_status(exp: Location, status: str) -> None:
+    """The driver's status (running, interrupted, finished), for the readers' trial statuses."""
+    exp_status = {"status": status, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (exp / SWEEP_STATUS).write_text(json.dumps(exp_status))
+
+
+def write_histories(exp: Experiment) -> None:
+    """Each trial's result.json and progress.csv, rewritten with its whole history where Tune's hold
+    only part of it: Tune starts both anew when `--resume` restarts a trial (the earlier runs' reports
+    are in result-before-resume-*.json), and a checkpoint written as the sweep stopped has no report.
+    Run by the sweep's driver once Tune is done, so nothing else writes them meanwhile."""
+    import pandas as pd
+
+    for trial in exp.trials:
+        logged = trial.path / RESULT_FILE
+        if not trial.results or (logged.is_file() and len(logged.read_text().splitlines()) == len(trial.results)):
+            continue
+        exp.where(logged).write_text("".join(json.dumps(row) + "\n" for row in trial.results))
+        table = pd.json_normalize([{k: v for k, v in row.items() if k != "config"} for row in trial.results], sep="/")
+        exp.where(trial.path / PROGRESS_FILE).write_text(table.to_csv(index=False))
 
 
 def keep_results_before_resume(exp: Location) -> None:
@@ -276,12 +324,12 @@ def load_experiment(path: str | Path) -> Experiment:
                 continue
             if isinstance(metrics, dict):
                 checkpoints.append(CheckpointInfo(metrics_file.parent, metrics))
-        results = read_results(folder)
+        results = with_checkpoint_reports(read_results(folder), checkpoints)
         if error is None and results and results[-1].get(DIVERGED):
             error = f"diverged: {results[-1][DIVERGED]}"
         trials.append(Trial(trial_id, folder, params, results, error,
                             sorted(checkpoints, key=lambda c: c.step), tune_trials.get(trial_id)))
-    return Experiment(path, spec, trials, source, runner)
+    return Experiment(path, spec, trials, source, runner, read_sweep_status(path))
 
 
 def leaderboard(exp: Experiment, now: float | None = None):

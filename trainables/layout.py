@@ -6,6 +6,7 @@ nothing, so every layer may use it.
         sweep.json                    SPEC_FILE: everything that defines the sweep (reused by --resume)
         optuna.db                     STUDY_FILE: the Optuna study (TPE's history)
         dashboard.html                DASHBOARD_FILE
+        status.json                   SWEEP_STATUS: whether the sweep's driver runs, was interrupted or finished
         run_trial_<id>_.../           Tune's folder of a trial: result.json, progress.csv, params.json, error.txt
         checkpoints/<id>/checkpoint_<time>/   a trial's kept checkpoints (files below)
         best/rank<k>-<trial>/         `orchestrator.best`'s copies of the best checkpoints, with best.json
@@ -17,6 +18,7 @@ import re
 SPEC_FILE = "sweep.json"
 STUDY_FILE = "optuna.db"
 DASHBOARD_FILE = "dashboard.html"
+SWEEP_STATUS = "status.json"  # the sweep's driver: {"status": running|interrupted|finished, "updated": time}
 COMPARISON_FILE = "comparison.html"  # dashboards.build of several experiments, in the current folder
 CHECKPOINTS_DIR = "checkpoints"  # CHECKPOINTS_DIR/<trial_id>/<checkpoint folder>
 BEST_DIR, BEST_FILE = "best", "best.json"
