@@ -1,4 +1,5 @@
-"""The contract every model family fills in, and the registry the rest of the project reads.
+"""The contract every model family fills in, and the registry families register in (looked up
+through trainables.models, which imports them all: this module imports no family).
 
 As in pytorch-CycleGAN-and-pix2pix's BaseModel: a family says how to build its modules and
 optimizers, what one training step does, how it is evaluated and what inference it offers; the
