@@ -26,7 +26,7 @@ from trainables.cli import Parser, UsageError, run
 from trainables.experiment import (is_spec, keep_results_before_resume, leaderboard, load_experiment, write_histories,
                                    write_sweep_status)
 from trainables.layout import CHECKPOINTS_DIR, DASHBOARD_FILE, ERROR_FILE, SPEC_FILE, STORAGE_FULL
-from trainables.settings import CheckpointConfig, LoopSettings, Resources, TrialSettings
+from trainables.settings import CheckpointConfig, LoopSettings, Resources, SweepSpec, TrialSettings
 from trainables.storage import Location, check_reachable, first_line, location
 
 QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000}
@@ -38,17 +38,17 @@ TRIAL_DRIVER_CPU = 0.01
 REUSE_TRIAL_PROCESSES = True
 
 
-def tpe_sampler(spec: dict):
+def tpe_sampler(spec: SweepSpec):
     """Optuna's Tree-structured Parzen Estimator; a third of the trials (2..10) start it at random."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=spec["seed"], n_startup_trials=max(2, min(10, spec["trials"] // 3)))
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=max(2, min(10, spec.trials // 3)))
 
 
-def random_sampler(spec: dict):
+def random_sampler(spec: SweepSpec):
     import optuna
 
-    return optuna.samplers.RandomSampler(seed=spec["seed"])
+    return optuna.samplers.RandomSampler(seed=spec.seed)
 
 
 SAMPLERS = {"tpe": tpe_sampler, "random": random_sampler}  # by --searcher
@@ -185,11 +185,11 @@ def fit_budget(spec: dict) -> list[str]:
     return notes
 
 
-def trial_resources(args: argparse.Namespace, spec: dict) -> Resources:
+def trial_resources(args: argparse.Namespace, spec: SweepSpec) -> Resources:
     """A new sweep's resources per trial come from the command line; a resumed one's from its
     sweep.json, where options given again win (said in one line)."""
     given = {f.name: getattr(args, f.name) for f in fields(Resources) if getattr(args, f.name) is not None}
-    saved = Resources.from_json(spec.get("resources") or {}) if args.resume else Resources()
+    saved = Resources.from_json(spec.resources or {}) if args.resume else Resources()
     changed = [f"--{k.replace('_', '-')} {getattr(saved, k)} -> {v}" for k, v in given.items() if getattr(saved, k) != v]
     if args.resume and changed:
         print(f"[sweep] resuming with resources changed from its {SPEC_FILE}: {', '.join(changed)}", flush=True)
@@ -209,7 +209,7 @@ def list_models() -> None:
             print(f"  {key}: {text}")
 
 
-def make_spec(args: argparse.Namespace) -> dict:
+def make_spec(args: argparse.Namespace) -> SweepSpec:
     """Everything that defines the sweep, saved as sweep.json (and reused by --resume)."""
     from search_spaces import default_space_path, load_space, parse_overrides
     from trainables.models import get_family, metric_descriptions
@@ -218,22 +218,19 @@ def make_spec(args: argparse.Namespace) -> dict:
     overrides = parse_overrides(args.set, family.defaults)
     dataset = args.dataset or family.default_dataset
     budget = QUICK if args.quick else DEFAULTS
-    spec = {key: getattr(args, key) if getattr(args, key) is not None else default for key, default in budget.items()}
-    for note in fit_budget(spec):
+    sizes = {key: getattr(args, key) if getattr(args, key) is not None else default for key, default in budget.items()}
+    for note in fit_budget(sizes):
         print(f"[sweep] {note}", flush=True)
     space_file = Path(args.space) if args.space else default_space_path(args.model)
     space = load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
     mutated = list(pbt_mutations(family, space)) if args.scheduler == "pbt" else None
-    spec.update(
-        model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
+    return SweepSpec(
+        **sizes, model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
         subset=args.subset, data_options={k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k) is not None},
         space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
         scheduler=args.scheduler, searcher=args.searcher, seed=args.seed, fid_features=args.fid_features,
         objective=family.objective, mode=family.mode, metric_descriptions=metric_descriptions(args.model),
-        keep_checkpoints=args.keep_checkpoints)
-    if mutated:
-        spec["pbt_mutates"] = mutated
-    return spec
+        keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated)
 
 
 def init_ray(address: str | None, verbose: bool = False) -> tuple[str | None, bool]:
@@ -317,22 +314,23 @@ def pbt_mutations(family, space: dict) -> dict:
     return mutations
 
 
-def trial_settings(spec: dict, resources: Resources, max_failures: int, exp: Location, refs: dict) -> TrialSettings:
+def trial_settings(spec: SweepSpec, resources: Resources, max_failures: int, exp: Location, refs: dict) -> TrialSettings:
     """What every trial of the sweep gets (trainables.ray_trial.run_trial)."""
-    info = spec["dataset_info"]
+    info = spec.dataset_info
     return TrialSettings(
-        loop=LoopSettings(model=spec["model"], seed=spec["seed"],
-                          **{k: spec[k] for k in ("max_steps", "eval_every", "log_every", "eval_samples")}),
+        loop=LoopSettings(model=spec.model, seed=spec.seed,
+                          max_steps=spec.max_steps, eval_every=spec.eval_every, log_every=spec.log_every,
+                          eval_samples=spec.eval_samples),
         resources=resources,
-        checkpoint=CheckpointConfig(model=spec["model"], dataset=info["name"], shape=info["shape"], data=info,
-                                    feature_network=spec["feature_network"]["name"], experiment=spec["name"]),
-        checkpoint_root=(exp / CHECKPOINTS_DIR).uri, keep_checkpoints=spec["keep_checkpoints"],
+        checkpoint=CheckpointConfig(model=spec.model, dataset=info["name"], shape=info["shape"], data=info,
+                                    feature_network=spec.feature_network["name"], experiment=spec.name),
+        checkpoint_root=(exp / CHECKPOINTS_DIR).uri, keep_checkpoints=spec.keep_checkpoints,
         max_failures=max_failures,
-        report_checkpoints=spec["scheduler"] == "pbt",  # PBT restarts trials from Tune's checkpoints
+        report_checkpoints=spec.scheduler == "pbt",  # PBT restarts trials from Tune's checkpoints
         data_ref=refs["data_ref"], feature_ref=refs["feature_ref"])
 
 
-def build_tuner(spec: dict, args: argparse.Namespace, exp: Location, settings: TrialSettings, resume: bool):
+def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settings: TrialSettings, resume: bool):
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -342,7 +340,7 @@ def build_tuner(spec: dict, args: argparse.Namespace, exp: Location, settings: T
     from trainables.models import get_family
     from trainables.ray_trial import DivergedIsPruned, run_trial
 
-    family = get_family(spec["model"])
+    family = get_family(spec.model)
     # a one-worker trial trains in its Tune trial's process, which then needs the worker's resources
     resources = settings.resources
     resources = ({"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker} if resources.in_process
@@ -350,37 +348,37 @@ def build_tuner(spec: dict, args: argparse.Namespace, exp: Location, settings: T
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
     if resume:
         keep_results_before_resume(exp)
-        if spec["scheduler"] != "pbt":
+        if spec.scheduler != "pbt":
             fetch_study(exp, resume=True)  # the working copy of a remote study, where the restored searcher looks
         return tune.Tuner.restore(exp.uri, trainable=trainable, resume_unfinished=True, resume_errored=False)
 
-    param_space = parse_space(spec["space_toml"], set(family.defaults), spec["space_file"], spec.get("overrides"))
-    if spec["scheduler"] == "pbt":
+    param_space = parse_space(spec.space_toml, set(family.defaults), spec.space_file, spec.overrides)
+    if spec.scheduler == "pbt":
         return pbt_tuner(spec, args, family, trainable, param_space, exp)
     metric = f"{family.objective}_best"
     if not args.verbose:  # not a line per trial from Optuna too
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     fetch_study(exp, resume=False)
     storage = StudyStorage(exp.uri)
-    sampler = SAMPLERS[spec.get("searcher", "tpe")](spec)
-    searcher = DivergedIsPruned(metric=metric, mode=family.mode, sampler=sampler, study_name=spec["name"],
+    sampler = SAMPLERS[spec.searcher](spec)
+    searcher = DivergedIsPruned(metric=metric, mode=family.mode, sampler=sampler, study_name=spec.name,
                                 storage=storage)
-    if spec["scheduler"] == "asha":
-        scheduler = ASHAScheduler(time_attr="step", max_t=spec["max_steps"], reduction_factor=2,
-                                  grace_period=max(spec["eval_every"], spec["max_steps"] // 4))
+    if spec.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="step", max_t=spec.max_steps, reduction_factor=2,
+                                  grace_period=max(spec.eval_every, spec.max_steps // 4))
     else:
         scheduler = FIFOScheduler()
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=metric, mode=family.mode, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=spec["trials"], max_concurrent_trials=spec["max_concurrent"],
+                                    num_samples=spec.trials, max_concurrent_trials=spec.max_concurrent,
                                     reuse_actors=REUSE_TRIAL_PROCESSES),
         run_config=run_config(spec, args, exp),
     )
 
 
-def run_config(spec: dict, args: argparse.Namespace, exp: Location):
+def run_config(spec: SweepSpec, args: argparse.Namespace, exp: Location):
     """Tune restarts a trial whose driver died (its node was lost) up to --max-failures times; the
     restarted trial's TorchTrainer continues from the trial's latest checkpoint. (A failed training
     worker is restarted by the trainer itself, see run_trial.) Reports made before a restart are
@@ -394,15 +392,15 @@ def run_config(spec: dict, args: argparse.Namespace, exp: Location):
 
     callbacks = [KeepResultsOnRestart(), StopWhenStorageFull()]
     if not args.verbose:
-        callbacks.append(SweepProgress(spec["trials"], spec["objective"], spec["mode"]))
-    if exp.remote and spec["scheduler"] != "pbt":
+        callbacks.append(SweepProgress(spec.trials, spec.objective, spec.mode))
+    if exp.remote and spec.scheduler != "pbt":
         callbacks.append(UploadStudy(exp))
-    return tune.RunConfig(name=spec["name"], storage_path=exp.parent.uri, callbacks=callbacks,
+    return tune.RunConfig(name=spec.name, storage_path=exp.parent.uri, callbacks=callbacks,
                           verbose=None if args.verbose else 0,
                           failure_config=tune.FailureConfig(max_failures=args.max_failures))
 
 
-def pbt_tuner(spec: dict, args: argparse.Namespace, family, trainable, param_space: dict, exp: Location):
+def pbt_tuner(spec: SweepSpec, args: argparse.Namespace, family, trainable, param_space: dict, exp: Location):
     """Population Based Training (Jaderberg et al. 2017), as Ray's own pbt_dcgan_mnist example: the
     trials are the population, random draws from the space start them (Optuna can't drive PBT, whose
     exploration replaces a searcher's). At every evaluation (a checkpoint), a trial in the bottom
@@ -413,14 +411,14 @@ def pbt_tuner(spec: dict, args: argparse.Namespace, family, trainable, param_spa
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     scheduler = PopulationBasedTraining(time_attr="step", metric=family.objective, mode=family.mode,
-                                        perturbation_interval=spec["eval_every"],
+                                        perturbation_interval=spec.eval_every,
                                         hyperparam_mutations=pbt_mutations(family, param_space))
     return tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=spec["trials"], reuse_actors=REUSE_TRIAL_PROCESSES,
-                                    search_alg=BasicVariantGenerator(max_concurrent=spec["max_concurrent"],
-                                                                     random_state=spec["seed"])),
+        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=spec.trials, reuse_actors=REUSE_TRIAL_PROCESSES,
+                                    search_alg=BasicVariantGenerator(max_concurrent=spec.max_concurrent,
+                                                                     random_state=spec.seed)),
         # Tune keeps its copy of every checkpoint (run_trial_*/checkpoint_*), for trials to restart
         # from. Ray 2.60's pruning of them (num_to_keep) deletes twice what PBT's extra saves of a
         # function trainable register twice, and fails.
@@ -435,20 +433,24 @@ def check_name(name: str) -> None:
                          f"use --storage for where it goes")
 
 
-def resume_spec(exp: Location, args: argparse.Namespace) -> dict:
+def resume_spec(exp: Location, args: argparse.Namespace) -> SweepSpec:
     """The sweep.json of the experiment to continue, once it is sure to be one, of this model family
     and of this name (its name places the checkpoints: a copied or edited file must not move them)."""
     try:
-        spec = json.loads((exp / SPEC_FILE).read_text())
+        saved = json.loads((exp / SPEC_FILE).read_text())
     except (OSError, ValueError):
         raise UsageError(f"nothing to resume: {exp} is not an experiment of this project") from None
-    if not is_spec(spec) or not all(key in spec for key in ("model", "name", "dataset", "data_root", "subset")):
-        raise UsageError(f"cannot resume {exp}: its {SPEC_FILE} is incomplete or not this project's")
-    if spec["model"] != args.model:
-        raise UsageError(f"{exp} is a {spec['model']} sweep, not {args.model}; "
-                         f"resume it as `{spec['model']}` or choose another --name")
-    if spec["name"] != args.name:
-        raise UsageError(f"cannot resume {exp}: its {SPEC_FILE} names the experiment {spec['name']!r} "
+    try:
+        if not is_spec(saved) or not all(key in saved for key in SweepSpec.REQUIRED):
+            raise TypeError
+        spec = SweepSpec.from_json(saved)
+    except TypeError:
+        raise UsageError(f"cannot resume {exp}: its {SPEC_FILE} is incomplete or not this project's") from None
+    if spec.model != args.model:
+        raise UsageError(f"{exp} is a {spec.model} sweep, not {args.model}; "
+                         f"resume it as `{spec.model}` or choose another --name")
+    if spec.name != args.name:
+        raise UsageError(f"cannot resume {exp}: its {SPEC_FILE} names the experiment {spec.name!r} "
                          f"(renamed or copied?); resume it under its own name")
     return spec
 
@@ -557,8 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = resume_spec(exp, args)
     else:
         spec = make_spec(args)
-        spec["name"] = args.name or f"{args.model}-{spec['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
-        exp = root / spec["name"]
+        spec.name = args.name or f"{args.model}-{spec.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        exp = root / spec.name
         check_storage(exp)
         if (exp / SPEC_FILE).exists():
             raise UsageError(f"{exp} already exists; pass --resume to continue it or choose another --name")
@@ -568,39 +570,39 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.models import get_family
     from trainables.features import feature_network
 
-    data = load_dataset(spec["dataset"], spec["data_root"], spec["subset"], spec.get("data_options"))
+    data = load_dataset(spec.dataset, spec.data_root, spec.subset, spec.data_options)
     log(f"dataset {data.name}: {len(data.train_x)} training / {len(data.test_x)} held-out images "
         f"of shape {data.shape} from {data.source}")
-    family = get_family(spec["model"])
+    family = get_family(spec.model)
     family.check_data(data.info())
-    family.prepare_data(data, {**family.defaults, **spec.get("overrides", {})})  # e.g. --set normal_class=12 fails here
-    feature_state, spec["feature_network"] = feature_network(spec.get("fid_features", "classifier"), data, log=log,
-                                                             data_root=spec["data_root"],
-                                                             data_options=spec.get("data_options"))
-    spec["dataset_info"] = {**data.info(), "options": spec.get("data_options") or {}}  # checkpoints keep the options
+    family.prepare_data(data, {**family.defaults, **spec.overrides})  # e.g. --set normal_class=12 fails here
+    feature_state, spec.feature_network = feature_network(spec.fid_features, data, log=log,
+                                                             data_root=spec.data_root,
+                                                             data_options=spec.data_options)
+    spec.dataset_info = {**data.info(), "options": spec.data_options or {}}  # checkpoints keep the options
     resources = trial_resources(args, spec)
-    spec["resources"] = asdict(resources)
+    spec.resources = asdict(resources)
     dashboard_url, local = init_ray(args.address, args.verbose)
     import ray
 
     check_shared(exp.parent)  # before anything is written there
     if not args.resume:
-        spec["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        spec.created = time.strftime("%Y-%m-%d %H:%M:%S")
         try:
-            (exp / SPEC_FILE).write_text(json.dumps(spec, indent=1))
+            (exp / SPEC_FILE).write_text(json.dumps(spec.to_json(), indent=1))
         except OSError as e:
             raise UsageError(f"cannot write the experiment to {exp} ({e.strerror or first_line(e)}); "
                              f"choose another --storage") from None
 
     # decoded once per sweep; trials read them from the object store (zero-copy on each node)
-    refs = {"data_ref": ray.put(data), "feature_ref": ray.put((feature_state, spec["feature_network"]))}
+    refs = {"data_ref": ray.put(data), "feature_ref": ray.put((feature_state, spec.feature_network))}
     settings = trial_settings(spec, resources, args.max_failures, exp, refs)
-    spec["max_concurrent"] = args.max_concurrent or default_concurrency(resources, local)
-    log(f"experiment {exp}: {spec['trials']} trials of up to {spec['max_steps']} steps, "
-        f"{spec['max_concurrent']} at a time, scheduler {spec['scheduler']}"
-        + ("" if spec["scheduler"] == "pbt" else f", Optuna sampler {spec.get('searcher', 'tpe')}"))
-    if spec["scheduler"] == "pbt":
-        log(f"PBT explores by itself (mutating {', '.join(spec['pbt_mutates'])} every {spec['eval_every']} steps "
+    spec.max_concurrent = args.max_concurrent or default_concurrency(resources, local)
+    log(f"experiment {exp}: {spec.trials} trials of up to {spec.max_steps} steps, "
+        f"{spec.max_concurrent} at a time, scheduler {spec.scheduler}"
+        + ("" if spec.scheduler == "pbt" else f", Optuna sampler {spec.searcher}"))
+    if spec.scheduler == "pbt":
+        log(f"PBT explores by itself (mutating {', '.join(spec.pbt_mutates)} every {spec.eval_every} steps "
             f"from other trials' checkpoints); Optuna is not used")
     log(f"Ray dashboard: {'http://' + dashboard_url if dashboard_url else 'not running'}")
 
@@ -617,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         stopped = True
     elapsed = time.time() - start
     ray.shutdown()
-    resume = (f"python -m orchestrator.sweep {spec['model']} --name {spec['name']} --storage {exp.parent} --resume")
+    resume = (f"python -m orchestrator.sweep {spec.model} --name {spec.name} --storage {exp.parent} --resume")
     return report(exp, elapsed, dashboard=not args.no_dashboard, resume=resume, stopped=stopped)
 
 

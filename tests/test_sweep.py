@@ -96,9 +96,14 @@ def test_resume_of_a_finished_sweep_reruns_nothing(digits_sweep, ray_address):
     path, _ = digits_sweep
     before = {p: p.stat().st_size for p in path.glob("run_trial_*/result.json")}
     checkpoints = sorted(p.name for p in path.glob("checkpoints/*/checkpoint_*"))
+    spec = json.loads((path / "sweep.json").read_text())
+    assert spec["resources"] == {"workers_per_trial": 1, "cpus_per_worker": 1.0, "gpus_per_worker": 0.0,
+                                 "torch_trainer": False}  # read back by --resume
     proc = run_cli("orchestrator.sweep", "dcgan", "--resume", "--name", "digits", "--storage", str(path.parent),
-                   "--address", ray_address, "--no-dashboard")
+                   "--address", ray_address, "--no-dashboard", "--cpus-per-worker", "0.5")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "resources changed from its sweep.json: --cpus-per-worker 1.0 -> 0.5" in proc.stdout
+    assert json.loads((path / "sweep.json").read_text()) == spec  # written once
     assert {p: p.stat().st_size for p in path.glob("run_trial_*/result.json")} == before
     assert sorted(p.name for p in path.glob("checkpoints/*/checkpoint_*")) == checkpoints
     wrong_family = run_cli("orchestrator.sweep", "vae", "--resume", "--name", "digits", "--storage", str(path.parent))

@@ -57,7 +57,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from trainables import storage
 from trainables.checkpoints import read_json
-from trainables.layout import CHECKPOINT_PREFIX, CONFIG, DIVERGED, METRICS, RESTART_BACKUP, RESULT_FILE, STORAGE_FULL
+from trainables.layout import (CHECKPOINT_PREFIX, CONFIG, DIVERGED, METRICS, RESTART_BACKUP, RESULT_FILE, STORAGE_FULL,
+                               TRIAL_DIR_PREFIX)
 from trainables.loop import train_loop
 from trainables.models import get_family
 from trainables.settings import TrialRun, TrialSettings
@@ -199,7 +200,7 @@ class InProcessSession(StartsFromCheckpoint):
         checkpoint = None
         if folder is not None:
             now = time.time_ns() // 1000  # microseconds, named as Ray Train names its checkpoints
-            name = (time.strftime("checkpoint_%Y-%m-%d_%H-%M-%S.", time.localtime(now // 1_000_000))
+            name = (time.strftime(f"{CHECKPOINT_PREFIX}%Y-%m-%d_%H-%M-%S.", time.localtime(now // 1_000_000))
                     + f"{now % 1_000_000:06d}")
             final = self.folder / name
             try:
@@ -252,7 +253,7 @@ def prune_tune_copies(trial_checkpoints: storage.Location) -> None:
     root, trial_id = trial_checkpoints.parent.parent, trial_checkpoints.name
     try:
         for info in root.listdir():
-            if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(f"run_trial_{trial_id}_"):
+            if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(f"{TRIAL_DIR_PREFIX}{trial_id}_"):
                 copies = sorted(i.base_name for i in (root / info.base_name).listdir()
                                 if TUNE_COPY.match(i.base_name) and i.type == pyarrow.fs.FileType.Directory)
                 for name in copies[:-TUNE_COPIES]:

@@ -1,6 +1,8 @@
-"""The settings a sweep hands its trials, typed: built once by orchestrator.sweep, saved in sweep.json
-(Resources), read by trainables.ray_trial and the loop. Imports neither torch nor Ray.
+"""A sweep's settings, typed: built once by orchestrator.sweep, saved in sweep.json (SweepSpec, with
+Resources), read back by --resume, and handed to the trials (TrialSettings, read by
+trainables.ray_trial and the loop). Imports neither torch nor Ray.
 
+    SweepSpec         sweep.json: everything that defines the sweep
     TrialSettings     what every trial of a sweep shares: the loop's budget, resources, checkpointing
       LoopSettings    the training loop's budget and cadence
       Resources       workers, CPUs and GPUs per trial (sweep.json's "resources", reused by --resume)
@@ -83,3 +85,48 @@ class TrialRun:
     hp: dict  # the family's defaults, overridden by the trial's
     checkpoint: CheckpointConfig  # with this trial's own fields
     start_from: Any = None  # PBT: the Tune checkpoint this run starts from (maybe another trial's)
+
+
+@dataclass
+class SweepSpec:
+    """sweep.json. Written once when the sweep starts (the fields after `name` are filled in then),
+    read back by `--resume`; the experiment's readers (trainables.experiment) take it as plain JSON."""
+    model: str
+    dataset: str
+    data_root: str | None
+    subset: int | None
+    trials: int
+    max_steps: int
+    eval_every: int
+    log_every: int
+    eval_samples: int
+    space_toml: str  # the search space's text, so --resume and the dashboard read the space searched
+    space_file: str
+    objective: str
+    mode: str
+    keep_checkpoints: int
+    scheduler: str = "asha"
+    searcher: str = "tpe"
+    seed: int = 0
+    fid_features: str = "classifier"
+    data_options: dict = field(default_factory=dict)  # the loader's options, so --resume reloads the same data
+    overrides: dict = field(default_factory=dict)  # --set KEY=VALUE
+    metric_descriptions: dict = field(default_factory=dict)
+    pbt_mutates: list | None = None  # the learning rates PBT mutates
+    name: str = ""
+    feature_network: dict = field(default_factory=dict)  # the FID feature network's name and facts
+    dataset_info: dict = field(default_factory=dict)
+    resources: dict = field(default_factory=dict)  # Resources
+    created: str | None = None
+    max_concurrent: int | None = None  # worked out by each run of the sweep (not saved)
+
+    REQUIRED = ("model", "name", "dataset", "data_root", "subset")  # what --resume can't do without
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "max_concurrent" and (v is not None or k in self.REQUIRED)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SweepSpec:
+        """A sweep.json of any earlier version: fields it lacks take their defaults, unknown ones are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known and (v is not None or k in ("data_root", "subset"))})
