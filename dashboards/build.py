@@ -40,7 +40,7 @@ def family_labels(spec: dict) -> dict:
     if "trainables.models" not in sys.modules:
         return {}
     try:
-        from trainables.family import get_family
+        from trainables.models import get_family
 
         family = get_family(spec["model"])
     except Exception:  # an unknown or broken family must not stop the page

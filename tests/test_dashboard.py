@@ -113,7 +113,7 @@ def test_trial_table_and_curves(damaged):
 
 
 def test_sweep_writes_its_page_and_bad_input_is_one_line(sweep, tmp_path):
-    from trainables.family import get_family
+    from trainables.models import get_family
 
     page = (sweep / "dashboard.html").read_text()
     assert page.count("data:image/png;base64,") >= 2

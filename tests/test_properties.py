@@ -17,7 +17,7 @@ from ray import tune
 from orchestrator.sweep import build_parser, non_negative_float, positive_int
 from search_spaces import SpaceError, parse_overrides, parse_space
 from trainables.errors import BadInput
-from trainables.family import get_family
+from trainables.models import get_family
 
 KNOWN = sorted(get_family("dcgan").defaults)
 CHECKS = settings(max_examples=60, deadline=None, database=None,

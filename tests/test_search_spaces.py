@@ -6,7 +6,7 @@ from ray import tune
 
 from conftest import ROOT
 from search_spaces import SpaceError, default_space_path, load_space, parse_overrides, parse_space
-from trainables.family import get_family
+from trainables.models import get_family
 
 KNOWN = set(get_family("dcgan").defaults)
 

@@ -23,7 +23,7 @@ from trainables.experiment import load_experiment
 from dashboards import build as dashboards_build
 from test_bad_input import best_checkpoint, cli, hashes, tiny_experiment
 from trainables.checkpoints import CheckpointError, load_checkpoint, load_training_state
-from trainables.family import get_family
+from trainables.models import get_family
 
 
 @pytest.fixture(scope="module")

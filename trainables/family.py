@@ -80,20 +80,6 @@ class Unsupported(BadInput):
     """An inference mode or input a family can't handle."""
 
 
-# TODO(issue 15): callers outside trainables/models move to trainables.models.get_family
-def get_family(name: str) -> "ModelFamily":
-    from trainables.models import get_family as lookup
-
-    return lookup(name)
-
-
-# TODO(issue 15): callers outside trainables/models move to trainables.models.all_families
-def all_families() -> dict[str, "ModelFamily"]:
-    from trainables.models import all_families as every_family
-
-    return every_family()
-
-
 @dataclass
 class EvalResult:
     """What `evaluate` returns: scores reported to Tune (floats), the images of the checkpoint's
