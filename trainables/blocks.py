@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.errors import BadInput
-from trainables.family import ModelFamily, pixel_device, seeded_normal
+from trainables.family import ModelFamily, pixel_device, seeded_normal, update
 
 
 # --- what the conv families need of their images -------------------------------------------------
@@ -258,14 +258,10 @@ class AdversarialFamily(ModelFamily):
         logits = D(torch.cat([real, fake.detach()]))
         target = torch.cat([torch.ones(n, device=real.device), torch.zeros(n, device=real.device)])
         loss_d = F.binary_cross_entropy_with_logits(logits.float(), target)
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimizers["discriminator"].step()
+        update(optimizers["discriminator"], loss_d)
 
         loss_g = F.binary_cross_entropy_with_logits(D(fake).float(), torch.ones(n, device=real.device))
-        optimizers["generator"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizers["generator"].step()
+        update(optimizers["generator"], loss_g)
         probs = torch.sigmoid(logits.detach().float())
         logs = {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(),
                 "d_real": probs[:n].mean(), "d_fake": probs[n:].mean()}

@@ -17,6 +17,8 @@ What a family's methods receive:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
 
 import torch
@@ -70,6 +72,37 @@ def check_family(cls) -> None:
     require(all(isinstance(described.get(n), str) for n in (*cls.metric_names, *cls.loss_names)),
             f"metric_descriptions must describe every metric and loss; missing: "
             f"{[n for n in (*cls.metric_names, *cls.loss_names) if not isinstance(described.get(n), str)]}")
+
+
+# The loop's GradScaler while it trains in fp16 (None otherwise): `update` scales losses through it.
+_GRAD_SCALER: contextvars.ContextVar = contextvars.ContextVar("grad_scaler", default=None)
+
+
+@contextlib.contextmanager
+def loss_scaling(scaler):
+    """While it lasts, `update` goes through `scaler` (a torch.amp.GradScaler, or None)."""
+    token = _GRAD_SCALER.set(scaler)
+    try:
+        yield
+    finally:
+        _GRAD_SCALER.reset(token)
+
+
+def update(optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: tuple | None = None) -> None:
+    """One optimisation step on `loss`: gradients cleared, computed, clipped where `clip` is
+    (parameters, max_norm), applied. Families step through this, so that the loop's fp16 GradScaler
+    (loss_scaling) scales the loss and skips steps whose gradients overflowed."""
+    scaler = _GRAD_SCALER.get()
+    optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler else loss).backward()
+    if clip:
+        if scaler:
+            scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(*clip)
+    if scaler:
+        scaler.step(optimizer)
+    else:
+        optimizer.step()
 
 
 class UnknownFamily(BadInput):

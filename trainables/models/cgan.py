@@ -19,7 +19,7 @@ from torch import nn
 
 from trainables.blocks import AdversarialFamily, ConvDiscriminator, ConvGenerator, check_side, init_weights
 from trainables.errors import BadInput
-from trainables.family import EvalResult, pixel_device, register_family, seeded_normal
+from trainables.family import EvalResult, pixel_device, register_family, seeded_normal, update
 
 
 class LabelEmbedding(nn.Module):
@@ -107,14 +107,10 @@ class CGAN(AdversarialFamily):
         logits = D(torch.cat([real, fake.detach()]), torch.cat([y, y]))
         target = torch.cat([torch.ones(n, device=real.device), torch.zeros(n, device=real.device)])
         loss_d = F.binary_cross_entropy_with_logits(logits.float(), target)
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimizers["discriminator"].step()
+        update(optimizers["discriminator"], loss_d)
 
         loss_g = F.binary_cross_entropy_with_logits(D(fake, y).float(), torch.ones(n, device=real.device))
-        optimizers["generator"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizers["generator"].step()
+        update(optimizers["generator"], loss_g)
         probs = torch.sigmoid(logits.detach().float())
         return {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(),
                 "d_real": probs[:n].mean(), "d_fake": probs[n:].mean()}

@@ -18,7 +18,7 @@ from torch import nn
 
 from trainables.blocks import (ADVERSARIAL_LOSSES, ImagePool, check_domain_sides, grid_rows, init_weights,
                                patch_discriminator, two_adams)
-from trainables.family import EvalResult, ModelFamily, register_family
+from trainables.family import EvalResult, ModelFamily, register_family, update
 
 
 class ResidualBlock(nn.Module):
@@ -131,9 +131,7 @@ class CycleGAN(ModelFamily):
         loss_cycle = l1(out["rec_a"], a) + l1(out["rec_b"], b)
         loss_idt = (l1(out["idt_a"], a) + l1(out["idt_b"], b)) if identity_weight > 0 \
             else torch.zeros((), device=a.device)
-        optimizers["generators"].zero_grad(set_to_none=True)
-        (loss_g + hp["lambda_cycle"] * loss_cycle + identity_weight * loss_idt).backward()
-        optimizers["generators"].step()
+        update(optimizers["generators"], loss_g + hp["lambda_cycle"] * loss_cycle + identity_weight * loss_idt)
 
         # one pass of each discriminator over real images and pooled fakes together
         pools = getattr(D, "module", D).pools  # unwrap DDP
@@ -141,9 +139,7 @@ class CycleGAN(ModelFamily):
         score_a, score_b = D(torch.cat([a, fake_a]), torch.cat([b, fake_b]))
         loss_d = 0.5 * (lsgan(score_a[:len(a)], 1.0) + lsgan(score_a[len(a):], 0.0)
                         + lsgan(score_b[:len(b)], 1.0) + lsgan(score_b[len(b):], 0.0))
-        optimizers["discriminators"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimizers["discriminators"].step()
+        update(optimizers["discriminators"], loss_d)
         return {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(), "loss_cycle": loss_cycle.detach(),
                 "loss_idt": loss_idt.detach()}
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.blocks import AdversarialFamily, ConvDiscriminator, ConvGenerator, check_side, conv_encoder
-from trainables.family import EvalResult, pixel_device, register_family, seeded_normal
+from trainables.family import EvalResult, pixel_device, register_family, seeded_normal, update
 
 
 class Encoder(nn.Module):
@@ -71,9 +71,7 @@ class DCGAN(AdversarialFamily):
         logs, z, fake = self.adversarial_step(modules, optimizers, batch["x"], hp)
         m = max(1, round(len(z) * hp["encoder_share"]))
         loss_e = F.mse_loss(modules["encoder"](fake[:m].detach()).float(), z[:m])
-        optimizers["encoder"].zero_grad(set_to_none=True)
-        loss_e.backward()
-        optimizers["encoder"].step()
+        update(optimizers["encoder"], loss_e)
         return {**logs, "loss_e": loss_e.detach()}
 
     @torch.no_grad()

@@ -23,7 +23,7 @@ from torch import nn
 
 from trainables.blocks import EMA, DownBlock, SinusoidalEmbedding, TimeResBlock, UpBlock, check_side, group_norm
 from trainables.errors import BadInput
-from trainables.family import ModelFamily, pixel_device, register_family
+from trainables.family import ModelFamily, pixel_device, register_family, update
 
 CHANNEL_MULTS = (1, 2, 4)  # U-Net widths per resolution in units of base_channels: width is cheap at low resolution
 SAMPLE_BATCH = 250  # images per U-Net call while sampling (bounds memory, not results)
@@ -176,10 +176,7 @@ class DDPM(ModelFamily):
         t = torch.randint(0, len(abar), (len(x0),), device=x0.device)
         noise = torch.randn_like(x0)
         loss = F.mse_loss(modules["unet"](q_sample(x0, t, noise, abar), t).float(), noise)
-        optimizers["unet"].zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(modules["unet"].parameters(), hp["grad_clip"])
-        optimizers["unet"].step()
+        update(optimizers["unet"], loss, clip=(modules["unet"].parameters(), hp["grad_clip"]))
         modules["ema"].update(modules["unet"])  # unwraps DDP
         return {"loss": loss.detach()}
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.blocks import AdversarialFamily, ConvGenerator, check_side, conv_encoder, init_weights
-from trainables.family import register_family
+from trainables.family import register_family, update
 
 
 class SiameseDiscriminator(nn.Module):
@@ -91,15 +91,11 @@ class SiameseGAN(AdversarialFamily):
         loss_adv = (bce(realness[:n], 1.0) + bce(realness[n:], 0.0)) / 2
         # every head's loss is in the sum (a weight may be 0): DDP expects gradients for all parameters
         loss_d = hp["pair_weight"] * loss_pair + hp["adv_weight"] * loss_adv
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimizers["discriminator"].step()
+        update(optimizers["discriminator"], loss_d)
 
         _, different_g, realness_g = D(real, fake)
         loss_g = hp["pair_weight"] * bce(different_g, 1.0) + hp["adv_weight"] * bce(realness_g[n:], 1.0)
-        optimizers["generator"].zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizers["generator"].step()
+        update(optimizers["generator"], loss_g)
         p_real = torch.sigmoid(realness.detach().float())
         return {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(), "loss_pair": loss_pair.detach(),
                 "same_real": torch.sigmoid(same.detach().float()).mean(),

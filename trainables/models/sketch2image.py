@@ -16,7 +16,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from trainables.blocks import (ADVERSARIAL_LOSSES, check_domain_sides, grid_rows, init_weights, patch_discriminator,
                                two_adams)
-from trainables.family import EvalResult, ModelFamily, Unsupported, register_family
+from trainables.family import EvalResult, ModelFamily, Unsupported, register_family, update
 
 
 class SketchToImage(nn.Module):
@@ -92,16 +92,12 @@ class Sketch2Image(ModelFamily):
         real_logits, fake_logits = D(torch.cat([sketch, sketch]), torch.cat([real, fake.detach()])).float().chunk(2)
         loss_d = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                         + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-        optimizers["discriminator"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        optimizers["discriminator"].step()
+        update(optimizers["discriminator"], loss_d)
 
         logits = D(sketch, fake).float()
         loss_adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         loss_l1 = (fake.float() - real).abs().mean()
-        optimizers["translator"].zero_grad(set_to_none=True)
-        (loss_adv + hp["lambda_l1"] * loss_l1).backward()
-        optimizers["translator"].step()
+        update(optimizers["translator"], loss_adv + hp["lambda_l1"] * loss_l1)
         return {"loss_g": loss_adv.detach(), "loss_d": loss_d.detach(), "loss_l1": loss_l1.detach(),
                 "d_real": torch.sigmoid(real_logits.detach()).mean(),
                 "d_fake": torch.sigmoid(fake_logits.detach()).mean()}

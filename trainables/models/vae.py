@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.errors import BadInput
-from trainables.family import EvalResult, ModelFamily, pixel_device, register_family, seeded_normal
+from trainables.family import EvalResult, ModelFamily, pixel_device, register_family, seeded_normal, update
 
 
 class VAENet(nn.Module):
@@ -165,9 +165,7 @@ class VAE(ModelFamily):
         recon, kl = terms(modules["vae"], batch["x"], hp)
         recon, kl = recon.mean(), kl.mean()
         loss = recon + hp["beta"] * kl
-        optimizers["vae"].zero_grad(set_to_none=True)
-        loss.backward()
-        optimizers["vae"].step()
+        update(optimizers["vae"], loss)
         return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach()}
 
     def heldout_scores(self, modules, hp, images, seed) -> dict[str, float]:
