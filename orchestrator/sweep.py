@@ -161,6 +161,11 @@ def build_parser() -> Parser:
                          help="CPUs per training worker; also its torch threads (default 1)")
     cluster.add_argument("--gpus-per-worker", type=non_negative_float,
                          help="GPUs per training worker, fractions allowed (default 0: CPU training)")
+    cluster.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                         help="the training step's precision: fp32 (default), bf16 or fp16 (autocast; fp16 with a "
+                              "GradScaler); evaluations run in fp32. bf16 is the fast choice on recent GPUs")
+    cluster.add_argument("--channels-last", action="store_true",
+                         help="keep conv weights and image batches in NHWC layout (faster convolutions on GPUs)")
     cluster.add_argument("--max-concurrent", type=positive_int,
                          help="trials running at once (default: as many as the cluster's CPUs/GPUs fit)")
     cluster.add_argument("--max-failures", type=int, default=1,
@@ -229,6 +234,7 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         subset=args.subset, data_options={k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k) is not None},
         space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
         scheduler=args.scheduler, searcher=args.searcher, seed=args.seed, fid_features=args.fid_features,
+        precision=args.precision, channels_last=args.channels_last,
         objective=family.objective, mode=family.mode, metric_descriptions=metric_descriptions(args.model),
         keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated)
 
@@ -320,10 +326,11 @@ def trial_settings(spec: SweepSpec, resources: Resources, max_failures: int, exp
     return TrialSettings(
         loop=LoopSettings(model=spec.model, seed=spec.seed,
                           max_steps=spec.max_steps, eval_every=spec.eval_every, log_every=spec.log_every,
-                          eval_samples=spec.eval_samples),
+                          eval_samples=spec.eval_samples, precision=spec.precision, channels_last=spec.channels_last),
         resources=resources,
         checkpoint=CheckpointConfig(model=spec.model, dataset=info["name"], shape=info["shape"], data=info,
-                                    feature_network=spec.feature_network["name"], experiment=spec.name),
+                                    feature_network=spec.feature_network["name"], experiment=spec.name,
+                                    precision=spec.precision),
         checkpoint_root=(exp / CHECKPOINTS_DIR).uri, keep_checkpoints=spec.keep_checkpoints,
         max_failures=max_failures,
         report_checkpoints=spec.scheduler == "pbt",  # PBT restarts trials from Tune's checkpoints

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from trainables.checkpoints import load_training_state, read_json, save_checkpoint
+from trainables.family import loss_scaling
 from trainables.features import Evaluator, to_float
 from trainables.layout import DIVERGED, METRICS
 from trainables.models import get_family
@@ -46,10 +47,13 @@ def divergence(loss_sums: dict, step: int, world: int) -> str | None:
     return f"{', '.join(bad)} became NaN or infinite by step {step} (diverged; lower the learning rate)"
 
 
-def autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --precision: autocast's dtype
+
+
+def autocast(device: torch.device, precision: str):
+    """The training step's mixed precision (evaluations run in fp32, so scores compare across runs)."""
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def index_batches(n: int, batch: int, rank: int, world: int, seed: int, start_step: int, stream: int = 0):
@@ -63,15 +67,18 @@ def index_batches(n: int, batch: int, rank: int, world: int, seed: int, start_st
             yield np.sort(order[i:i + batch])
 
 
-def next_batch(data, family, batches, batches_a, device: torch.device) -> dict:
+def next_batch(data, family, batches, batches_a, device: torch.device, channels_last: bool = False) -> dict:
     """The next training batch: {"x", "y"} images and labels, plus "a", the source-domain images,
     for paired data (the same indices) or unpaired data (indices from `batches_a`)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def images(array):
+        return to_float(torch.from_numpy(array)).to(device, non_blocking=True).contiguous(memory_format=layout)
+
     index = next(batches)
-    batch = {"x": to_float(torch.from_numpy(data.train_x[index])).to(device, non_blocking=True),
-             "y": torch.from_numpy(data.train_y[index]).to(device, non_blocking=True)}
+    batch = {"x": images(data.train_x[index]), "y": torch.from_numpy(data.train_y[index]).to(device, non_blocking=True)}
     if family.data_kind != "images":
-        index_a = index if batches_a is None else next(batches_a)
-        batch["a"] = to_float(torch.from_numpy(data.train_a[index_a])).to(device, non_blocking=True)
+        batch["a"] = images(data.train_a[index if batches_a is None else next(batches_a)])
     return batch
 
 
@@ -147,6 +154,8 @@ def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> Non
 
     data = family.prepare_data(data, hp)
     modules = {k: m.to(device) for k, m in family.build(hp, data.info()).items()}
+    if loop.channels_last:  # conv weights as NHWC (other tensors stay as they are)
+        modules = {k: m.to(memory_format=torch.channels_last) for k, m in modules.items()}
     # DDP wraps what trains; frozen modules (an EMA copy) stay as they are
     wrapped = {k: session.prepare_model(m) if any(p.requires_grad for p in m.parameters()) else m
                for k, m in modules.items()}
@@ -170,12 +179,16 @@ def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> Non
     elif step >= loop.max_steps:  # PBT started this trial from one that had finished: its last report
         reporter.report(step, {}, math.nan, evaluate=True, checkpoint=True)
 
+    # fp16 needs its losses scaled (bf16 has fp32's range); the scale starts anew on a resume
+    scaler = torch.amp.GradScaler(device.type) if loop.precision == "fp16" else None
     sums: dict[str, float] = {}
     interval_start, interval_steps = time.perf_counter(), 0
     while step < loop.max_steps:
-        batch = next_batch(data, family, batches, batches_a, device)
-        with autocast(device):
+        batch = next_batch(data, family, batches, batches_a, device, loop.channels_last)
+        with autocast(device, loop.precision), loss_scaling(scaler):
             losses = family.train_step(wrapped, optimizers, batch, hp)
+        if scaler:
+            scaler.update()
         step += 1
         interval_steps += 1
         for k, v in losses.items():

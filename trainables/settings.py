@@ -41,6 +41,8 @@ class LoopSettings:
     eval_every: int  # steps between evaluations, each with a checkpoint
     log_every: int  # steps between loss reports
     eval_samples: int
+    precision: str = "fp32"  # the training step's autocast: fp32, bf16 or fp16 (with a GradScaler)
+    channels_last: bool = False  # modules and batches in NHWC memory layout (faster convolutions on GPUs)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class CheckpointConfig:
     trial_id: str | None = None
     worker_nodes: list = field(default_factory=list)  # the Ray node of each worker
     started_from: dict | None = None  # PBT: the Tune checkpoint this run of the trial started from
+    precision: str | None = None  # what the weights were trained in (the weights are saved in fp32)
 
     def to_json(self, step: int, code_version: str) -> dict:
         config = {k: v for k, v in asdict(self).items() if v is not None}
@@ -109,6 +112,8 @@ class SweepSpec:
     searcher: str = "tpe"
     seed: int = 0
     fid_features: str = "classifier"
+    precision: str = "fp32"
+    channels_last: bool = False
     data_options: dict = field(default_factory=dict)  # the loader's options, so --resume reloads the same data
     overrides: dict = field(default_factory=dict)  # --set KEY=VALUE
     metric_descriptions: dict = field(default_factory=dict)
