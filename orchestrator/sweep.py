@@ -254,8 +254,9 @@ def init_ray(address: str | None, verbose: bool = False) -> tuple[str | None, bo
         else:
             # one logical CPU more than the cores, for the trial drivers (see TRIAL_DRIVER_CPU)
             # address="local": a new Ray of its own, even where `ray start` left one running
+            # the dashboard wherever ray[default] is installed (None: Ray starts it if it can)
             context = ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1, logging_level="WARNING",
-                               include_dashboard=True, dashboard_host="127.0.0.1")
+                               include_dashboard=None, dashboard_host="127.0.0.1")
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if local:
