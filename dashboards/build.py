@@ -80,6 +80,7 @@ def fmt(value) -> str:
 
 def leaderboard_html(exp: Experiment, statuses: dict[str, str], top: list[str]) -> str:
     best_ckpt = exp.best_checkpoints()
+    baseline = exp.baseline_trial
     keys = exp.searched or sorted({k for t in exp.trials for k in exp.params_at_best(t)})
     head = ["#", "trial", *keys, f"best {exp.objective}", "at step", "status", "steps run", "wall time",
             "best checkpoint"]
@@ -93,7 +94,9 @@ def leaderboard_html(exp: Experiment, statuses: dict[str, str], top: list[str]) 
         if ckpt:
             rel = ckpt.path.relative_to(exp.path) if ckpt.path.is_relative_to(exp.path) else ckpt.path
             where = f'<code title="{esc(ckpt.path)}">{esc(rel)}</code>'
-        cells = [f'<td class="num">{rank}</td>', f"<td>{esc(trial.trial_id)}</td>",
+        mark = ('<br><small title="the family\'s default hyperparameters, tried first: this sweep\'s baseline">'
+                'defaults</small>' if trial.trial_id == baseline else "")
+        cells = [f'<td class="num">{rank}</td>', f"<td>{esc(trial.trial_id)}{mark}</td>",
                  *[f'<td class="num">{fmt(exp.params_at_best(trial).get(k, ""))}</td>' for k in keys],
                  f'<td class="num"><b>{fmt(best.get(exp.objective, math.nan))}</b></td>',
                  f'<td class="num">{fmt(best.get("step", ""))}</td>',

@@ -216,7 +216,7 @@ def list_models() -> None:
 
 def make_spec(args: argparse.Namespace) -> SweepSpec:
     """Everything that defines the sweep, saved as sweep.json (and reused by --resume)."""
-    from search_spaces import default_space_path, load_space, parse_overrides
+    from search_spaces import default_space_path, defaults_point, load_space, parse_overrides, read_space
     from trainables.models import get_family, metric_descriptions
 
     family = get_family(args.model)
@@ -229,6 +229,12 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
     space_file = Path(args.space) if args.space else default_space_path(args.model)
     space = load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
     mutated = list(pbt_mutations(family, space)) if args.scheduler == "pbt" else None
+    baseline = None
+    if args.scheduler != "pbt":  # the family's defaults are trial 1: the baseline every sweep shows
+        searched = read_space(space_file.read_text(), set(family.defaults), str(space_file), overrides)
+        baseline, why = defaults_point(searched, family.defaults)
+        if baseline is None:
+            print(f"[sweep] the family's defaults are not trial 1: {why} in {space_file}", flush=True)
     return SweepSpec(
         **sizes, model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
         subset=args.subset, data_options={k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k) is not None},
@@ -236,7 +242,7 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         scheduler=args.scheduler, searcher=args.searcher, seed=args.seed, fid_features=args.fid_features,
         precision=args.precision, channels_last=args.channels_last,
         objective=family.objective, mode=family.mode, metric_descriptions=metric_descriptions(args.model),
-        keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated)
+        keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated, baseline=baseline)
 
 
 def init_ray(address: str | None, verbose: bool = False) -> tuple[str | None, bool]:
@@ -370,6 +376,7 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     storage = StudyStorage(exp.uri)
     sampler = SAMPLERS[spec.searcher](spec)
     searcher = DivergedIsPruned(metric=metric, mode=family.mode, sampler=sampler, study_name=spec.name,
+                                points_to_evaluate=[spec.baseline] if spec.baseline else None,
                                 storage=storage)
     if spec.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="step", max_t=spec.max_steps, reduction_factor=2,

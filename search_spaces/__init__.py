@@ -163,6 +163,29 @@ def read_space(text: str, known: set[str] | None = None, source: str = "search s
     return space
 
 
+def defaults_point(space: dict, defaults: dict) -> tuple[dict | None, str]:
+    """The family's defaults of the searched hyperparameters of `space` (read_space's), to try as a
+    sweep's first trial: (the point, "") where every default lies in its distribution, else (None,
+    why not)."""
+    point = {}
+    for name, table in space.items():
+        if not isinstance(table, dict):
+            continue
+        value = defaults[name]
+        if table["distribution"] == "choice":
+            fits = value in table["values"]
+            what = f"one of {table['values']}"
+        else:
+            integer = table["distribution"] in ("int", "logint")
+            fits = (isinstance(value, (int, float)) and not isinstance(value, bool) and table["low"] <= value <= table["high"]
+                    and (not integer or float(value).is_integer()))
+            what = f"in [{table['low']:g}, {table['high']:g}]"
+        if not fits:
+            return None, f"{name}'s default {value!r} is not {what}"
+        point[name] = value
+    return point, ""
+
+
 def parse_space(text: str, known: set[str], source: str = "search space", overrides: dict | None = None) -> dict:
     """TOML text -> {name: Tune domain or fixed value}; `known` are the family's hyperparameters;
     `overrides` (from --set) fix values, replacing what the file says about them."""

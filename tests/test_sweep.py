@@ -15,7 +15,8 @@ from PIL import Image
 from conftest import assert_one_line_error, run_cli
 from orchestrator.best import export_best
 from trainables.cli import UsageError
-from trainables.experiment import load_experiment
+from trainables.experiment import leaderboard, load_experiment
+from trainables.models import get_family
 from trainables.checkpoints import load_checkpoint
 from trainables.datasets import load_dataset
 from trainables.features import SampleQuality, build_feature_network, get_feature_network
@@ -44,10 +45,10 @@ def test_sweep_writes_a_complete_experiment(digits_sweep):
         assert trial.status(spec["max_steps"]) == "finished"
         steps = [r["step"] for r in trial.results]
         assert steps == [0, 20, 40, 60, 80, 100, 120]
-        # 3 evaluations with a checkpoint; the best 2 by FID are kept (the disk bound)
-        assert len(trial.checkpoints) == 2
-        fids = [r["fid"] for r in trial.results if r["step"] in (40, 80, 120)]
-        assert sorted(c.metrics["fid"] for c in trial.checkpoints) == sorted(fids)[:2]
+        # 3 evaluations with a checkpoint; the best 2 by FID are kept (the disk bound), and the latest
+        fids = {r["step"]: r["fid"] for r in trial.results if r["step"] in (40, 80, 120)}
+        kept = set(sorted(fids, key=fids.get)[:2]) | {120}
+        assert sorted(c.step for c in trial.checkpoints) == sorted(kept)
         for ckpt in trial.checkpoints:
             names = {p.name for p in ckpt.path.iterdir()}
             assert {"model.safetensors", "config.json", "metrics.json", "samples.png", "training_state.pt"} <= names
@@ -55,8 +56,14 @@ def test_sweep_writes_a_complete_experiment(digits_sweep):
     study = optuna.load_study(study_name="digits", storage=f"sqlite:///{path}/optuna.db")
     assert len(study.trials) == 2
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # trial 1 trained the family's defaults (the DCGAN paper's): the sweep's own baseline, marked
+    defaults = get_family("dcgan").defaults
+    assert spec["baseline"] == {k: defaults[k] for k in ("lr_g", "lr_d", "beta1", "latent_dim", "batch_size")}
+    assert study.trials[0].params == spec["baseline"]
+    assert list(leaderboard(exp)["baseline"]).count("defaults") == 1
     page = (path / "dashboard.html").read_text()
     assert "data:image/png;base64," in page and "plotly" in page.lower()
+    assert page.count("defaults</small>") == 1
     assert list(path.glob("run_trial_*/events.out.tfevents.*"))  # TensorBoard can read the run
 
 
@@ -186,3 +193,22 @@ def test_random_search_baseline(ray_address, tmp_path):
     assert json.loads((tmp_path / "random" / "sweep.json").read_text())["searcher"] == "random"
     exp = load_experiment(tmp_path / "random")
     assert [t.status(20) for t in exp.trials] == ["finished"] * 2
+
+
+def test_defaults_are_trial_1_unless_the_space_excludes_them(tmp_path, capsys):
+    """TPE and random sweeps try the family's defaults first; a space that excludes them says so in
+    one line and samples as before; PBT, whose population starts at random, has no such trial."""
+    from orchestrator.sweep import build_parser, make_spec
+
+    spec = make_spec(build_parser().parse_args(["vae", "--searcher", "random"]))
+    defaults = get_family("vae").defaults
+    assert spec.baseline and spec.baseline == {k: defaults[k] for k in spec.baseline}
+    narrow = tmp_path / "narrow.toml"
+    narrow.write_text('[lr]\ndistribution = "loguniform"\nlow = 1e-2\nhigh = 1e-1\n')
+    capsys.readouterr()
+    spec = make_spec(build_parser().parse_args(["vae", "--space", str(narrow)]))
+    assert spec.baseline is None
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said == [f"[sweep] the family's defaults are not trial 1: lr's default {defaults['lr']!r} is not in "
+                    f"[0.01, 0.1] in {narrow}"], said
+    assert make_spec(build_parser().parse_args(["dcgan", "--scheduler", "pbt"])).baseline is None

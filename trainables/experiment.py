@@ -134,6 +134,18 @@ class Experiment:
         config = (self.best_of(trial) or {}).get("config")
         return {**trial.params, **config} if isinstance(config, dict) else trial.params
 
+    @property
+    def baseline_trial(self) -> str | None:
+        """The id of the trial that trained the family's defaults (sweep.json's `baseline`, tried
+        first), or None: the sweep's own baseline, for the leaderboard and the dashboard."""
+        baseline = self.spec.get("baseline")
+        if not isinstance(baseline, dict) or not baseline:
+            return None
+        for trial in self.trials:
+            if all(_same(trial.params.get(k), v) for k, v in baseline.items()):
+                return trial.trial_id
+        return None
+
     def ranked_checkpoints(self) -> list[tuple[Trial, CheckpointInfo]]:
         pairs = [(t, c) for t in self.trials for c in t.checkpoints if math.isfinite(self.score(c.metrics))]
         return sorted(pairs, key=lambda tc: self.score(tc[1].metrics))
@@ -171,6 +183,12 @@ def _number(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return a == b
 
 
 def _step(value, default: int) -> int:
@@ -338,6 +356,7 @@ def leaderboard(exp: Experiment, now: float | None = None):
 
     best_ckpt = exp.best_checkpoints()
     statuses = exp.statuses(now)
+    baseline = exp.baseline_trial
     rows = []
     for t in exp.trials:
         best = exp.best_of(t) or {}
@@ -345,7 +364,8 @@ def leaderboard(exp: Experiment, now: float | None = None):
         rows.append({"trial": t.trial_id, **exp.params_at_best(t), exp.objective: best.get(exp.objective, math.nan),
                      "at_step": best.get("step"), "steps": t.last_step,
                      "status": statuses[t.trial_id], "seconds": round(t.wall_seconds, 1),
-                     "checkpoint": str(ckpt.path) if ckpt else ""})
+                     "checkpoint": str(ckpt.path) if ckpt else "",
+                     **({"baseline": "defaults" if t.trial_id == baseline else ""} if baseline else {})})
     table = pd.DataFrame(rows)
     if len(table):
         ascending = exp.mode == "min"

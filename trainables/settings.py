@@ -118,6 +118,7 @@ class SweepSpec:
     overrides: dict = field(default_factory=dict)  # --set KEY=VALUE
     metric_descriptions: dict = field(default_factory=dict)
     pbt_mutates: list | None = None  # the learning rates PBT mutates
+    baseline: dict | None = None  # the family's defaults of the searched hyperparameters: trial 1
     name: str = ""
     feature_network: dict = field(default_factory=dict)  # the FID feature network's name and facts
     dataset_info: dict = field(default_factory=dict)
