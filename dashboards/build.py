@@ -78,9 +78,13 @@ def fmt(value) -> str:
     return esc(value)
 
 
+ROLES = {"defaults": "the family's default hyperparameters, tried first: this sweep's baseline",
+         "final": "the final phase: a top configuration trained on from its best checkpoint"}
+
+
 def leaderboard_html(exp: Experiment, statuses: dict[str, str], top: list[str]) -> str:
     best_ckpt = exp.best_checkpoints()
-    baseline = exp.baseline_trial
+    roles = exp.roles()
     keys = exp.searched or sorted({k for t in exp.trials for k in exp.params_at_best(t)})
     head = ["#", "trial", *keys, f"best {exp.objective}", "at step", "status", "steps run", "wall time",
             "best checkpoint"]
@@ -94,8 +98,8 @@ def leaderboard_html(exp: Experiment, statuses: dict[str, str], top: list[str]) 
         if ckpt:
             rel = ckpt.path.relative_to(exp.path) if ckpt.path.is_relative_to(exp.path) else ckpt.path
             where = f'<code title="{esc(ckpt.path)}">{esc(rel)}</code>'
-        mark = ('<br><small title="the family\'s default hyperparameters, tried first: this sweep\'s baseline">'
-                'defaults</small>' if trial.trial_id == baseline else "")
+        role = roles.get(trial.trial_id, "")
+        mark = f'<br><small title="{esc(ROLES.get(role.split()[0], "") if role else "")}">{esc(role)}</small>' if role else ""
         cells = [f'<td class="num">{rank}</td>', f"<td>{esc(trial.trial_id)}{mark}</td>",
                  *[f'<td class="num">{fmt(exp.params_at_best(trial).get(k, ""))}</td>' for k in keys],
                  f'<td class="num"><b>{fmt(best.get(exp.objective, math.nan))}</b></td>',

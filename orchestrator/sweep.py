@@ -25,11 +25,12 @@ from pathlib import Path
 from trainables.cli import Parser, UsageError, run
 from trainables.experiment import (is_spec, keep_results_before_resume, leaderboard, load_experiment, write_histories,
                                    write_sweep_status)
-from trainables.layout import CHECKPOINTS_DIR, DASHBOARD_FILE, ERROR_FILE, SPEC_FILE, STORAGE_FULL
+from trainables.layout import (CHECKPOINTS_DIR, DASHBOARD_FILE, ERROR_FILE, FINAL_DIR, FINAL_FROM, FINAL_UNTIL,
+                               SPEC_FILE, STORAGE_FULL)
 from trainables.settings import CheckpointConfig, LoopSettings, Resources, SweepSpec, TrialSettings
 from trainables.storage import Location, check_reachable, first_line, location
 
-QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000}
+QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000, "final_steps": 600}
 # The Tune function that fits a trial's TorchTrainer mostly waits; it asks for a sliver of CPU
 # (Tune refuses 0). So that N one-CPU trials fit N cores, a local Ray gets one extra logical CPU.
 TRIAL_DRIVER_CPU = 0.01
@@ -54,7 +55,9 @@ def random_sampler(spec: SweepSpec):
 SAMPLERS = {"tpe": tpe_sampler, "random": random_sampler}  # by --searcher
 DATA_OPTIONS = ("image_size", "fit", "classes", "attribute", "folders", "swap_domains")  # passed to the loader
 STORAGE_ENV, DEFAULT_STORAGE = "ORCHESTRATOR_STORAGE", "experiments"  # where --storage defaults to
-DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000}
+DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000,
+            "final_steps": 0}
+SEARCH_SHARE = 0.75  # of --budget: the search's; the final phase gets what the search left
 
 
 def positive_int(text: str) -> int:
@@ -84,8 +87,8 @@ def build_parser() -> Parser:
     p.add_argument("--list", action="store_true", help="list the model families: default dataset, objective, search space")
     budget = p.add_argument_group("budget")
     budget.add_argument("--quick", action="store_true",
-                        help=f"the demo's small budget: {QUICK['trials']} trials of {QUICK['max_steps']} steps "
-                             f"(explicit options below still win)")
+                        help=f"the demo's small budget: {QUICK['trials']} trials of {QUICK['max_steps']} steps, then "
+                             f"the best one trained {QUICK['final_steps']} steps more (explicit options below still win)")
     budget.add_argument("--trials", type=positive_int, help=f"number of trials (default {DEFAULTS['trials']})")
     budget.add_argument("--max-steps", type=positive_int,
                         help=f"training steps per trial, the most ASHA lets a trial run (default {DEFAULTS['max_steps']})")
@@ -96,6 +99,16 @@ def build_parser() -> Parser:
     budget.add_argument("--eval-samples", type=positive_int,
                         help=f"generated and held-out real images per FID/KID evaluation (default {DEFAULTS['eval_samples']}; "
                              f"capped by the test split)")
+    budget.add_argument("--final-steps", type=positive_int,
+                        help="the final phase: once the search is done, the top --final-top configurations continue "
+                             "from their best checkpoints for N more steps, as trials of their own (default: none; "
+                             f"{QUICK['final_steps']} with --quick)")
+    budget.add_argument("--final-top", type=positive_int, default=1,
+                        help="configurations the final phase trains on (default 1)")
+    budget.add_argument("--budget", type=positive_int, metavar="TRIAL_STEPS",
+                        help=f"total training steps of all trials, search and final phase: each search trial gets "
+                             f"{SEARCH_SHARE:.0%} of it / --trials as --max-steps (a multiple of --eval-every), the "
+                             f"final phase what the search left (ASHA stops trials early), shared by --final-top")
     data = p.add_argument_group("data")
     from trainables.datasets import DATASETS
 
@@ -214,6 +227,20 @@ def list_models() -> None:
             print(f"  {key}: {text}")
 
 
+def split_budget(args: argparse.Namespace, sizes: dict) -> dict:
+    """--budget B: each of the search's trials may train SEARCH_SHARE * B / trials steps (rounded
+    down to a multiple of --eval-every where it is one or more); the final phase gets the rest, worked
+    out once the search has spent what it did (final_tuner)."""
+    if args.max_steps or args.final_steps:
+        raise UsageError("--budget divides the steps itself: give --budget or --max-steps / --final-steps, not both")
+    share = 1.0 if args.scheduler == "pbt" else SEARCH_SHARE  # PBT trains its population to the end
+    per_trial = int(args.budget * share) // sizes["trials"]
+    if per_trial < 1:
+        raise UsageError(f"--budget {args.budget} is less than one step for each of {sizes['trials']} trials")
+    every = sizes["eval_every"]
+    return {"max_steps": per_trial // every * every if per_trial >= every else per_trial, "final_steps": 0}
+
+
 def make_spec(args: argparse.Namespace) -> SweepSpec:
     """Everything that defines the sweep, saved as sweep.json (and reused by --resume)."""
     from search_spaces import default_space_path, defaults_point, load_space, parse_overrides, read_space
@@ -224,6 +251,11 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
     dataset = args.dataset or family.default_dataset
     budget = QUICK if args.quick else DEFAULTS
     sizes = {key: getattr(args, key) if getattr(args, key) is not None else default for key, default in budget.items()}
+    if args.budget:
+        sizes.update(split_budget(args, sizes))
+    if args.scheduler == "pbt" and (sizes["final_steps"] or args.budget):
+        print("[sweep] no final phase under PBT: its population already trains to the last step", flush=True)
+        sizes["final_steps"] = 0
     for note in fit_budget(sizes):
         print(f"[sweep] {note}", flush=True)
     space_file = Path(args.space) if args.space else default_space_path(args.model)
@@ -242,7 +274,8 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         scheduler=args.scheduler, searcher=args.searcher, seed=args.seed, fid_features=args.fid_features,
         precision=args.precision, channels_last=args.channels_last,
         objective=family.objective, mode=family.mode, metric_descriptions=metric_descriptions(args.model),
-        keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated, baseline=baseline)
+        keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated, baseline=baseline, final_top=args.final_top,
+        budget=args.budget if args.scheduler != "pbt" else None)
 
 
 def init_ray(address: str | None, verbose: bool = False) -> tuple[str | None, bool]:
@@ -344,6 +377,19 @@ def trial_settings(spec: SweepSpec, resources: Resources, max_failures: int, exp
         data_ref=refs["data_ref"], feature_ref=refs["feature_ref"])
 
 
+def make_trainable(settings: TrialSettings):
+    """run_trial with the sweep's settings and each trial's resources: a one-worker trial trains in
+    its Tune trial's process, which then needs the worker's resources."""
+    from ray import tune
+
+    from trainables.ray_trial import run_trial
+
+    resources = settings.resources
+    resources = ({"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker} if resources.in_process
+                 else {"cpu": TRIAL_DRIVER_CPU})
+    return tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
+
+
 def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settings: TrialSettings, resume: bool):
     import optuna
     from ray import tune
@@ -352,14 +398,10 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     from orchestrator.searcher import StudyStorage, fetch_study
     from search_spaces import parse_space
     from trainables.models import get_family
-    from trainables.ray_trial import DivergedIsPruned, run_trial
+    from trainables.ray_trial import DivergedIsPruned
 
     family = get_family(spec.model)
-    # a one-worker trial trains in its Tune trial's process, which then needs the worker's resources
-    resources = settings.resources
-    resources = ({"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker} if resources.in_process
-                 else {"cpu": TRIAL_DRIVER_CPU})
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
+    trainable = make_trainable(settings)
     if resume:
         keep_results_before_resume(exp)
         if spec.scheduler != "pbt":
@@ -393,7 +435,7 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     )
 
 
-def run_config(spec: SweepSpec, args: argparse.Namespace, exp: Location):
+def run_config(spec: SweepSpec, args: argparse.Namespace, exp: Location, final: bool = False):
     """Tune restarts a trial whose driver died (its node was lost) up to --max-failures times; the
     restarted trial's TorchTrainer continues from the trial's latest checkpoint. (A failed training
     worker is restarted by the trainer itself, see run_trial.) Reports made before a restart are
@@ -407,12 +449,59 @@ def run_config(spec: SweepSpec, args: argparse.Namespace, exp: Location):
 
     callbacks = [KeepResultsOnRestart(), StopWhenStorageFull()]
     if not args.verbose:
-        callbacks.append(SweepProgress(spec.trials, spec.objective, spec.mode))
-    if exp.remote and spec.scheduler != "pbt":
+        callbacks.append(SweepProgress(spec.final_top if final else spec.trials, spec.objective, spec.mode))
+    if exp.remote and spec.scheduler != "pbt" and not final:
         callbacks.append(UploadStudy(exp))
-    return tune.RunConfig(name=spec.name, storage_path=exp.parent.uri, callbacks=callbacks,
+    name, where = (FINAL_DIR, exp) if final else (spec.name, exp.parent)  # the final phase: NAME/final
+    return tune.RunConfig(name=name, storage_path=where.uri, callbacks=callbacks,
                           verbose=None if args.verbose else 0,
                           failure_config=tune.FailureConfig(max_failures=args.max_failures))
+
+
+def final_steps(spec: SweepSpec, spent: int) -> int:
+    """Steps each final trial trains: --final-steps, or under --budget what the search left of it
+    (it spent `spent` trial-steps), shared by the --final-top trials, so search + final <= budget."""
+    return spec.final_steps or max(0, spec.budget - spent) // spec.final_top
+
+
+def final_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settings: TrialSettings):
+    """The final phase, once the search has finished: the top --final-top configurations continue
+    from their best checkpoints for --final-steps more steps (under --budget, what the search left
+    of it, shared), as Tune trials of their own (STORAGE/NAME/final/), checkpointed like any other.
+    None where there is no final phase; a resumed one continues its unfinished trials."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if spec.scheduler == "pbt" or not (spec.final_steps or spec.budget):
+        return None
+    trainable = make_trainable(settings)
+    if (exp / FINAL_DIR / "tuner.pkl").is_file():  # it started before this run of the sweep
+        return tune.Tuner.restore((exp / FINAL_DIR).uri, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False)
+    searched = load_experiment(exp.uri)
+    steps = final_steps(spec, spent=sum(t.last_step for t in searched.search_trials))
+    parents: dict[str, tuple] = {}
+    for trial, checkpoint in searched.ranked_checkpoints():
+        if len(parents) < spec.final_top and not trial.final_from:
+            parents.setdefault(trial.trial_id, (trial, checkpoint))
+    if steps < 1 or not parents:
+        print(f"[sweep] no final phase: {'the search spent the budget' if parents else 'no checkpoint to go on from'}",
+              flush=True)
+        return None
+    configs = [{**trial.params, FINAL_FROM: searched.where(checkpoint.path).uri, FINAL_UNTIL: checkpoint.step + steps}
+               for trial, checkpoint in parents.values()]
+    print(f"[sweep] final phase: {len(configs)} best configuration(s) continue from their best checkpoints for "
+          f"{steps} more steps: " + ", ".join(f"trial {trial.trial_id} from step {checkpoint.step}"
+                                               for trial, checkpoint in parents.values()), flush=True)
+    return tune.Tuner(
+        trainable,
+        param_space={key: tune.choice([config[key] for config in configs]) for key in configs[0]},
+        tune_config=tune.TuneConfig(metric=f"{spec.objective}_best", mode=spec.mode, num_samples=len(configs),
+                                    search_alg=BasicVariantGenerator(points_to_evaluate=configs,
+                                                                     max_concurrent=spec.max_concurrent),
+                                    reuse_actors=REUSE_TRIAL_PROCESSES),
+        run_config=run_config(spec, args, exp, final=True),
+    )
 
 
 def pbt_tuner(spec: SweepSpec, args: argparse.Namespace, family, trainable, param_space: dict, exp: Location):
@@ -630,6 +719,10 @@ def main(argv: list[str] | None = None) -> int:
     stopped = False
     try:
         tuner.fit()  # Ctrl-C: Tune stops the trials, saves its state and returns
+        if not any(t.tune_status in UNFINISHED for t in load_experiment(exp.uri).trials):
+            final = final_tuner(spec, args, exp, settings)
+            if final:
+                final.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops at once
         stopped = True
     elapsed = time.time() - start
@@ -661,7 +754,18 @@ def report(where: Location, elapsed: float, dashboard: bool, resume: str, stoppe
         columns = [c for c in table.columns if c != "checkpoint"]
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
             print(table[columns].to_string())
+    if dashboard and not full:
+        from dashboards.build import build
+
+        out = build([exp])  # as loaded above: a remote experiment is not mirrored twice
+        print(f"dashboard: {out}" + (f" (and {where}/{DASHBOARD_FILE})" if where.remote else ""))
     ranked = exp.ranked_checkpoints()
+    for trial in (t for t in exp.trials if t.final_from):  # what the final phase made of its configurations
+        parent = next((t for t in exp.trials if t.trial_id == trial.parent), None)
+        before, after = (exp.best_of(t) or {} for t in (parent, trial)) if parent else ({}, exp.best_of(trial) or {})
+        print(f"final phase: trial {trial.trial_id} trained trial {trial.parent}'s configuration on to step "
+              f"{trial.last_step}: {exp.objective} {before.get(exp.objective, math.nan):.4g} -> "
+              f"{after.get(exp.objective, math.nan):.4g}")
     if ranked:
         trial, ckpt = ranked[0]
         print(f"best checkpoint: {exp.where(ckpt.path)}  ({exp.objective} {ckpt.metrics[exp.objective]:.4g} "
@@ -672,11 +776,6 @@ def report(where: Location, elapsed: float, dashboard: bool, resume: str, stoppe
         print(f"{full[0]} (the sweep stopped; each trial continues from its last complete checkpoint: {resume})",
               file=sys.stderr, flush=True)
         return 1
-    if dashboard:
-        from dashboards.build import build
-
-        out = build([exp])  # as loaded above: a remote experiment is not mirrored twice
-        print(f"dashboard: {out}" + (f" (and {where}/{DASHBOARD_FILE})" if where.remote else ""))
     statuses = exp.statuses()
     errored = [t for t in exp.trials if statuses[t.trial_id] == "errored"]
     if errored:

@@ -60,10 +60,10 @@ def test_sweep_writes_a_complete_experiment(digits_sweep):
     defaults = get_family("dcgan").defaults
     assert spec["baseline"] == {k: defaults[k] for k in ("lr_g", "lr_d", "beta1", "latent_dim", "batch_size")}
     assert study.trials[0].params == spec["baseline"]
-    assert list(leaderboard(exp)["baseline"]).count("defaults") == 1
+    assert list(leaderboard(exp)["role"]).count("defaults") == 1
     page = (path / "dashboard.html").read_text()
     assert "data:image/png;base64," in page and "plotly" in page.lower()
-    assert page.count("defaults</small>") == 1
+    assert page.count(">defaults</small>") == 1
     assert list(path.glob("run_trial_*/events.out.tfevents.*"))  # TensorBoard can read the run
 
 
@@ -212,3 +212,46 @@ def test_defaults_are_trial_1_unless_the_space_excludes_them(tmp_path, capsys):
     assert said == [f"[sweep] the family's defaults are not trial 1: lr's default {defaults['lr']!r} is not in "
                     f"[0.01, 0.1] in {narrow}"], said
     assert make_spec(build_parser().parse_args(["dcgan", "--scheduler", "pbt"])).baseline is None
+
+
+def test_the_final_phase_trains_the_best_configuration_on_from_its_best_checkpoint(ray_address, tmp_path):
+    """--final-steps: once the search is done, the top configuration continues from its best
+    checkpoint as a trial of its own, which the leaderboard, best and the dashboard show."""
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "2", "--max-steps", "40",
+                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--scheduler", "fifo",
+                   "--final-steps", "40", "--storage", str(tmp_path), "--name", "fin", "--address", ray_address)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = load_experiment(tmp_path / "fin")
+    (final,) = [t for t in exp.trials if t.final_from]
+    parent, best = next((t, c) for t, c in exp.ranked_checkpoints() if not t.final_from)  # the search's best
+    assert final.parent == parent.trial_id and final.final_until == best.step + 40
+    assert final.params == parent.params and "final_from" not in leaderboard(exp).columns
+    assert [r["step"] for r in final.results] == list(range(best.step + 10, best.step + 41, 10))  # from there on
+    assert final.status(exp.spec["max_steps"]) == "finished"
+    for checkpoint in final.checkpoints:
+        config = json.loads((checkpoint.path / "config.json").read_text())
+        assert config["started_from"]["trial_id"] == parent.trial_id and config["started_from"]["step"] == best.step
+    assert list(leaderboard(exp)["role"]).count(f"final of {parent.trial_id}") == 1
+    assert f"final phase: trial {final.trial_id} trained trial {parent.trial_id}'s configuration" in proc.stdout
+    export_best(tmp_path / "fin", top=3)
+    exported = json.loads((tmp_path / "fin" / "best" / "best.json").read_text())["checkpoints"]
+    assert final.trial_id in {c["trial"] for c in exported}
+    assert f"final of {parent.trial_id}" in (tmp_path / "fin" / "dashboard.html").read_text()
+
+
+def test_budget_splits_between_search_and_final_phase(capsys):
+    """--budget B: each search trial may train 3/4 B / trials steps (a multiple of --eval-every), the
+    final phase gets what the search left; PBT, which has no final phase, gets all of it."""
+    from orchestrator.sweep import build_parser, final_steps, make_spec
+
+    spec = make_spec(build_parser().parse_args(["dcgan", "--budget", "1000", "--trials", "4", "--eval-every", "50"]))
+    assert (spec.max_steps, spec.final_steps, spec.budget, spec.final_top) == (150, 0, 1000, 1)
+    assert final_steps(spec, spent=4 * 150) == 400 and final_steps(spec, spent=300) == 700  # ASHA stopped some
+    spec.final_top = 2
+    assert final_steps(spec, spent=600) == 200 and final_steps(spec, spent=1200) == 0
+    pbt = make_spec(build_parser().parse_args(["dcgan", "--scheduler", "pbt", "--budget", "1000", "--trials", "4",
+                                               "--eval-every", "50"]))
+    assert (pbt.max_steps, pbt.final_steps, pbt.budget) == (250, 0, None)
+    assert "no final phase under PBT" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="not both"):
+        make_spec(build_parser().parse_args(["dcgan", "--budget", "1000", "--max-steps", "100"]))

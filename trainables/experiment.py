@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainables.cli import UsageError
-from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, METRICS, PARAMS_FILE, PROGRESS_FILE,
+from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, FINAL_DIR, FINAL_FROM,
+                               FINAL_UNTIL, METRICS, PARAMS_FILE, PROGRESS_FILE,
                                RESTART_BACKUP, RESULT_FILE, RESUME_BACKUP, SPEC_FILE, SWEEP_STATUS, TRIAL_DIR_PREFIX,
                                TRIAL_ID)
 from trainables.storage import Location, is_complete, local_copy, location
@@ -50,6 +51,13 @@ class Trial:
     error: str | None
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
     tune_status: str | None = None  # Tune's own: PENDING, RUNNING, PAUSED, TERMINATED, ERROR (None: no state file)
+    final_from: str | None = None  # a final trial's: the checkpoint it continued from
+    final_until: int | None = None  # and the step it trains to
+
+    @property
+    def parent(self) -> str | None:
+        """The trial a final trial continued (its checkpoint is CHECKPOINTS_DIR/<trial_id>/...)."""
+        return Path(self.final_from).parent.name if self.final_from else None
 
     def status(self, max_steps: int, now: float | None = None, sweep: str | None = None) -> str:
         """One of STATUSES. From Tune's state when the experiment has it, else from the files;
@@ -57,7 +65,7 @@ class Trial:
         of a sweep that is no longer running was interrupted, however recently it reported."""
         if self.error or self.tune_status == "ERROR":
             return "errored"
-        if self.last_step >= max_steps:
+        if self.last_step >= (self.final_until or max_steps):
             return "finished"
         if self.tune_status == "TERMINATED":
             return "stopped early"  # Tune ended it before the last step: its scheduler did
@@ -132,7 +140,9 @@ class Experiment:
         """The hyperparameters behind a trial's best report: its config then (Population Based
         Training mutates them during a trial), else the ones it started with."""
         config = (self.best_of(trial) or {}).get("config")
-        return {**trial.params, **config} if isinstance(config, dict) else trial.params
+        if not isinstance(config, dict):
+            return trial.params
+        return {**trial.params, **{k: v for k, v in config.items() if k not in (FINAL_FROM, FINAL_UNTIL)}}
 
     @property
     def baseline_trial(self) -> str | None:
@@ -141,10 +151,21 @@ class Experiment:
         baseline = self.spec.get("baseline")
         if not isinstance(baseline, dict) or not baseline:
             return None
-        for trial in self.trials:
+        for trial in self.search_trials:
             if all(_same(trial.params.get(k), v) for k, v in baseline.items()):
                 return trial.trial_id
         return None
+
+    def roles(self) -> dict[str, str]:
+        """What sets a trial apart, by id: "defaults" (the baseline) or "final of <trial>"."""
+        roles = {t.trial_id: f"final of {t.parent}" for t in self.trials if t.final_from}
+        if self.baseline_trial:
+            roles[self.baseline_trial] = "defaults"
+        return roles
+
+    @property
+    def search_trials(self) -> list[Trial]:
+        return [t for t in self.trials if not t.final_from]
 
     def ranked_checkpoints(self) -> list[tuple[Trial, CheckpointInfo]]:
         pairs = [(t, c) for t in self.trials for c in t.checkpoints if math.isfinite(self.score(c.metrics))]
@@ -263,10 +284,11 @@ def write_histories(exp: Experiment) -> None:
 def keep_results_before_resume(exp: Location) -> None:
     """Copy each trial's result.json aside before Tune restarts unfinished trials and rewrites it."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for info in exp.listdir():
-        result = exp / info.base_name / RESULT_FILE
-        if info.base_name.startswith(TRIAL_DIR_PREFIX) and result.is_file():
-            result.fs.copy_file(result.path, (exp / info.base_name / f"{RESUME_BACKUP}{stamp}.json").path)
+    for folder in (exp, exp / FINAL_DIR):
+        for info in folder.listdir():
+            result = folder / info.base_name / RESULT_FILE
+            if info.base_name.startswith(TRIAL_DIR_PREFIX) and result.is_file():
+                result.fs.copy_file(result.path, (folder / info.base_name / f"{RESUME_BACKUP}{stamp}.json").path)
 
 
 def read_tune_state(path: Path) -> tuple[dict[str, dict], dict]:
@@ -313,8 +335,9 @@ def load_experiment(path: str | Path) -> Experiment:
         raise UsageError(f"{spec_path} does not describe a sweep (objective, mode, max_steps); "
                          f"is {path} an experiment of this project?")
     tune_trials, runner = read_tune_state(path)
+    tune_trials.update(read_tune_state(path / FINAL_DIR)[0])
     trials = []
-    for params_file in sorted(path.glob(f"*/{PARAMS_FILE}")):
+    for params_file in sorted([*path.glob(f"*/{PARAMS_FILE}"), *path.glob(f"{FINAL_DIR}/*/{PARAMS_FILE}")]):
         folder = params_file.parent
         match = TRIAL_ID.search(folder.name)
         if not match:
@@ -331,7 +354,8 @@ def load_experiment(path: str | Path) -> Experiment:
             params = json.loads(params_file.read_text())
         except ValueError:
             params = {}
-        params = params if isinstance(params, dict) else {}
+        params = dict(params) if isinstance(params, dict) else {}
+        final_from, final_until = params.pop(FINAL_FROM, None), params.pop(FINAL_UNTIL, None)
         checkpoints = []
         for metrics_file in sorted((path / CHECKPOINTS_DIR / trial_id).glob(f"{CHECKPOINT_PREFIX}*/{METRICS}")):
             if not is_complete(location(metrics_file.parent)):
@@ -345,8 +369,9 @@ def load_experiment(path: str | Path) -> Experiment:
         results = with_checkpoint_reports(read_results(folder), checkpoints)
         if error is None and results and results[-1].get(DIVERGED):
             error = f"diverged: {results[-1][DIVERGED]}"
-        trials.append(Trial(trial_id, folder, params, results, error,
-                            sorted(checkpoints, key=lambda c: c.step), tune_trials.get(trial_id)))
+        trials.append(Trial(trial_id, folder, params, results, error, sorted(checkpoints, key=lambda c: c.step),
+                            tune_trials.get(trial_id), final_from if isinstance(final_from, str) else None,
+                            _step(final_until, -1) if final_until is not None else None))
     return Experiment(path, spec, trials, source, runner, read_sweep_status(path))
 
 
@@ -356,7 +381,7 @@ def leaderboard(exp: Experiment, now: float | None = None):
 
     best_ckpt = exp.best_checkpoints()
     statuses = exp.statuses(now)
-    baseline = exp.baseline_trial
+    roles = exp.roles()
     rows = []
     for t in exp.trials:
         best = exp.best_of(t) or {}
@@ -365,7 +390,7 @@ def leaderboard(exp: Experiment, now: float | None = None):
                      "at_step": best.get("step"), "steps": t.last_step,
                      "status": statuses[t.trial_id], "seconds": round(t.wall_seconds, 1),
                      "checkpoint": str(ckpt.path) if ckpt else "",
-                     **({"baseline": "defaults" if t.trial_id == baseline else ""} if baseline else {})})
+                     **({"role": roles.get(t.trial_id, "")} if roles else {})})
     table = pd.DataFrame(rows)
     if len(table):
         ascending = exp.mode == "min"

@@ -8,6 +8,7 @@ nothing, so every layer may use it.
         dashboard.html                DASHBOARD_FILE
         status.json                   SWEEP_STATUS: whether the sweep's driver runs, was interrupted or finished
         run_trial_<id>_.../           Tune's folder of a trial: result.json, progress.csv, params.json, error.txt
+        final/run_trial_<id>_.../     the final phase's trials (a Tune experiment of its own, FINAL_DIR)
         checkpoints/<id>/checkpoint_<time>/   a trial's kept checkpoints (files below)
         best/rank<k>-<trial>/         `orchestrator.best`'s copies of the best checkpoints, with best.json
 """
@@ -22,6 +23,7 @@ SWEEP_STATUS = "status.json"  # the sweep's driver: {"status": running|interrupt
 COMPARISON_FILE = "comparison.html"  # dashboards.build of several experiments, in the current folder
 CHECKPOINTS_DIR = "checkpoints"  # CHECKPOINTS_DIR/<trial_id>/<checkpoint folder>
 BEST_DIR, BEST_FILE = "best", "best.json"
+FINAL_DIR = "final"  # the final phase's Tune experiment: the top configurations trained on
 
 # a trial's Tune folder
 TRIAL_DIR_PREFIX = "run_trial_"  # Tune names a trial's folder after the trainable, run_trial
@@ -29,6 +31,9 @@ TRIAL_ID = re.compile(r"^run_trial_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})_")  # and its
 RESULT_FILE, PROGRESS_FILE, PARAMS_FILE, ERROR_FILE = "result.json", "progress.csv", "params.json", "error.txt"
 RESUME_BACKUP = "result-before-resume-"  # result.json kept aside by --resume (Tune rewrites it)
 RESTART_BACKUP = "result-before-restart-"  # and when Tune restarts a trial from a checkpoint
+# a final trial's own parameters, beside its hyperparameters: the checkpoint it continues from (a
+# path or URI) and the step it trains to
+FINAL_FROM, FINAL_UNTIL = "final_from", "final_until"
 
 # a checkpoint folder (trainables.checkpoints writes it, trainables.storage marks it complete)
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folder names, and ours

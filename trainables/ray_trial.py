@@ -57,8 +57,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from trainables import storage
 from trainables.checkpoints import read_json
-from trainables.layout import (CHECKPOINT_PREFIX, CONFIG, DIVERGED, METRICS, RESTART_BACKUP, RESULT_FILE, STORAGE_FULL,
-                               TRIAL_DIR_PREFIX)
+from trainables.layout import (CHECKPOINT_PREFIX, CONFIG, DIVERGED, FINAL_FROM, FINAL_UNTIL, METRICS, RESTART_BACKUP,
+                               RESULT_FILE, STORAGE_FULL, TRIAL_DIR_PREFIX)
 from trainables.loop import train_loop
 from trainables.models import get_family
 from trainables.settings import TrialRun, TrialSettings
@@ -372,7 +372,9 @@ def run_trial(hp: dict, settings: TrialSettings) -> None:
     see InProcessSession) or by fitting a TorchTrainer.
 
     Checkpoints are kept per trial id, so a restored trial (driver restart, `--resume`, a trial
-    Tune restarted after its node or process died) continues from its latest one. Under PBT
+    Tune restarted after its node or process died) continues from its latest one. A trial of the
+    final phase (hp has FINAL_FROM and FINAL_UNTIL) starts from a search trial's best checkpoint
+    and trains to FINAL_UNTIL steps. Under PBT
     (`settings.report_checkpoints`) Tune also gets the checkpoints, and a trial restarted from
     one (PBT's exploit: another trial's weights and optimizer state, with mutated learning
     rates) starts there.
@@ -381,9 +383,15 @@ def run_trial(hp: dict, settings: TrialSettings) -> None:
 
     family = get_family(settings.loop.model)
     trial_id = ray.tune.get_context().get_trial_id()
+    hp = dict(hp)
+    final_from, final_until = hp.pop(FINAL_FROM, None), hp.pop(FINAL_UNTIL, None)
     hp = {**family.defaults, **hp}
-    run = TrialRun(settings, hp, settings.checkpoint.but(hp=hp, trial_id=trial_id))
     start = ray.tune.get_checkpoint()  # None unless Tune has checkpoints: PBT
+    if final_from:  # the final phase: a top trial's best checkpoint, trained on to `final_until`
+        parent = storage.location(final_from)
+        start = ray.train.Checkpoint(parent.path, parent.fs)
+        settings = replace(settings, loop=replace(settings.loop, max_steps=int(final_until)))
+    run = TrialRun(settings, hp, settings.checkpoint.but(hp=hp, trial_id=trial_id))
     if start is not None:
         run = started_from(start, run)
     resources = settings.resources

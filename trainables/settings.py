@@ -119,6 +119,9 @@ class SweepSpec:
     metric_descriptions: dict = field(default_factory=dict)
     pbt_mutates: list | None = None  # the learning rates PBT mutates
     baseline: dict | None = None  # the family's defaults of the searched hyperparameters: trial 1
+    final_top: int = 1  # the final phase: the top K configurations continue from their best checkpoints
+    final_steps: int = 0  # for N more steps each (0: no final phase)
+    budget: int | None = None  # --budget: trial-steps of search and final phase together
     name: str = ""
     feature_network: dict = field(default_factory=dict)  # the FID feature network's name and facts
     dataset_info: dict = field(default_factory=dict)
