@@ -107,7 +107,7 @@ def build_parser() -> Parser:
                         help="configurations the final phase trains on (default 1)")
     budget.add_argument("--budget", type=positive_int, metavar="TRIAL_STEPS",
                         help=f"total training steps of all trials, search and final phase: each search trial gets "
-                             f"{SEARCH_SHARE:.0%} of it / --trials as --max-steps (a multiple of --eval-every), the "
+                             f"{SEARCH_SHARE:.0%}% of it / --trials as --max-steps (a multiple of --eval-every), the "
                              f"final phase what the search left (ASHA stops trials early), shared by --final-top")
     data = p.add_argument_group("data")
     from trainables.datasets import DATASETS
