@@ -45,10 +45,11 @@ def sweep(storage: Path, name: str, *options: str) -> float:
     return run_sweep("dcgan", storage, name, *options)
 
 
-def best_vs_compute(exp) -> list[tuple[int, float]]:
-    """(trial-steps spent so far, best FID so far) after each report of the sweep, in time order."""
+def best_vs_compute(exp, trials=None) -> list[tuple[int, float]]:
+    """(trial-steps spent so far, best FID so far) after each report of the sweep's trials (or of
+    `trials`), in time order."""
     events = sorted((r.get("timestamp", 0), r.get("time_total_s", 0), t.trial_id, r["step"], r.get("fid", math.nan))
-                    for t in exp.trials for r in t.results)
+                    for t in (exp.trials if trials is None else trials) for r in t.results)
     steps: dict[str, int] = {}
     best, curve = math.inf, []
     for _, _, trial, step, fid in events:

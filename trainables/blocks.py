@@ -241,6 +241,12 @@ class AdversarialFamily(ModelFamily):
     what differs (a conditional GAN its step and generation, a Siamese GAN its step)."""
 
     metric_descriptions = {**ModelFamily.metric_descriptions, **ADVERSARIAL_LOSSES}
+    side_multiple: int | None = None  # conv families: square images with a side this divides (check_data)
+
+    def check_data(self, info):
+        super().check_data(info)
+        if self.side_multiple:
+            check_side(self.name, info["shape"], self.side_multiple)
 
     def optimizers(self, modules, hp):
         return two_adams(modules, hp, "generator", "discriminator")

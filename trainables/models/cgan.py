@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.blocks import AdversarialFamily, ConvDiscriminator, ConvGenerator, check_side, init_weights
+from trainables.blocks import AdversarialFamily, ConvDiscriminator, ConvGenerator, init_weights
 from trainables.errors import BadInput
 from trainables.family import EvalResult, pixel_device, register_family, seeded_normal, update
 
@@ -85,10 +85,7 @@ class CGAN(AdversarialFamily):
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "embed_dim": 16, "batch_size": 64,
                 "width": 32}
     mutable = ("lr_g", "lr_d")
-
-    def check_data(self, info):
-        super().check_data(info)
-        check_side(self.name, info["shape"], 4)
+    side_multiple = 4  # two stride-2 downsamplings that the generator undoes
 
     def build(self, hp, info):
         self.check_data(info)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.blocks import AdversarialFamily, ConvDiscriminator, ConvGenerator, check_side, conv_encoder
+from trainables.blocks import AdversarialFamily, ConvDiscriminator, ConvGenerator, conv_encoder
 from trainables.family import EvalResult, pixel_device, register_family, seeded_normal, update
 
 
@@ -50,11 +50,8 @@ class DCGAN(AdversarialFamily):
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "batch_size": 64, "width": 32,
                 "lr_e": 2e-3, "encoder_share": 0.5}
     mutable = ("lr_g", "lr_d")
+    side_multiple = 4  # two stride-2 downsamplings that the generator undoes
     inference_modes = ("sample", "interpolate", "arithmetic")
-
-    def check_data(self, info):
-        super().check_data(info)
-        check_side(self.name, info["shape"], 4)
 
     def build(self, hp, info):
         self.check_data(info)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.blocks import AdversarialFamily, ConvGenerator, check_side, conv_encoder, init_weights
+from trainables.blocks import AdversarialFamily, ConvGenerator, conv_encoder, init_weights
 from trainables.family import register_family, update
 
 
@@ -69,11 +69,8 @@ class SiameseGAN(AdversarialFamily):
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "embed_dim": 64, "pair_weight": 1.0,
                 "adv_weight": 1.0, "batch_size": 64, "width": 32}
     mutable = ("lr_g", "lr_d")
+    side_multiple = 4  # two stride-2 downsamplings that the generator undoes
     inference_modes = ("sample", "interpolate")
-
-    def check_data(self, info):
-        super().check_data(info)
-        check_side(self.name, info["shape"], 4)
 
     def build(self, hp, info):
         self.check_data(info)
