@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dashboards import figures
 from dashboards.page import document, esc, facts, image_figure, plot_div
@@ -29,6 +30,9 @@ from trainables.cli import Parser, UsageError, run
 from trainables.experiment import STATUSES, Experiment, load_experiment
 from trainables.layout import COMPARISON_FILE, DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE
 from trainables.storage import first_line
+
+if TYPE_CHECKING:
+    from dashboards.live import LiveState
 
 TOP = 4
 
@@ -333,8 +337,10 @@ def comparison_section(experiments: list[Experiment]) -> str:
             + warning + plots + "</section>")
 
 
-def build(experiments: list[str | Path | Experiment], out: str | Path | None = None, top: int = TOP) -> Path:
-    """The page of `experiments` (folders, URIs, or experiments already loaded) at `out`."""
+def build(experiments: list[str | Path | Experiment], out: str | Path | None = None, top: int = TOP,
+          live: "LiveState | None" = None) -> Path:
+    """The page of `experiments` (folders, URIs, or experiments already loaded) at `out`; `live`:
+    one experiment's page while its sweep runs, which says how far it has got and reloads itself."""
     if top < 1:
         raise UsageError(f"--top must be 1 or more, got {top}")
     loaded = [e if isinstance(e, Experiment) else load_experiment(e) for e in experiments]
@@ -351,7 +357,10 @@ def build(experiments: list[str | Path | Experiment], out: str | Path | None = N
         nav = "<a href='#compare'>comparison</a>" + "".join(f"<a href='#e{i}'>{esc(n)}</a>" for i, n in enumerate(names))
     else:
         nav = f"<b>{esc(names[0])}</b> &middot; {esc(loaded[0].spec.get('model'))} on {esc(loaded[0].spec.get('dataset'))}"
-    page = document(" vs ".join(names) + " - sweep dashboard", nav, "".join(sections))
+    if live:
+        nav += f" &middot; {esc(live_line(loaded[0], live.total_trials))}"
+    page = document(" vs ".join(names) + " - sweep dashboard", nav, "".join(sections),
+                    reload_seconds=live.reload_seconds if live else None)
     try:
         write_page(out, page)
     except OSError as e:
@@ -362,6 +371,12 @@ def build(experiments: list[str | Path | Experiment], out: str | Path | None = N
         except OSError as e:
             raise UsageError(f"cannot write {upload}/dashboard.html ({first_line(e)}); the page is at {out}") from None
     return out
+
+
+def live_line(exp: Experiment, total: int) -> str:
+    """"running: 5 of 16 trials, 2 done, updated 12:34:56": the live page's state."""
+    done = sum(s in ("finished", "stopped early", "errored") for s in exp.statuses().values())
+    return f"running: {len(exp.trials)} of {total} trials, {done} done, updated {time.strftime('%H:%M:%S')}"
 
 
 def write_page(out: Path, page: str) -> None:

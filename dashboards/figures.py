@@ -108,12 +108,15 @@ def curves_figure(exp: Experiment, keys: list[str], top: list[str], title: str, 
     rows = math.ceil(len(keys) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=keys, horizontal_spacing=0.08,
                         vertical_spacing=min(0.2, 0.45 / rows))
-    cap = max(50, min(1000, POINTS_PER_PAGE // max(1, len(exp.trials) * len(keys))))
+    # the best K keep at least 50 points a curve; the grey rest share what the page allows (at
+    # least 8 each), which keeps the page of a 1000-trial sweep quick to draw
+    share = POINTS_PER_PAGE // max(1, len(exp.trials) * len(keys))
+    caps = {True: max(50, min(1000, share)), False: max(8, min(1000, share))}
     color = colors(exp, top)
     shown: set = set()
     for i, key in enumerate(keys):
         row, col = i // cols + 1, i % cols + 1
-        curves = [(t, *decimate(*t.curve(key), cap)) for t in exp.trials]
+        curves = [(t, *decimate(*t.curve(key), caps[t.trial_id in top])) for t in exp.trials]
         for trace in trial_traces([c for c in curves if c[1]], top, color, key, mode, shown):
             fig.add_trace(trace, row=row, col=col)
         fig.update_xaxes(title_text="step" if row == rows else None, row=row, col=col)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import time
 from pathlib import Path
 
 THUMBNAIL = 384  # the longest side of an embedded image, in pixels
@@ -44,7 +45,7 @@ figure img{image-rendering:pixelated;width:256px;display:block}
 figure.wide img{width:512px}
 figcaption{font-size:12px;max-width:256px;margin-top:4px}
 figure.wide figcaption{max-width:512px}
-.note{color:#555;font-size:13px}
+.note{color:#555;font-size:13px} nav.top .stale{color:#ffcc80}
 .plot{background:#fff;border:1px solid #ddd;margin:.5em 0}
 """
 
@@ -128,7 +129,52 @@ SCRIPT = r"""
     }
     return div._drawn;
   }
+  // The reader's place (scroll, and each section's trials, smoothing and log axis) is kept in
+  // sessionStorage as the page goes, and put back when it comes again: after a live page's
+  // reload, or when the final page replaces the live one.
+  var PLACE = 'dashboard-place:' + location.pathname;
+  function savePlace() {
+    var place = {scroll: window.scrollY, sections: {}};
+    document.querySelectorAll('section.experiment').forEach(function (section) {
+      if (section.querySelector('.controls')) place.sections[section.id] = state(section);
+    });
+    try { sessionStorage.setItem(PLACE, JSON.stringify(place)); } catch (e) {}
+  }
+  function restorePlace() {
+    var place = null;
+    try { place = JSON.parse(sessionStorage.getItem(PLACE) || 'null'); } catch (e) {}
+    if (!place) return;
+    Object.keys(place.sections || {}).forEach(function (id) {
+      var section = document.getElementById(id), s = place.sections[id];
+      if (!section || !section.querySelector('.controls')) return;
+      var select = section.querySelector('select.show');
+      if (Array.from(select.options).some(function (o) { return o.value === s.pick; })) select.value = s.pick;
+      section.querySelector('input.smooth').value = s.w;
+      section.querySelector('input.logy').checked = s.log;
+      apply(section);  // the figures drawn later take it up as they are drawn (render)
+    });
+    window.scrollTo(0, place.scroll || 0);
+  }
+  // A live page reloads itself while its sweep runs; one not rebuilt for ten reload periods
+  // (its sweep's driver went away) stops and says so.
+  function reloadWhileLive() {
+    var every = parseInt(document.body.dataset.reload || '0', 10);
+    if (!every) return;
+    var built = parseInt(document.body.dataset.built, 10) * 1000;
+    if (Date.now() - built > 10 * every * 1000) {
+      var note = document.createElement('span');
+      note.className = 'stale';
+      note.textContent = ' (not rebuilt since ' + new Date(built).toLocaleTimeString() +
+                         ': is the sweep still running? this page no longer reloads)';
+      document.querySelector('nav.top').appendChild(note);
+      return;
+    }
+    window.dashboardReloadAt = Date.now() + every * 1000;
+    setTimeout(function () { savePlace(); location.reload(); }, every * 1000);
+  }
   function setup() {
+    if ('scrollRestoration' in history) history.scrollRestoration = 'manual';
+    window.addEventListener('pagehide', savePlace);
     document.querySelectorAll('section.experiment').forEach(function (section) {
       var controls = section.querySelector('.controls');
       if (!controls) return;
@@ -143,6 +189,8 @@ SCRIPT = r"""
         });
       });
     });
+    restorePlace();
+    reloadWhileLive();
     var lazy = Array.from(document.querySelectorAll('div.lazy-plot'));
     if ('IntersectionObserver' in window) {
       var observer = new IntersectionObserver(function (entries) {
@@ -215,10 +263,12 @@ def plot_div(fig, div_id: str, classes: str = "") -> str:
             f'<script type="application/json" data-for="{div_id}">{payload}</script></div>')
 
 
-def document(title: str, nav: str, body: str) -> str:
+def document(title: str, nav: str, body: str, reload_seconds: int | None = None) -> str:
+    """The whole page; `reload_seconds`: a live page's, which reloads itself that often."""
     from plotly.offline import get_plotlyjs
 
+    live = f' data-reload="{int(reload_seconds)}" data-built="{int(time.time())}"' if reload_seconds else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<style>{CSS}</style><script>{get_plotlyjs()}</script></head>"
-            f'<body><nav class="top">{nav}</nav><main>{body}</main><script>{SCRIPT}</script></body></html>')
+            f'<body{live}><nav class="top">{nav}</nav><main>{body}</main><script>{SCRIPT}</script></body></html>')

@@ -70,6 +70,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -184,7 +194,10 @@ def build_parser() -> Parser:
     cluster.add_argument("--max-failures", type=int, default=1,
                          help="times a trial restarts from its last checkpoint after a training worker, or the "
                               "node running the trial, dies (default 1)")
-    p.add_argument("--no-dashboard", action="store_true", help="don't write dashboard.html at the end")
+    p.add_argument("--no-dashboard", action="store_true", help="don't write dashboard.html (live or at the end)")
+    p.add_argument("--dashboard-every", type=seconds, default=30, metavar="S",
+                   help="while the sweep runs, rebuild dashboard.html at most every S seconds and as trials end "
+                        "(the open page reloads itself); 0: only at the end (default 30)")
     p.add_argument("--verbose", action="store_true",
                    help="show Ray Tune's trial status tables (default: one line as each trial ends)")
     return p
@@ -448,6 +461,10 @@ def run_config(spec: SweepSpec, args: argparse.Namespace, exp: Location, final: 
     from trainables.ray_trial import KeepResultsOnRestart, StopWhenStorageFull, SweepProgress
 
     callbacks = [KeepResultsOnRestart(), StopWhenStorageFull()]
+    if live_dashboard(args):
+        from dashboards.live import TellLiveDashboard
+
+        callbacks.append(TellLiveDashboard())
     if not args.verbose:
         callbacks.append(SweepProgress(spec.final_top if final else spec.trials, spec.objective, spec.mode))
     if exp.remote and spec.scheduler != "pbt" and not final:
@@ -456,6 +473,25 @@ def run_config(spec: SweepSpec, args: argparse.Namespace, exp: Location, final: 
     return tune.RunConfig(name=name, storage_path=where.uri, callbacks=callbacks,
                           verbose=None if args.verbose else 0,
                           failure_config=tune.FailureConfig(max_failures=args.max_failures))
+
+
+def live_dashboard(args: argparse.Namespace) -> bool:
+    return not args.no_dashboard and args.dashboard_every > 0
+
+
+def start_live_dashboard(spec: SweepSpec, args: argparse.Namespace, exp: Location, log):
+    """The dashboard while the sweep runs (dashboards.live): its first page now, its path said
+    before the trials start; None where it is off."""
+    if not live_dashboard(args):
+        return None
+    from dashboards.live import LiveDashboard, LiveState
+
+    finals = spec.final_top if (spec.final_steps or spec.budget) and spec.scheduler != "pbt" else 0
+    live = LiveDashboard(exp.uri, LiveState(spec.trials + finals), args.dashboard_every)
+    out = live.start()
+    if out:
+        log(f"dashboard: {out} (rebuilt as the sweep runs; the page reloads itself)")
+    return live
 
 
 def final_steps(spec: SweepSpec, spent: int) -> int:
@@ -716,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("ray.tune.tune").addFilter(HideTuneRestoreHint())
     write_sweep_status(exp, "running")
+    live = start_live_dashboard(spec, args, exp, log)
     stopped = False
     try:
         tuner.fit()  # Ctrl-C: Tune stops the trials, saves its state and returns
@@ -725,6 +762,11 @@ def main(argv: list[str] | None = None) -> int:
                 final.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops at once
         stopped = True
+    finally:
+        if live:
+            live.stop()
+            if args.verbose:
+                log(f"live dashboard: {live.builds} builds, {live.cpu_seconds:.1f} s of CPU")
     elapsed = time.time() - start
     ray.shutdown()
     resume = (f"python -m orchestrator.sweep {spec.model} --name {spec.name} --storage {exp.parent} --resume")

@@ -7,7 +7,10 @@ leaves), a hand-made errored trial and one left RUNNING by a driver that went aw
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -237,5 +240,90 @@ def test_page_renders_in_headless_chromium(sweep, damaged, tmp_path):
         assert shot.stat().st_size > 10_000
         print(f"\ndashboard: {out.stat().st_size / 1e6:.1f} MB, all figures drawn {loaded:.1f} s after opening; "
               f"screenshot {shot}")
+    finally:
+        driver.quit()
+
+
+def test_a_running_sweep_rebuilds_a_live_page_that_stops_reloading_when_it_ends(ray_address, tmp_path):
+    (tmp_path / "tiny.toml").write_text(SPACE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.sweep", "dcgan", "--dataset", "digits", "--space", str(tmp_path / "tiny.toml"),
+         "--trials", "2", "--max-steps", "60", "--eval-every", "20", "--log-every", "10", "--eval-samples", "300",
+         "--scheduler", "fifo", "--max-concurrent", "1", "--dashboard-every", "1", "--storage", str(tmp_path),
+         "--name", "live", "--address", ray_address, "--seed", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    page, seen = tmp_path / "live" / "dashboard.html", set()
+    try:
+        while proc.poll() is None:  # the pages built while it runs
+            text = page.read_text() if page.exists() else ""
+            if match := re.search(r"running: (\d+) of 2 trials, (\d+) done, updated [\d:]{8}", text):
+                assert 'data-reload="30"' in text
+                seen.add(match.groups())
+            time.sleep(0.2)
+        out, err = proc.communicate()
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    # the first page before any trial ended, and the page rebuilt as trials started and ended
+    assert ("0", "0") in seen or ("1", "0") in seen, seen
+    assert any(int(done) >= 1 for _, done in seen), seen
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("[sweep] dashboard:"))
+    assert "rebuilt as the sweep runs" in lines[first] and str(page) in lines[first]
+    assert first < next(i for i, line in enumerate(lines) if "trials done" in line)
+    final = page.read_text()  # the final page: no reload, no running line
+    assert "data-reload" not in final and "running:" not in final
+    assert len(load_experiment(tmp_path / "live").trials) == 2
+
+
+def _wait_drawn(driver, reloaded: bool = False, limit: float = 60) -> None:
+    """Until the page (after a reload, where `reloaded`: the old one's marker is gone) has drawn every figure."""
+    start = time.time()
+    while not driver.execute_script("return window.dashboardReady === true && window.oldPage !== true"
+                                    if reloaded else "return window.dashboardReady === true"):
+        assert time.time() - start < limit, "the page did not (re)load and draw its figures"
+        time.sleep(0.1)
+
+
+def test_a_live_page_reloads_keeping_the_readers_place_and_the_final_one_stays(damaged, tmp_path):
+    from dashboards.live import LiveState
+
+    path, ids = damaged
+    out = build([path], tmp_path / "live.html", live=LiveState(total_trials=6, reload_seconds=3))
+    driver = _browser()
+    place = """var s = document.querySelector('#e0 select.show'), r = document.querySelector('#e0 input.smooth');
+               return [s.value, r.value, document.querySelector('#e0 input.logy').checked, window.scrollY,
+                       document.querySelector('nav.top').textContent];"""
+    shown = """var ids = [];
+               document.getElementById('e0-objective').data.forEach(function (t) {
+                 if (Array.isArray(t.customdata)) ids = ids.concat(t.customdata.filter(function (x) { return x; }));
+               });
+               return Array.from(new Set(ids));"""
+    try:
+        driver.get(out.as_uri())
+        _wait_drawn(driver)
+        assert "running: 4 of 6 trials" in driver.execute_script(place)[4]
+        driver.execute_script(f"""var s = document.querySelector('#e0 select.show'); s.value = '{ids["finished"]}';
+                                  s.dispatchEvent(new Event('change', {{bubbles: true}}));
+                                  var r = document.querySelector('#e0 input.smooth'); r.value = '0.5';
+                                  r.dispatchEvent(new Event('input', {{bubbles: true}}));
+                                  document.querySelector('#e0 input.logy').click();
+                                  window.scrollTo(0, 1200); window.oldPage = true;""")
+        _wait_drawn(driver, reloaded=True)  # it reloads itself after 3 s
+        pick, smooth, log, scroll, nav = driver.execute_script(place)
+        assert (pick, smooth, log) == (ids["finished"], "0.5", True) and abs(scroll - 1200) < 50, (pick, smooth, log, scroll)
+        driver.execute_script("document.getElementById('e0-objective').scrollIntoView()")
+        assert driver.execute_script(shown) == [ids["finished"]]
+        # the sweep ends: its final page replaces the live one, keeps the place and never reloads
+        build([path], out)
+        driver.execute_script("window.oldPage = true")
+        _wait_drawn(driver, reloaded=True)
+        pick, smooth, log, scroll, nav = driver.execute_script(place)
+        assert "running:" not in nav and (pick, smooth, log) == (ids["finished"], "0.5", True)
+        assert driver.execute_script("return document.body.dataset.reload === undefined")
+        driver.execute_script("window.oldPage = true")
+        time.sleep(4)
+        assert driver.execute_script("return window.oldPage === true")  # not reloaded
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
         driver.quit()

@@ -1,0 +1,108 @@
+"""The dashboard while a sweep runs: `STORAGE/NAME/dashboard.html` rebuilt from the experiment's
+files by a background thread of the sweep's driver, so Tune's event loop never waits on it.
+
+It rebuilds every `every` seconds and soon after a trial ends (Tune's callback
+TellLiveDashboard wakes it), but never sooner after a rebuild
+than nine times that rebuild's own duration: on average it takes at most a tenth of one core,
+however large the sweep grows. The live page reloads itself (dashboards.page) and says how far
+the sweep has got; the page the sweep writes at its end does not reload.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray.tune import Callback
+
+CPU_SHARE = 0.1  # the most of one core the rebuilds take on average
+RELOAD_SECONDS = 30  # how often the open page reloads itself
+
+
+@dataclass
+class LiveState:
+    """What a page built while its sweep runs says and does: how many trials the sweep will run,
+    and how often the page reloads."""
+
+    total_trials: int
+    reload_seconds: int = RELOAD_SECONDS
+
+
+_running: "LiveDashboard | None" = None  # the one of this process, for Tune's callback
+
+
+class TellLiveDashboard(Callback):
+    """Wakes the sweep's live dashboard as each trial ends. It holds nothing: Tune pickles its
+    callbacks into tuner.pkl, and a resumed sweep gets them back from there."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.wake()
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.wake()
+
+    @staticmethod
+    def wake() -> None:
+        if _running is not None:
+            _running.wake.set()
+
+
+class LiveDashboard:
+    """`start()` writes the first page and returns its path; `stop()` ends the rebuilds (the sweep
+    then writes the final page). A failed rebuild is said in one line and tried again later."""
+
+    def __init__(self, uri: str, state: LiveState, every: float, top: int | None = None):
+        self.uri, self.state, self.every, self.top = uri, state, every, top
+        self.wake, self.done = threading.Event(), threading.Event()
+        self.builds, self.cpu_seconds, self.last_error = 0, 0.0, ""
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> Path:
+        global _running
+        out = self.rebuild()
+        self.thread = threading.Thread(target=self._loop, name="live-dashboard", daemon=True)
+        self.thread.start()
+        _running = self
+        return out
+
+    def stop(self) -> None:
+        global _running
+        _running = None if _running is self else _running
+        self.done.set()
+        self.wake.set()
+        if self.thread:
+            self.thread.join()
+
+    def rebuild(self) -> Path | None:
+        from dashboards.build import TOP, build
+        from trainables.experiment import load_experiment
+
+        started = time.thread_time()
+        try:
+            return build([load_experiment(self.uri)], top=self.top or TOP, live=self.state)
+        except Exception as e:  # a half-written file, the store briefly away: the next rebuild reads it again
+            message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if message != self.last_error:
+                print(f"[sweep] warning: the live dashboard was not rebuilt ({message}); trying again",
+                      file=sys.stderr, flush=True)
+            self.last_error = message
+            return None
+        finally:
+            self.builds += 1
+            self.cpu_seconds += time.thread_time() - started
+
+    def _loop(self) -> None:
+        while not self.done.is_set():
+            began = time.monotonic()
+            self.wake.wait(self.every)
+            if self.done.is_set():
+                return
+            self.wake.clear()
+            last = self.cpu_seconds / max(1, self.builds)
+            rest = last * (1 - CPU_SHARE) / CPU_SHARE - (time.monotonic() - began)
+            if rest > 0 and self.done.wait(rest):
+                return
+            self.rebuild()
