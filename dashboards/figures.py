@@ -26,6 +26,7 @@ from trainables.layout import STUDY_FILE
 PALETTE = qualitative.Plotly + qualitative.D3
 OTHER = "rgba(110,110,110,0.35)"  # trials outside the best K
 POINTS_PER_PAGE = 60_000  # curve points the whole page may carry; each curve gets its share
+MARKED_POINTS = 3_000  # the grey trace of the other trials draws markers up to this many points
 MARGIN = dict(l=60, r=20, t=60, b=45)
 
 
@@ -92,8 +93,10 @@ def trial_traces(curves: list[tuple[Trial, list, list]], top: list[str], color: 
             line=dict(color=color[trial.trial_id], width=2), marker=dict(size=5)))
         shown.add(trial.trial_id)
     if others[0]:
+        # a marker per grey point costs an SVG element each: above MARKED_POINTS, the rest are lines
         traces.insert(0, go.Scatter(
-            x=others[0], y=others[1], customdata=others[2], mode=mode, name="other trials", legendgroup="others",
+            x=others[0], y=others[1], customdata=others[2], name="other trials",
+            mode="lines" if len(others[0]) > MARKED_POINTS else mode, legendgroup="others",
             showlegend="others" not in shown, hovertemplate=hover, line=dict(color=OTHER, width=1), marker=dict(size=3)))
         shown.add("others")
     return traces
