@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data demo test bench bench-baseline clean
 
 setup: $(VENV)/.installed
 
@@ -32,8 +32,14 @@ test: setup
 # benchmarks (not tests): results printed and written to bench/results/, recorded in docs/benchmarks.md
 bench: setup data
 	$(PY) bench/throughput.py
-	$(PY) bench/sweeps.py
+	$(PY) bench/sweeps.py --only data scaling  # row 3 over 3 seeds: make bench-baseline
 	$(PY) bench/storage.py
+	$(PY) bench/dashboard.py
+
+# the sweep against the family's defaults at equal compute, 3 seeds (about 80 min on 2 cores;
+# docs/benchmarks.md rows 3 and 9): too long for `make bench`'s 30 minutes
+bench-baseline: setup data
+	$(PY) bench/baseline.py --model dcgan
 
 clean:
 	rm -rf experiments .pytest_cache

@@ -52,12 +52,13 @@ class TellLiveDashboard(Callback):
 
 class LiveDashboard:
     """`start()` writes the first page and returns its path; `stop()` ends the rebuilds (the sweep
-    then writes the final page). A failed rebuild is said in one line and tried again later."""
+    then writes the final page). Rebuilds that keep failing are said once, in one line, and tried
+    again; they never stop the sweep."""
 
     def __init__(self, uri: str, state: LiveState, every: float, top: int | None = None):
         self.uri, self.state, self.every, self.top = uri, state, every, top
         self.wake, self.done = threading.Event(), threading.Event()
-        self.builds, self.cpu_seconds, self.last_error = 0, 0.0, ""
+        self.builds, self.cpu_seconds, self.failures = 0, 0.0, 0
         self.thread: threading.Thread | None = None
 
     def start(self) -> Path:
@@ -82,13 +83,14 @@ class LiveDashboard:
 
         started = time.thread_time()
         try:
-            return build([load_experiment(self.uri)], top=self.top or TOP, live=self.state)
-        except Exception as e:  # a half-written file, the store briefly away: the next rebuild reads it again
-            message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            if message != self.last_error:
-                print(f"[sweep] warning: the live dashboard was not rebuilt ({message}); trying again",
-                      file=sys.stderr, flush=True)
-            self.last_error = message
+            out = build([load_experiment(self.uri)], top=self.top or TOP, live=self.state)
+            self.failures = 0
+            return out
+        except Exception as e:  # a file deleted as it was read, the store briefly away: read again next time
+            self.failures += 1
+            if self.failures == 2:  # said once, when it is not a passing race
+                print(f"[sweep] warning: the live dashboard was not rebuilt ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}); trying again", file=sys.stderr, flush=True)
             return None
         finally:
             self.builds += 1
