@@ -58,7 +58,7 @@ class LiveDashboard:
     def __init__(self, uri: str, state: LiveState, every: float, top: int | None = None):
         self.uri, self.state, self.every, self.top = uri, state, every, top
         self.wake, self.done = threading.Event(), threading.Event()
-        self.builds, self.cpu_seconds, self.failures = 0, 0.0, 0
+        self.builds, self.cpu_seconds, self.last_cpu, self.failures = 0, 0.0, 0.0, 0
         self.thread: threading.Thread | None = None
 
     def start(self) -> Path:
@@ -93,8 +93,11 @@ class LiveDashboard:
                       f"{str(e).splitlines()[0] if str(e) else ''}); trying again", file=sys.stderr, flush=True)
             return None
         finally:
+            spent = time.thread_time() - started
             self.builds += 1
-            self.cpu_seconds += time.thread_time() - started
+            self.cpu_seconds += spent
+            # what the next rebuild may cost: the first build's time is mostly one-time imports
+            self.last_cpu = spent if self.builds > 1 else 0.0
 
     def _loop(self) -> None:
         while not self.done.is_set():
@@ -103,8 +106,7 @@ class LiveDashboard:
             if self.done.is_set():
                 return
             self.wake.clear()
-            last = self.cpu_seconds / max(1, self.builds)
-            rest = last * (1 - CPU_SHARE) / CPU_SHARE - (time.monotonic() - began)
+            rest = self.last_cpu * (1 - CPU_SHARE) / CPU_SHARE - (time.monotonic() - began)
             if rest > 0 and self.done.wait(rest):
                 return
             self.rebuild()
