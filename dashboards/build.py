@@ -22,17 +22,13 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dashboards import figures
-from dashboards.page import document, esc, facts, image_figure, plot_div
+from dashboards.page import LiveState, document, esc, facts, image_figure, plot_div
 from trainables.cli import Parser, UsageError, run
 from trainables.experiment import STATUSES, Experiment, load_experiment
 from trainables.layout import COMPARISON_FILE, DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE
 from trainables.storage import first_line
-
-if TYPE_CHECKING:
-    from dashboards.live import LiveState
 
 TOP = 4
 
@@ -338,7 +334,7 @@ def comparison_section(experiments: list[Experiment]) -> str:
 
 
 def build(experiments: list[str | Path | Experiment], out: str | Path | None = None, top: int = TOP,
-          live: "LiveState | None" = None) -> Path:
+          live: LiveState | None = None) -> Path:
     """The page of `experiments` (folders, URIs, or experiments already loaded) at `out`; `live`:
     one experiment's page while its sweep runs, which says how far it has got and reloads itself."""
     if top < 1:

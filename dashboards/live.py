@@ -13,22 +13,15 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ray.tune import Callback
 
+from dashboards.page import RELOAD_SECONDS, LiveState
+
+__all__ = ["CPU_SHARE", "RELOAD_SECONDS", "LiveDashboard", "LiveState", "TellLiveDashboard"]
+
 CPU_SHARE = 0.1  # the most of one core the rebuilds take on average
-RELOAD_SECONDS = 30  # how often the open page reloads itself
-
-
-@dataclass
-class LiveState:
-    """What a page built while its sweep runs says and does: how many trials the sweep will run,
-    and how often the page reloads."""
-
-    total_trials: int
-    reload_seconds: int = RELOAD_SECONDS
 
 
 _running: "LiveDashboard | None" = None  # the one of this process, for Tune's callback

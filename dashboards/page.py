@@ -13,9 +13,21 @@ import base64
 import html
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 THUMBNAIL = 384  # the longest side of an embedded image, in pixels
+RELOAD_SECONDS = 30  # how often an open live page reloads itself
+
+
+@dataclass
+class LiveState:
+    """What a page built while its sweep runs says and does: how many trials the sweep will run,
+    and how often the page reloads."""
+
+    total_trials: int
+    reload_seconds: int = RELOAD_SECONDS
+
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
