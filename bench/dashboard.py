@@ -22,7 +22,8 @@ from pathlib import Path
 
 from common import ROOT, run_sweep  # noqa: E402  (puts the project on sys.path)
 from dashboards.build import build  # noqa: E402
-from dashboards.live import CPU_SHARE, LiveState  # noqa: E402
+from dashboards.live import CPU_SHARE  # noqa: E402
+from dashboards.page import LiveState  # noqa: E402
 from trainables.experiment import load_experiment  # noqa: E402
 from trainables.layout import CHECKPOINTS_DIR, RESULT_FILE  # noqa: E402
 

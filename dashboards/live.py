@@ -17,9 +17,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from dashboards.page import RELOAD_SECONDS, LiveState
-
-__all__ = ["CPU_SHARE", "RELOAD_SECONDS", "LiveDashboard", "LiveState", "TellLiveDashboard"]
+from dashboards.page import LiveState
 
 CPU_SHARE = 0.1  # the most of one core the rebuilds take on average
 
@@ -48,13 +46,13 @@ class LiveDashboard:
     then writes the final page). Rebuilds that keep failing are said once, in one line, and tried
     again; they never stop the sweep."""
 
-    def __init__(self, uri: str, state: LiveState, every: float, top: int | None = None):
-        self.uri, self.state, self.every, self.top = uri, state, every, top
+    def __init__(self, uri: str, state: LiveState, every: float):
+        self.uri, self.state, self.every = uri, state, every
         self.wake, self.done = threading.Event(), threading.Event()
         self.builds, self.cpu_seconds, self.last_cpu, self.failures = 0, 0.0, 0.0, 0
         self.thread: threading.Thread | None = None
 
-    def start(self) -> Path:
+    def start(self) -> Path | None:
         global _running
         out = self.rebuild()
         self.thread = threading.Thread(target=self._loop, name="live-dashboard", daemon=True)
@@ -71,12 +69,12 @@ class LiveDashboard:
             self.thread.join()
 
     def rebuild(self) -> Path | None:
-        from dashboards.build import TOP, build
+        from dashboards.build import build
         from trainables.experiment import load_experiment
 
         started = time.thread_time()
         try:
-            out = build([load_experiment(self.uri)], top=self.top or TOP, live=self.state)
+            out = build([load_experiment(self.uri)], live=self.state)
             self.failures = 0
             return out
         except Exception as e:  # a file deleted as it was read, the store briefly away: read again next time

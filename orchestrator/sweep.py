@@ -70,16 +70,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -195,7 +185,7 @@ def build_parser() -> Parser:
                          help="times a trial restarts from its last checkpoint after a training worker, or the "
                               "node running the trial, dies (default 1)")
     p.add_argument("--no-dashboard", action="store_true", help="don't write dashboard.html (live or at the end)")
-    p.add_argument("--dashboard-every", type=seconds, default=30, metavar="S",
+    p.add_argument("--dashboard-every", type=non_negative_float, default=30, metavar="S",
                    help="while the sweep runs, rebuild dashboard.html at most every S seconds and as trials end "
                         "(the open page reloads itself); 0: only at the end (default 30)")
     p.add_argument("--verbose", action="store_true",
@@ -484,14 +474,20 @@ def start_live_dashboard(spec: SweepSpec, args: argparse.Namespace, exp: Locatio
     before the trials start; None where it is off."""
     if not live_dashboard(args):
         return None
-    from dashboards.live import LiveDashboard, LiveState
+    from dashboards.live import LiveDashboard
+    from dashboards.page import LiveState
 
-    finals = spec.final_top if (spec.final_steps or spec.budget) and spec.scheduler != "pbt" else 0
+    finals = spec.final_top if has_final_phase(spec) else 0
     live = LiveDashboard(exp.uri, LiveState(spec.trials + finals), args.dashboard_every)
     out = live.start()
     if out:
         log(f"dashboard: {out} (rebuilt as the sweep runs; the page reloads itself)")
     return live
+
+
+def has_final_phase(spec: SweepSpec) -> bool:
+    """--final-steps or --budget asks for one; PBT's population already trains to the end."""
+    return spec.scheduler != "pbt" and bool(spec.final_steps or spec.budget)
 
 
 def final_steps(spec: SweepSpec, spent: int) -> int:
@@ -508,7 +504,7 @@ def final_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    if spec.scheduler == "pbt" or not (spec.final_steps or spec.budget):
+    if not has_final_phase(spec):
         return None
     trainable = make_trainable(settings)
     if (exp / FINAL_DIR / "tuner.pkl").is_file():  # it started before this run of the sweep
