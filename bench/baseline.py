@@ -120,8 +120,8 @@ def print_tables(model: str, seeds: list[int], budget: int, done: dict) -> None:
                            if s in runs else "-" for s in seeds)
         print(f"| {name} | {cells} | {spread(fids)} | {spread(ratios, '{:.2f}x') if name != 'defaults' else '1x'} "
               f"| {statistics.median(r['wall_seconds'] for r in runs.values()):.0f} |")
-    print(f"\n3. over the same seeds: trial-steps TPE + ASHA's search needs to reach random search's best "
-          f"FID (its trials run in full)\n")
+    print("\n3. over the same seeds: trial-steps TPE + ASHA's search needs to reach random search's best "
+          "FID (its trials run in full)\n")
     print("| seed | random's best FID | its trial-steps | TPE + ASHA: trial-steps to reach it | share (target <= 40%) |")
     print("|---|---|---|---|---|")
     shares = []

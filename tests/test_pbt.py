@@ -63,8 +63,10 @@ def test_pbt_restarts_a_poor_trial_from_a_better_ones_checkpoint_with_mutated_le
     checked = 0
     for trial_id in exploited:
         trial = trials[trial_id]
-        # checkpoints written after the exploit say where the run started: the donor's checkpoint
-        for ckpt in trial.checkpoints:
+        # checkpoints written after the exploit say where the run started: the donor's checkpoint.
+        # Newest first: a later exploit from an earlier donor step re-reports steps, and the history
+        # keeps the later run's report of a step, so only the newest run's reports are sure to be there
+        for ckpt in sorted(trial.checkpoints, key=lambda c: (c.path / "config.json").stat().st_mtime, reverse=True):
             config = json.loads((ckpt.path / "config.json").read_text())
             start = config.get("started_from") or {}
             if start.get("trial_id") in (None, trial_id):

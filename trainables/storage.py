@@ -235,6 +235,18 @@ def is_full(error: OSError) -> bool:
     return error.errno == errno.ENOSPC or any(text in str(error) for text in FULL_ERRORS)
 
 
+def full_cause(error: BaseException) -> BaseException | None:
+    """The error in `error`'s chain that says the storage is full: an OSError, or one SQLite wraps
+    (Optuna's study is an SQLite file in the experiment), else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if (isinstance(error, OSError) and is_full(error)) or "database or disk is full" in str(error):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def megabytes(size: float) -> str:
     return f"{size / 1e6:.1f} MB"
 
