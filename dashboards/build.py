@@ -13,10 +13,12 @@ experiment is read from a local mirror of its small files (trainables.storage.pu
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -28,9 +30,11 @@ from dashboards.page import LiveState, document, esc, facts, image_figure, plot_
 from trainables.cli import Parser, UsageError, run
 from trainables.experiment import STATUSES, Experiment, load_experiment
 from trainables.layout import COMPARISON_FILE, DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE
-from trainables.storage import first_line
+from trainables.storage import first_line, megabytes
 
 TOP = 4
+LIVE_KEEP_FREE = 64 * 2**20  # a live page is not rebuilt on a disk this close to full: checkpoints come first
+
 
 def family_labels(spec: dict) -> dict:
     """What the family's registration says (description, losses, metrics, kind of data), for labels
@@ -272,6 +276,50 @@ def anomaly_html(exp: Experiment, top_k: int, div: str) -> str:
     return "<h2>Anomaly detection</h2>" + plot_div(fig, div) + detail
 
 
+RESCORE_COLUMNS = {"precision": "improved precision: share of samples inside the real images' k-NN manifold",
+                   "recall": "improved recall: share of real images inside the samples' k-NN manifold (low: mode collapse)",
+                   "density": "how many real neighbourhoods hold each sample, on average (1 for matching distributions)",
+                   "coverage": "share of real images with a sample inside their neighbourhood",
+                   "memorized_share": "share of samples nearer a training image than 99% of held-out images are "
+                                      "(about 0.01 when nothing is copied)"}
+
+
+def rescore_html(exp: Experiment, div: str) -> str:
+    """rescore.json as a table with its figure; rows whose place differs from the sweep's ranking are marked."""
+    entries = [e for e in exp.rescore.get("checkpoints", []) if isinstance(e, dict)]
+    if not entries or exp.rescore.get("metric") != exp.objective:
+        return ""
+    extra = [k for k in RESCORE_COLUMNS if any(k in e for e in entries)]
+    head = ["#", "trial", "step", f"{exp.objective} mean", "95% interval", "per seed", "sweep reading", "sweep rank",
+            *extra]
+    rows = []
+    for rank, e in enumerate(entries, start=1):
+        moved = e.get("sweep_rank") != rank
+        interval = e.get("ci95") if isinstance(e.get("ci95"), list) and len(e["ci95"]) == 2 else [math.nan, math.nan]
+        cells = [f'<td class="num">{rank}</td>', f"<td>{esc(e.get('trial'))}</td>", f'<td class="num">{fmt(e.get("step"))}</td>',
+                 f'<td class="num"><b>{fmt(e.get("mean"))}</b></td>',
+                 f'<td class="num">{fmt(interval[0])} – {fmt(interval[1])}</td>',
+                 f'<td class="num">{", ".join(fmt(v) for v in e.get("values", []))}</td>',
+                 f'<td class="num">{fmt(e.get("sweep_value"))}</td>',
+                 f'<td class="num">{fmt(e.get("sweep_rank"))}{" <b class=moved>&#8645;</b>" if moved else ""}</td>',
+                 *[f'<td class="num">{fmt(e.get(k, math.nan))}</td>' for k in extra]]
+        rows.append(f'<tr class="{"moved" if moved else ""}" data-trial="{esc(e.get("trial"))}">{"".join(cells)}</tr>')
+    titles = {**RESCORE_COLUMNS, "sweep rank": "the checkpoint's place by the sweep's single reading"}
+    header = "".join(f'<th title="{esc(titles.get(h, ""))}">{esc(h)}</th>' for h in head)
+    moved = sum(e.get("sweep_rank") != rank for rank, e in enumerate(entries, start=1))
+    r = exp.rescore
+    note = (f"{len(r.get('seeds', []))} sample seeds x {r.get('samples')} held-out images each, "
+            f"{esc(r.get('feature_network'))} features, {esc(r.get('created', ''))}. "
+            + (f"{moved} of {len(entries)} checkpoints changed place against the sweep's ranking (&#8645;). "
+               if moved else "The sweep's ranking held. ")
+            + "orchestrator.best exports in this order.")
+    figure = figures.rescore_figure(exp)
+    return ("<h2>Re-scored winners</h2>"
+            f'<div class="board-wrap"><table class="board rescore"><thead><tr>{header}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div><p class="note">{note}</p>'
+            + (plot_div(figure, div) if figure else ""))
+
+
 def experiment_section(exp: Experiment, index: int, top_k: int) -> str:
     labels = family_labels(exp.spec)
     statuses = exp.statuses()
@@ -279,7 +327,7 @@ def experiment_section(exp: Experiment, index: int, top_k: int) -> str:
     logged, evaluated = reported_keys(exp)
     prefix = f"e{index}"
     parts = [f"<h1>{esc(exp.spec.get('name', exp.path.name))}</h1>", header_html(exp, labels, statuses, logged, evaluated),
-             "<h2>Leaderboard</h2>", leaderboard_html(exp, statuses, top)]
+             "<h2>Leaderboard</h2>", leaderboard_html(exp, statuses, top), rescore_html(exp, f"{prefix}-rescore")]
     options = [("all", "all trials"), ("top", f"the best {len(top)}")] + [(t.trial_id, f"trial {t.trial_id}")
                                                                           for t in exp.ranked_trials()]
     parts.append(
@@ -358,9 +406,9 @@ def build(experiments: list[str | Path | Experiment], out: str | Path | None = N
     page = document(" vs ".join(names) + " - sweep dashboard", nav, "".join(sections),
                     reload_seconds=live.reload_seconds if live else None)
     try:
-        write_page(out, page)
+        write_page(out, page, keep_free=LIVE_KEEP_FREE if live else 0)
     except OSError as e:
-        raise UsageError(f"cannot write {out} ({e.strerror or e}); choose another --out") from None
+        raise UsageError(f"cannot write {out} ({e.strerror or e})" + ("" if live else "; choose another --out")) from None
     if upload is not None and upload.remote:
         try:
             (upload / DASHBOARD_FILE).write_bytes(out.read_bytes())
@@ -375,18 +423,25 @@ def live_line(exp: Experiment, total: int) -> str:
     return f"running: {len(exp.trials)} of {total} trials, {done} done, updated {time.strftime('%H:%M:%S')}"
 
 
-def write_page(out: Path, page: str) -> None:
+def write_page(out: Path, page: str, keep_free: int = 0) -> None:
     """A new file of our own (a planted link is never followed), then renamed over the page:
-    readers of a page being rebuilt see the old one or the new one."""
+    readers of a page being rebuilt see the old one or the new one. A write that fails (a full disk)
+    leaves nothing behind. `keep_free`: refuse (ENOSPC) unless that many bytes stay free after it."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=out.parent, prefix=f".{out.name}.",
-                                     suffix=".tmp", delete=False) as tmp:
-        tmp.write(page)
+    data = page.encode("utf-8")
+    free = shutil.disk_usage(out.parent).free
+    if keep_free and free - len(data) < keep_free:
+        raise OSError(errno.ENOSPC, f"{megabytes(free)} free; the live page leaves {megabytes(keep_free)} "
+                                    f"for checkpoints")
+    with tempfile.NamedTemporaryFile("wb", dir=out.parent, prefix=f".{out.name}.", suffix=".tmp",
+                                     delete=False) as tmp:
+        name = tmp.name
     try:
-        os.chmod(tmp.name, 0o644)
-        os.replace(tmp.name, out)
+        Path(name).write_bytes(data)
+        os.chmod(name, 0o644)
+        os.replace(name, out)
     except OSError:
-        os.unlink(tmp.name)
+        os.unlink(name)
         raise
 
 

@@ -376,6 +376,31 @@ def importance_figure(exp: Experiment) -> tuple[go.Figure | None, str]:
     return fig, source
 
 
+def rescore_figure(exp: Experiment) -> go.Figure | None:
+    """rescore.json's checkpoints in its order: the re-scored mean with its 95% interval over
+    seeds, each seed's value, and the sweep's own single reading beside them."""
+    entries = [e for e in exp.rescore.get("checkpoints", []) if isinstance(e, dict)
+               and all(isinstance(e.get(k), (int, float)) for k in ("mean", "step"))]
+    if not entries:
+        return None
+    labels = [f"{e.get('trial')} @ {e['step']}" for e in entries]
+    low = [e["mean"] - e["ci95"][0] for e in entries]
+    high = [e["ci95"][1] - e["mean"] for e in entries]
+    fig = go.Figure(go.Scatter(x=labels, y=[e["mean"] for e in entries], mode="markers", name="re-scored mean, 95% interval",
+                               marker=dict(size=11, color=PALETTE[0]),
+                               error_y=dict(type="data", symmetric=False, array=rounded(high), arrayminus=rounded(low))))
+    seeds = [(label, v) for label, e in zip(labels, entries) for v in e.get("values", []) if isinstance(v, (int, float))]
+    fig.add_trace(go.Scatter(x=[x for x, _ in seeds], y=rounded([v for _, v in seeds]), mode="markers", name="each seed",
+                             marker=dict(size=6, color=PALETTE[0], opacity=0.45)))
+    fig.add_trace(go.Scatter(x=labels, y=rounded([e.get("sweep_value") for e in entries]), mode="markers",
+                             name="the sweep's single reading", marker=dict(size=10, symbol="diamond-open", color=PALETTE[1])))
+    better = "lower" if exp.mode == "min" else "higher"
+    fig.update_layout(title=f"{exp.objective} of the best checkpoints re-scored ({better} is better)",
+                      xaxis_title="trial @ step, re-scored order", yaxis_title=exp.objective, height=420,
+                      margin=MARGIN)
+    return fig
+
+
 def roc_figure(curves: list[tuple[str, dict]]) -> go.Figure | None:
     """ROC curves from checkpoints' evaluation.json: [(label, {"fpr", "tpr", "auroc"})]."""
     fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"), name="chance"))

@@ -57,6 +57,7 @@ figure img{image-rendering:pixelated;width:256px;display:block}
 figure.wide img{width:512px}
 figcaption{font-size:12px;max-width:256px;margin-top:4px}
 figure.wide figcaption{max-width:512px}
+table.board tr.moved td{background:#fff3e0} b.moved{color:#e65100}
 .note{color:#555;font-size:13px} nav.top .stale{color:#ffcc80}
 .plot{background:#fff;border:1px solid #ddd;margin:.5em 0}
 """

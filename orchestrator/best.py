@@ -1,8 +1,9 @@
 """python -m orchestrator.best EXPERIMENT_DIR [--top K] [--dst DIR]: export the best checkpoints.
 
 Ranks every kept checkpoint of every trial by the experiment's objective (a GAN's best checkpoint
-is often not its last) and copies the top K, each with its config.json, metrics.json and sample
-grid, to DST/rank<N>-<trial>-step<S>/. Reads files only, never unpickles. EXPERIMENT may be a URI
+is often not its last), by the re-scored mean where orchestrator.rescore wrote rescore.json, and
+copies the top K, each with its config.json, metrics.json and sample grid, to
+DST/rank<N>-<trial>-step<S>/. Reads files only, never unpickles. EXPERIMENT may be a URI
 (s3://...): its small files are mirrored under ~/.cache/gen-orchestrator/remote/ and only the
 exported checkpoints' weights are downloaded.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from trainables.cli import Parser, UsageError, run
 from trainables.experiment import Experiment, load_experiment
-from trainables.layout import BEST_DIR, BEST_FILE, METRICS
+from trainables.layout import BEST_DIR, BEST_FILE, METRICS, RESCORE_FILE
 from trainables.storage import pull
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -53,6 +54,8 @@ def export_best(experiment: str | Path | Experiment, top: int = 1, dst: str | Pa
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create --dst {dst} ({e.strerror or e}); choose another --dst") from None
+    rescored = {e["checkpoint"]: e for e in exp.rescore.get("checkpoints", []) if isinstance(e, dict)
+                and isinstance(e.get("checkpoint"), str)} if exp.rescored_order() else {}
     exported, summary = [], []
     for rank, (trial, ckpt) in enumerate(ranked, start=1):
         # names come from metadata: keep them to one safe path component inside dst
@@ -68,8 +71,13 @@ def export_best(experiment: str | Path | Experiment, top: int = 1, dst: str | Pa
         summary.append({"rank": rank, "trial": trial.trial_id, "step": ckpt.step, "path": str(target),
                         exp.objective: ckpt.metrics.get(exp.objective), "hp": trial.params,
                         "source": str(exp.where(ckpt.path))})
+        again = rescored.get(ckpt.path.relative_to(exp.path).as_posix())
+        if again:
+            summary[-1]["rescored"] = {k: again.get(k) for k in ("mean", "std", "ci95", "values")}
     remove(dst / BEST_FILE)  # a link there would be written through
-    (dst / BEST_FILE).write_text(json.dumps({"objective": exp.objective, "mode": exp.mode, "checkpoints": summary}, indent=1))
+    ranked_by = f"re-scored mean ({RESCORE_FILE})" if rescored else "the sweep's reading"
+    (dst / BEST_FILE).write_text(json.dumps({"objective": exp.objective, "mode": exp.mode, "ranked_by": ranked_by,
+                                             "checkpoints": summary}, indent=1))
     return exported
 
 
@@ -82,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.top < 1:
         raise UsageError(f"--top must be 1 or more, got {args.top}")
     exp = load_experiment(args.experiment)  # once: a remote one is mirrored
+    if exp.rescored_order():
+        print(f"ranked by the re-scored mean over {len(exp.rescore.get('seeds', []))} seeds ({RESCORE_FILE}, "
+              f"{exp.rescore.get('created', '')}); checkpoints it did not re-score follow by the sweep's reading")
     for path in export_best(exp, args.top, args.dst):
         metrics = json.loads((path / METRICS).read_text())
         print(f"{path}  {exp.objective}={metrics.get(exp.objective):.4g} step={metrics.get('step')}")

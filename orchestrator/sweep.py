@@ -22,13 +22,14 @@ import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from trainables.cli import Parser, UsageError, run
+from orchestrator.cluster import init_ray
+from trainables.cli import Parser, UsageError, non_negative_float, non_negative_int, positive_int, run
 from trainables.experiment import (is_spec, keep_results_before_resume, leaderboard, load_experiment, write_histories,
                                    write_sweep_status)
 from trainables.layout import (CHECKPOINTS_DIR, DASHBOARD_FILE, ERROR_FILE, FINAL_DIR, FINAL_FROM, FINAL_UNTIL,
                                SPEC_FILE, STORAGE_FULL)
 from trainables.settings import CheckpointConfig, LoopSettings, Resources, SweepSpec, TrialSettings
-from trainables.storage import Location, check_reachable, first_line, location
+from trainables.storage import Location, check_reachable, first_line, full_cause, location
 
 QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000, "final_steps": 600}
 # The Tune function that fits a trial's TorchTrainer mostly waits; it asks for a sliver of CPU
@@ -57,27 +58,8 @@ DATA_OPTIONS = ("image_size", "fit", "classes", "attribute", "folders", "swap_do
 STORAGE_ENV, DEFAULT_STORAGE = "ORCHESTRATOR_STORAGE", "experiments"  # where --storage defaults to
 DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000,
             "final_steps": 0}
+RESCORE_TOP = 5  # checkpoints the sweep re-scores at its end (orchestrator.rescore)
 SEARCH_SHARE = 0.75  # of --budget: the search's; the final phase gets what the search left
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
 
 
 def build_parser() -> Parser:
@@ -188,6 +170,10 @@ def build_parser() -> Parser:
     p.add_argument("--dashboard-every", type=non_negative_float, default=30, metavar="S",
                    help="while the sweep runs, rebuild dashboard.html at most every S seconds and as trials end "
                         "(the open page reloads itself); 0: only at the end (default 30)")
+    p.add_argument("--rescore-top", type=non_negative_int, default=RESCORE_TOP, metavar="K",
+                   help=f"once the sweep is done, re-score its K best checkpoints over several sample seeds on every "
+                        f"held-out image, as orchestrator.rescore does; best and the dashboard then rank by that "
+                        f"(default {RESCORE_TOP}; 0: skip)")
     p.add_argument("--verbose", action="store_true",
                    help="show Ray Tune's trial status tables (default: one line as each trial ends)")
     return p
@@ -279,32 +265,6 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         objective=family.objective, mode=family.mode, metric_descriptions=metric_descriptions(args.model),
         keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated, baseline=baseline, final_top=args.final_top,
         budget=args.budget if args.scheduler != "pbt" else None)
-
-
-def init_ray(address: str | None, verbose: bool = False) -> tuple[str | None, bool]:
-    """Join the cluster at `address` (or $RAY_ADDRESS), else start a local Ray.
-    Returns the dashboard URL and whether the Ray is a local one started here."""
-    import ray
-
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    local = not (address or os.environ.get("RAY_ADDRESS"))
-    if local and not verbose:  # a Ray of this machine's own: its token-auth notice says nothing to do
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    try:
-        if not local:
-            context = ray.init(address=address, logging_level="WARNING")
-        else:
-            # one logical CPU more than the cores, for the trial drivers (see TRIAL_DRIVER_CPU)
-            # address="local": a new Ray of its own, even where `ray start` left one running
-            # the dashboard wherever ray[default] is installed (None: Ray starts it if it can)
-            context = ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1, logging_level="WARNING",
-                               include_dashboard=None, dashboard_host="127.0.0.1")
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if local:
-            raise UsageError(f"cannot start a local Ray: {first}") from None
-        raise UsageError(f"cannot reach Ray at {address or os.environ.get('RAY_ADDRESS')}: {first}") from None
-    return context.dashboard_url, local
 
 
 AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the cluster's config on the head
@@ -756,8 +716,17 @@ def main(argv: list[str] | None = None) -> int:
             final = final_tuner(spec, args, exp, settings)
             if final:
                 final.fit()
+            if args.rescore_top:
+                rescore_winners(exp, args.rescore_top, log)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops at once
         stopped = True
+    except Exception as e:  # e.g. Optuna's study could not be written: the disk filled outside a checkpoint
+        full = full_cause(e)
+        if full is None:
+            raise
+        ray.shutdown()
+        print(f"storage {exp} is full ({first_line(full)}); free space, then --resume", file=sys.stderr, flush=True)
+        return 1
     finally:
         if live:
             live.stop()
@@ -767,6 +736,21 @@ def main(argv: list[str] | None = None) -> int:
     ray.shutdown()
     resume = (f"python -m orchestrator.sweep {spec.model} --name {spec.name} --storage {exp.parent} --resume")
     return report(exp, elapsed, dashboard=not args.no_dashboard, resume=resume, stopped=stopped)
+
+
+def rescore_winners(exp: Location, top: int, log) -> None:
+    """The sweep's end: its best checkpoints re-scored over seeds (orchestrator.rescore). Where that
+    fails, one line says so and the sweep's own results stand."""
+    from orchestrator.rescore import describe, rescore
+
+    loaded = load_experiment(exp.uri)
+    if not loaded.ranked_checkpoints(rescored=False):
+        return  # nothing to re-score: the report says why
+    try:
+        print(describe(rescore(loaded, top, log=log)), flush=True)
+    except Exception as e:
+        print(f"[sweep] warning: re-scoring failed ({type(e).__name__}: {first_line(e)}); the ranking is the sweep's "
+              f"own; try again with: python -m orchestrator.rescore {exp}", file=sys.stderr, flush=True)
 
 
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")  # Tune's statuses of trials a stopped sweep left
@@ -807,7 +791,8 @@ def report(where: Location, elapsed: float, dashboard: bool, resume: str, stoppe
     if ranked:
         trial, ckpt = ranked[0]
         print(f"best checkpoint: {exp.where(ckpt.path)}  ({exp.objective} {ckpt.metrics[exp.objective]:.4g} "
-              f"at step {ckpt.step}, trial {trial.trial_id})")
+              f"at step {ckpt.step}, trial {trial.trial_id}" + (", ranked by the re-scored mean" if exp.rescore else "")
+              + ")")
         if where.remote:
             print(f"pull it: python -m orchestrator.best {where} --top 3")
     if full:  # nothing more is written there; the experiment is whole up to each trial's last checkpoint

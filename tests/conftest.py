@@ -69,7 +69,11 @@ def ray_address(ray_cluster) -> str:
 
 
 def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m ...` as a user would; returns the finished process (text output)."""
+    """Run `python -m ...` as a user would; returns the finished process (text output). A sweep
+    skips its closing re-scoring unless the test asks for it (tests/test_rescore.py does): it would
+    add a few seconds to each of the suite's many sweeps and test nothing new there."""
+    if args[0] == "orchestrator.sweep" and "--rescore-top" not in args and "--help" not in args:
+        args = (*args, "--rescore-top", "0")
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
                           cwd=cwd or ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 

@@ -85,7 +85,7 @@ def _start_sweep(args: list[str], folder: Path) -> tuple[subprocess.Popen, Path]
     """`orchestrator.sweep ARGS` in the background, its output in a file (a pipe could fill and block it)."""
     log = folder / "driver.log"
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args], stdout=out,
+        return subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args, "--rescore-top", "0"], stdout=out,
                                 stderr=subprocess.STDOUT), log
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from trainables.cli import UsageError
 from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, FINAL_DIR, FINAL_FROM,
-                               FINAL_UNTIL, METRICS, PARAMS_FILE, PROGRESS_FILE,
-                               RESTART_BACKUP, RESULT_FILE, RESUME_BACKUP, SPEC_FILE, SWEEP_STATUS, TRIAL_DIR_PREFIX,
-                               TRIAL_ID)
+                               FINAL_UNTIL, METRICS, PARAMS_FILE, PROGRESS_FILE, RESCORE_FILE, RESTART_BACKUP,
+                               RESULT_FILE, RESUME_BACKUP, SPEC_FILE, SWEEP_STATUS, TRIAL_ID)
 from trainables.storage import Location, is_complete, local_copy, location
 LIVE_SECONDS = 600  # an unfinished trial that reported within this long is taken as still running
 
@@ -106,6 +105,7 @@ class Experiment:
     source: Location  # where the experiment really is: `path` is its local mirror when that is remote
     tune_state: dict = field(default_factory=dict)  # runner data of Tune's latest experiment_state-*.json
     sweep_status: dict = field(default_factory=dict)  # SWEEP_STATUS, where the driver wrote it
+    rescore: dict = field(default_factory=dict)  # RESCORE_FILE, where orchestrator.rescore wrote one
 
     @property
     def remote(self) -> bool:
@@ -167,9 +167,27 @@ class Experiment:
     def search_trials(self) -> list[Trial]:
         return [t for t in self.trials if not t.final_from]
 
-    def ranked_checkpoints(self) -> list[tuple[Trial, CheckpointInfo]]:
-        pairs = [(t, c) for t in self.trials for c in t.checkpoints if math.isfinite(self.score(c.metrics))]
-        return sorted(pairs, key=lambda tc: self.score(tc[1].metrics))
+    def ranked_checkpoints(self, rescored: bool = True) -> list[tuple[Trial, CheckpointInfo]]:
+        """Every kept checkpoint with a finite objective, best first. Where rescore.json has
+        re-scored some, those come first, by their re-scored mean; the rest follow by the sweep's
+        own single reading (`rescored=False`: all of them by that reading)."""
+        pairs = sorted([(t, c) for t in self.trials for c in t.checkpoints if math.isfinite(self.score(c.metrics))],
+                       key=lambda tc: self.score(tc[1].metrics))
+        order = self.rescored_order() if rescored else {}
+        if not order:
+            return pairs
+        place = {c.path.relative_to(self.path).as_posix(): (t, c) for t, c in pairs}
+        first = [place[name] for name in order if name in place]
+        return first + [(t, c) for t, c in pairs if c.path.relative_to(self.path).as_posix() not in order]
+
+    def rescored_order(self) -> dict[str, int]:
+        """The checkpoints rescore.json ranks (paths relative to the experiment), best first; empty
+        when there is none, or it scored another objective."""
+        entries = self.rescore.get("checkpoints") if self.rescore.get("metric") == self.objective else None
+        if not isinstance(entries, list):
+            return {}
+        named = [e["checkpoint"] for e in entries if isinstance(e, dict) and isinstance(e.get("checkpoint"), str)]
+        return {name: i for i, name in enumerate(named)}
 
     def best_checkpoints(self) -> dict[str, CheckpointInfo]:
         """Each trial's best kept checkpoint, by trial id."""
@@ -272,9 +290,13 @@ def write_histories(exp: Experiment) -> None:
     Run by the sweep's driver once Tune is done, so nothing else writes them meanwhile."""
     import pandas as pd
 
+    def rows(path: Path, header: int = 0) -> int:
+        return len(path.read_text().splitlines()) - header if path.is_file() else -1
+
     for trial in exp.trials:
         logged = trial.path / RESULT_FILE
-        if not trial.results or (logged.is_file() and len(logged.read_text().splitlines()) == len(trial.results)):
+        # both files: a sweep killed between Tune's JSON and CSV loggers has a report in one only
+        if not trial.results or rows(logged) == rows(trial.path / PROGRESS_FILE, header=1) == len(trial.results):
             continue
         exp.where(logged).write_text("".join(json.dumps(row) + "\n" for row in trial.results))
         table = pd.json_normalize([{k: v for k, v in row.items() if k != "config"} for row in trial.results], sep="/")
@@ -282,13 +304,16 @@ def write_histories(exp: Experiment) -> None:
 
 
 def keep_results_before_resume(exp: Location) -> None:
-    """Copy each trial's result.json aside before Tune restarts unfinished trials and rewrites it."""
+    """Before Tune restarts unfinished trials and rewrites their result.json, each trial's history
+    so far is set aside (result-before-resume-*.json). It includes the reports of checkpoints that
+    a stopped sweep wrote but never logged: the resumed trial goes on from such a checkpoint, which
+    may be pruned later, and its report would be lost with it."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for folder in (exp, exp / FINAL_DIR):
-        for info in folder.listdir():
-            result = folder / info.base_name / RESULT_FILE
-            if info.base_name.startswith(TRIAL_DIR_PREFIX) and result.is_file():
-                result.fs.copy_file(result.path, (folder / info.base_name / f"{RESUME_BACKUP}{stamp}.json").path)
+    loaded = load_experiment(exp.uri)
+    for trial in loaded.trials:
+        if trial.results:
+            backup = loaded.where(trial.path / f"{RESUME_BACKUP}{stamp}.json")
+            backup.write_text("".join(json.dumps(row) + "\n" for row in trial.results))
 
 
 def read_tune_state(path: Path) -> tuple[dict[str, dict], dict]:
@@ -372,7 +397,16 @@ def load_experiment(path: str | Path) -> Experiment:
         trials.append(Trial(trial_id, folder, params, results, error, sorted(checkpoints, key=lambda c: c.step),
                             tune_trials.get(trial_id), final_from if isinstance(final_from, str) else None,
                             _step(final_until, -1) if final_until is not None else None))
-    return Experiment(path, spec, trials, source, runner, read_sweep_status(path))
+    return Experiment(path, spec, trials, source, runner, read_sweep_status(path), read_json_dict(path / RESCORE_FILE))
+
+
+def read_json_dict(path: Path) -> dict:
+    """A JSON object from a file; {} where it is missing, damaged or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def leaderboard(exp: Experiment, now: float | None = None):

@@ -171,6 +171,12 @@ class ModelFamily:
         fake = self.generate(modules, evaluator.n, hp, seed, labels=evaluator.labels)
         return EvalResult(evaluator.quality(fake), fake[:64])
 
+    def rescore_details(self, modules: dict[str, nn.Module], hp: dict, evaluator, seed: int) -> dict[str, float]:
+        """Scores beyond `evaluate`'s that orchestrator.rescore records per seed (e.g. an interval
+        or per-class values); default none. Sample checks (precision/recall, memorization) are the
+        re-scorer's own, for every family whose evaluation generates images."""
+        return {}
+
     # --- inference (each family implements what its `inference_modes` need) -----------------------
     @torch.no_grad()
     def generate(self, modules: dict[str, nn.Module], n: int, hp: dict, seed: int,

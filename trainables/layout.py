@@ -6,6 +6,7 @@ nothing, so every layer may use it.
         sweep.json                    SPEC_FILE: everything that defines the sweep (reused by --resume)
         optuna.db                     STUDY_FILE: the Optuna study (TPE's history)
         dashboard.html                DASHBOARD_FILE
+        rescore.json                  RESCORE_FILE: the top checkpoints re-scored over several seeds
         status.json                   SWEEP_STATUS: whether the sweep's driver runs, was interrupted or finished
         run_trial_<id>_.../           Tune's folder of a trial: result.json, progress.csv, params.json, error.txt
         final/run_trial_<id>_.../     the final phase's trials (a Tune experiment of its own, FINAL_DIR)
@@ -19,6 +20,7 @@ import re
 SPEC_FILE = "sweep.json"
 STUDY_FILE = "optuna.db"
 DASHBOARD_FILE = "dashboard.html"
+RESCORE_FILE = "rescore.json"  # orchestrator.rescore: the best checkpoints re-scored over seeds
 SWEEP_STATUS = "status.json"  # the sweep's driver: {"status": running|interrupted|finished, "updated": time}
 COMPARISON_FILE = "comparison.html"  # dashboards.build of several experiments, in the current folder
 CHECKPOINTS_DIR = "checkpoints"  # CHECKPOINTS_DIR/<trial_id>/<checkpoint folder>

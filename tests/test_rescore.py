@@ -1,0 +1,140 @@
+"""Re-scoring the winners (orchestrator.rescore): a real sweep's closing re-scoring on the session's
+Ray cluster, the command on its own, `best` following the re-scored order, the dashboard's table
+and figure in Chromium, and the anomaly detector's bootstrap interval and per-class ROC-AUC."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_cli
+from trainables.datasets import load_dataset
+from trainables.experiment import load_experiment
+
+FIELDS = ("trial", "checkpoint", "step", "sweep_rank", "sweep_value", "mean", "std", "ci95", "values",
+          "precision", "recall", "density", "coverage", "memorized_share")
+
+
+@pytest.fixture(scope="module")
+def rescored(ray_address, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("rescore")
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "2", "--max-steps", "60",
+                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--scheduler", "fifo",
+                   "--storage", str(storage), "--name", "re", "--address", ray_address, "--rescore-top", "3")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return storage / "re", proc
+
+
+def test_the_sweep_rescores_its_best_checkpoints_over_seeds(rescored):
+    path, proc = rescored
+    assert "re-scored (3 seeds x" in proc.stdout and "ranked by the re-scored mean" in proc.stdout, proc.stdout[-3000:]
+    report = json.loads((path / "rescore.json").read_text())
+    assert (report["metric"], report["mode"], report["feature_network"]) == ("fid", "min", "classifier-digits")
+    exp = load_experiment(path)
+    assert report["samples"] == len(load_dataset("digits").test_x)  # every held-out image
+    assert len(report["seeds"]) == 3 and len(set(report["seeds"])) == 3
+    entries = report["checkpoints"]
+    assert len(entries) == 3
+    sweep_best = exp.ranked_checkpoints(rescored=False)[:3]
+    assert sorted(e["sweep_rank"] for e in entries) == [1, 2, 3]
+    for e in entries:
+        assert set(FIELDS) <= set(e), e
+        trial, ckpt = sweep_best[e["sweep_rank"] - 1]
+        assert (e["trial"], e["checkpoint"]) == (trial.trial_id, ckpt.path.relative_to(path).as_posix())
+        assert e["sweep_value"] == ckpt.metrics["fid"]
+        assert len(e["values"]) == 3 and all(math.isfinite(v) and v > 0 for v in e["values"])
+        assert e["mean"] == pytest.approx(sum(e["values"]) / 3)
+        assert e["ci95"][0] <= e["mean"] <= e["ci95"][1] and e["std"] > 0  # three seeds differ
+        for key in ("precision", "recall", "coverage", "memorized_share"):
+            assert 0 <= e[key] <= 1, (key, e)
+        assert e["density"] >= 0
+    assert [e["mean"] for e in entries] == sorted(e["mean"] for e in entries)  # best (lowest FID) first
+
+
+def test_best_follows_the_rescored_order(rescored, tmp_path):
+    path, _ = rescored
+    copy = tmp_path / "re"
+    shutil.copytree(path, copy)
+    report = json.loads((copy / "rescore.json").read_text())
+    # the re-scored order reversed: best must follow it, whatever the sweep's readings say
+    report["checkpoints"] = report["checkpoints"][::-1]
+    (copy / "rescore.json").write_text(json.dumps(report))
+    proc = run_cli("orchestrator.best", str(copy), "--top", "3", "--dst", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ranked by the re-scored mean over 3 seeds" in proc.stdout
+    exported = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert exported["ranked_by"].startswith("re-scored mean")
+    expected = [e["checkpoint"] for e in report["checkpoints"]]
+    assert [str((copy / e).resolve()) for e in expected] == [c["source"] for c in exported["checkpoints"]]
+    assert [c["rescored"]["mean"] for c in exported["checkpoints"]] == [e["mean"] for e in report["checkpoints"]]
+    # a rescore.json of another objective is not followed
+    report["metric"] = "kid"
+    (copy / "rescore.json").write_text(json.dumps(report))
+    sweep_order = [c.path for _, c in load_experiment(copy).ranked_checkpoints()[:3]]
+    assert sweep_order == [c.path for _, c in load_experiment(copy).ranked_checkpoints(rescored=False)[:3]]
+
+
+def test_rescore_command_on_its_own(rescored, ray_address, tmp_path):
+    path, _ = rescored
+    copy = tmp_path / "re"
+    shutil.copytree(path, copy)
+    (copy / "rescore.json").unlink()
+    proc = run_cli("orchestrator.rescore", str(copy), "--top", "1", "--seeds", "2", "--samples", "100",
+                   "--address", ray_address)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"written: {copy / 'rescore.json'}" in proc.stdout
+    report = json.loads((copy / "rescore.json").read_text())
+    assert report["samples"] == 100 and len(report["checkpoints"]) == 1
+    assert len(report["checkpoints"][0]["values"]) == 2
+
+    assert_one_line_error(run_cli("orchestrator.rescore", str(tmp_path / "nowhere")), "not an experiment directory")
+    assert_one_line_error(run_cli("orchestrator.rescore", str(copy), "--seeds", "0"), "--seeds", "must be 1 or more")
+
+
+def test_the_dashboard_shows_the_rescored_table_and_figure(rescored, tmp_path):
+    from dashboards.build import build
+    from test_dashboard import _browser, _wait_drawn
+
+    path, _ = rescored
+    report = json.loads((path / "rescore.json").read_text())
+    out = build([path], tmp_path / "page.html")
+    driver = _browser()
+    try:
+        driver.get(out.as_uri())
+        _wait_drawn(driver)
+        rows = driver.execute_script("""return Array.from(document.querySelectorAll('#e0 table.rescore tbody tr'))
+                                          .map(function (tr) { return tr.dataset.trial; });""")
+        assert rows == [e["trial"] for e in report["checkpoints"]]
+        figure = driver.execute_script("""var gd = document.getElementById('e0-rescore');
+            return {drawn: gd.classList.contains('js-plotly-plot'), names: gd.data.map(function (t) { return t.name; }),
+                    bars: gd.data[0].error_y.array.length};""")
+        assert figure["drawn"] and figure["bars"] == 3, figure
+        assert figure["names"] == ["re-scored mean, 95% interval", "each seed", "the sweep's single reading"]
+        row = driver.find_element("css selector", "#e0 table.rescore tbody tr")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", row)
+        row.click()  # picks the trial, as a leaderboard row does
+        assert driver.execute_script("return document.querySelector('#e0 select.show').value") == rows[0]
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+
+
+def test_anomaly_rescoring_adds_a_bootstrap_interval_and_per_class_roc_auc():
+    from trainables.features import Evaluator, get_feature_network
+    from trainables.models import get_family
+
+    family = get_family("vae_anomaly")
+    data = load_dataset("digits")
+    hp = {**family.defaults, "normal_class": 3}
+    torch.manual_seed(0)
+    modules = family.build(hp, family.prepare_data(data, hp).info())
+    evaluator = Evaluator(data, 10_000, *get_feature_network(data, log=lambda _: None), torch.device("cpu"))
+    details = family.rescore_details(modules, hp, evaluator, seed=1000)
+    auroc = family.evaluate(modules, hp, evaluator, 1000).scores["auroc"]
+    assert details["auroc_boot_low"] < auroc < details["auroc_boot_high"], (details, auroc)
+    per_class = {k: v for k, v in details.items() if k.startswith("auroc_vs_")}
+    assert len(per_class) == len(data.classes) - 1 and f"auroc_vs_{data.classes[3]}" not in per_class
+    assert all(0 <= v <= 1 for v in per_class.values())
+    assert family.rescore_details(modules, hp, evaluator, seed=1000) == details  # the seed fixes the resamples
