@@ -74,7 +74,8 @@ def score_checkpoint(checkpoint: str, data, features: tuple[dict, dict], seeds: 
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_checkpoint(checkpoint, device)
-    family, hp = model.family, {**model.family.defaults, **model.hp}
+    family = model.family
+    hp = family.rescoring_hp({**family.defaults, **model.hp})
     data = family.prepare_data(data, hp)
 
     class Recording(Evaluator):

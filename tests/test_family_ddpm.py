@@ -61,6 +61,23 @@ def test_generate_is_seeded_and_needs_sides_divisible_by_4():
         family.build({**hp, "schedule": "quadratic"}, info)
 
 
+def test_sweep_evaluations_sample_in_eval_sample_steps_and_rescoring_in_sample_steps():
+    from trainables.datasets import load_dataset
+    from trainables.features import Evaluator, get_feature_network
+
+    family = get_family("ddpm")
+    hp = {**family.defaults, "base_channels": 8, "sample_steps": 6, "eval_sample_steps": 2}
+    data = load_dataset("digits")
+    modules = family.build(hp, data.info())
+    evaluator = Evaluator(data, 16, *get_feature_network(data, log=lambda _: None), torch.device("cpu"))
+    shown = family.evaluate(modules, hp, evaluator, seed=5).images
+    assert torch.equal(shown, family.generate(modules, 16, {**hp, "sample_steps": 2}, seed=5))
+    assert not torch.equal(shown, family.generate(modules, 16, hp, seed=5))
+    rescoring = family.rescoring_hp(hp)
+    assert torch.equal(family.evaluate(modules, rescoring, evaluator, seed=5).images,
+                       family.generate(modules, 16, hp, seed=5))
+
+
 def test_sweep_learns_and_infer_samples_with_fewer_steps(ray_address, tmp_path):
     space = tmp_path / "ddpm.toml"
     space.write_text(SPACE)

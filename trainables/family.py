@@ -171,6 +171,11 @@ class ModelFamily:
         fake = self.generate(modules, evaluator.n, hp, seed, labels=evaluator.labels)
         return EvalResult(evaluator.quality(fake), fake[:64])
 
+    def rescoring_hp(self, hp: dict) -> dict:
+        """The hyperparameters orchestrator.rescore evaluates with: as trained by default; a family
+        whose sweep evaluations cut a cost (ddpm's fewer denoising steps) restores the full one."""
+        return hp
+
     def rescore_details(self, modules: dict[str, nn.Module], hp: dict, evaluator, seed: int) -> dict[str, float]:
         """Scores beyond `evaluate`'s that orchestrator.rescore records per seed (e.g. an interval
         or per-class values); default none. Sample checks (precision/recall, memorization) are the

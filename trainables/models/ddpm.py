@@ -146,7 +146,9 @@ def ddim_sample(model: nn.Module, shape: tuple[int, ...], abar: torch.Tensor, st
 class DDPM(ModelFamily):
     """hp: lr (Adam), schedule ("linear" | "cosine"), timesteps (trained noise levels), base_channels
     (U-Net width), ema_decay, batch_size, grad_clip (max gradient norm), sample_steps (denoising
-    steps when sampling; `infer sample --sample-steps N` overrides), eta (0 = DDIM, 1 = DDPM-like)."""
+    steps when sampling; `infer sample --sample-steps N` overrides), eta (0 = DDIM, 1 = DDPM-like),
+    eval_sample_steps (the denoising steps of the sweep's own evaluations: fewer than sample_steps,
+    as sampling is most of an evaluation's cost; re-scoring and inference use sample_steps)."""
 
     name = "ddpm"
     description = "DDPM: eps-prediction U-Net, linear/cosine noise schedule, EMA weights, strided DDIM sampling"
@@ -154,7 +156,7 @@ class DDPM(ModelFamily):
     loss_names = ("loss",)
     metric_descriptions = {**ModelFamily.metric_descriptions, "loss": "training loss, averaged since the last report"}
     defaults = {"lr": 2e-3, "schedule": "cosine", "timesteps": 1000, "base_channels": 16, "ema_decay": 0.999,
-                "batch_size": 32, "grad_clip": 1.0, "sample_steps": 20, "eta": 0.0}
+                "batch_size": 32, "grad_clip": 1.0, "sample_steps": 20, "eta": 0.0, "eval_sample_steps": 10}
     mutable = ("lr",)
 
     def check_data(self, info):
@@ -179,6 +181,13 @@ class DDPM(ModelFamily):
         update(optimizers["unet"], loss, clip=(modules["unet"].parameters(), hp["grad_clip"]))
         modules["ema"].update(modules["unet"])  # unwraps DDP
         return {"loss": loss.detach()}
+
+    def evaluate(self, modules, hp, evaluator, seed):
+        """FID/KID of samples in `eval_sample_steps` denoising steps (cheaper than sample_steps)."""
+        return super().evaluate(modules, {**hp, "sample_steps": hp["eval_sample_steps"]}, evaluator, seed)
+
+    def rescoring_hp(self, hp):
+        return {**hp, "eval_sample_steps": hp["sample_steps"]}
 
     @torch.no_grad()
     def generate(self, modules, n, hp, seed, labels=None):
