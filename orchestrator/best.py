@@ -86,16 +86,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("experiment", help="experiment directory or URI (STORAGE/NAME, e.g. s3://bucket/experiments/NAME)")
     p.add_argument("--top", type=int, default=1, help="how many checkpoints to export (default 1)")
     p.add_argument("--dst", help="where to copy them (default EXPERIMENT/best; for remote storage ./best/NAME)")
+    p.add_argument("--register-mlflow", metavar="URI",
+                   help="also register the best checkpoint as a version of an MLflow registered model (weights, "
+                        "config.json, metrics.json, samples.png as artifacts; the sweep's name as a tag)")
+    p.add_argument("--model-name", help="the registered model's name (with --register-mlflow)")
     args = p.parse_args(argv)
     if args.top < 1:
         raise UsageError(f"--top must be 1 or more, got {args.top}")
+    if bool(args.register_mlflow) != bool(args.model_name):
+        raise UsageError("--register-mlflow URI and --model-name NAME go together")
+    if args.register_mlflow:
+        from orchestrator.tracking import check_mlflow
+
+        check_mlflow(args.register_mlflow)
     exp = load_experiment(args.experiment)  # once: a remote one is mirrored
     if exp.rescored_order():
         print(f"ranked by the re-scored mean over {len(exp.rescore.get('seeds', []))} seeds ({RESCORE_FILE}, "
               f"{exp.rescore.get('created', '')}); checkpoints it did not re-score follow by the sweep's reading")
-    for path in export_best(exp, args.top, args.dst):
+    exported = export_best(exp, args.top, args.dst)
+    for path in exported:
         metrics = json.loads((path / METRICS).read_text())
         print(f"{path}  {exp.objective}={metrics.get(exp.objective):.4g} step={metrics.get('step')}")
+    if args.register_mlflow:
+        from orchestrator.tracking import register_best
+
+        sweep = str(exp.spec.get("name") or exp.path.name)
+        tags = {"sweep": sweep, "model": str(exp.spec.get("model")), "dataset": str(exp.spec.get("dataset")),
+                "ranked_by": "re-scored mean" if exp.rescored_order() else "the sweep's reading"}
+        version = register_best(args.register_mlflow, args.model_name, exported[0], tags)
+        print(f"registered {exported[0].name} as {args.model_name} version {version} at {args.register_mlflow}")
     return 0
 
 

@@ -170,6 +170,10 @@ def build_parser() -> Parser:
     p.add_argument("--dashboard-every", type=non_negative_float, default=30, metavar="S",
                    help="while the sweep runs, rebuild dashboard.html at most every S seconds and as trials end "
                         "(the open page reloads itself); 0: only at the end (default 30)")
+    p.add_argument("--mlflow", metavar="URI",
+                   help="log each trial as an MLflow run (parameters, metrics by step, sample grids, trial id and "
+                        "status) in an MLflow experiment named after the sweep, e.g. http://127.0.0.1:5000 "
+                        "(needs pip install 'gen-orchestrator[mlflow]')")
     p.add_argument("--rescore-top", type=non_negative_int, default=RESCORE_TOP, metavar="K",
                    help=f"once the sweep is done, re-score its K best checkpoints over several sample seeds on every "
                         f"held-out image, as orchestrator.rescore does; best and the dashboard then rank by that "
@@ -419,6 +423,11 @@ def run_config(spec: SweepSpec, args: argparse.Namespace, exp: Location, final: 
         callbacks.append(SweepProgress(spec.final_top if final else spec.trials, spec.objective, spec.mode))
     if exp.remote and spec.scheduler != "pbt" and not final:
         callbacks.append(UploadStudy(exp))
+    if args.mlflow:
+        from orchestrator.tracking import LogToMLflow
+
+        callbacks.append(LogToMLflow(args.mlflow, spec.name, None if exp.remote else exp.local / CHECKPOINTS_DIR,
+                                     spec.max_steps))
     name, where = (FINAL_DIR, exp) if final else (spec.name, exp.parent)  # the final phase: NAME/final
     return tune.RunConfig(name=name, storage_path=where.uri, callbacks=callbacks,
                           verbose=None if args.verbose else 0,
@@ -661,6 +670,10 @@ def main(argv: list[str] | None = None) -> int:
         if (exp / SPEC_FILE).exists():
             raise UsageError(f"{exp} already exists; pass --resume to continue it or choose another --name")
     check_address(args.address)
+    if args.mlflow:
+        from orchestrator.tracking import check_mlflow
+
+        check_mlflow(args.mlflow)
 
     from trainables.datasets import load_dataset
     from trainables.models import get_family
