@@ -23,7 +23,9 @@ from trainables.storage import first_line
 
 TOP, SEEDS = 5, 3
 SEED_BASE = 1000  # re-scoring seeds 1000, 1001, ...: draws the sweep's single reading (trainables.loop.EVAL_SEED) never made
-PRDC_SAMPLES = 5000  # prdc holds N x N distance matrices in float64: 5000 is 200 MB each, 10000 would be 800 MB
+# samples (and held-out images) that the precision/recall and memorization checks take: prdc holds
+# N x N distance matrices in float64 (5000: 200 MB each; 10000 would be 800 MB)
+CHECKED_SAMPLES = 5000
 NEAREST_K = 5  # prdc's k, as Naeem et al. 2020 recommend
 MEMORIZED_PERCENTILE = 1.0  # a sample is "memorized" when closer to a training image than 99% of held-out images are
 
@@ -42,24 +44,33 @@ def summary(values: list[float]) -> dict:
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half]}
 
 
-def sample_checks(real, fake, train) -> dict[str, float]:
-    """Improved precision/recall and density/coverage of `fake` against `real` features (the
-    `prdc` reference code), and the share of samples closer to a training image (`train`
-    features) than all but MEMORIZED_PERCENTILE % of held-out images are."""
-    import numpy as np
+def nearest_training(features, train):
+    """Each feature vector's distance to its nearest training image's, in chunks: prdc's pairwise
+    distances would hold samples x training images (5000 x 60000) at once."""
     import torch
+
+    return torch.cat([torch.cdist(chunk, train).min(dim=1).values for chunk in features.split(1000)])
+
+
+def memorization_threshold(real, train) -> float:
+    """The distance to the nearest training image that all but MEMORIZED_PERCENTILE % of held-out
+    images exceed: a sample nearer than that sits closer to the training set than real images do."""
+    import torch
+
+    return float(torch.quantile(nearest_training(real[:CHECKED_SAMPLES], train), MEMORIZED_PERCENTILE / 100))
+
+
+def sample_checks(real, fake, train, threshold: float) -> dict[str, float]:
+    """Improved precision/recall and density/coverage of `fake` against `real` features (the
+    `prdc` reference code), and the share of samples nearer to a training image (`train`
+    features) than `threshold` (memorization_threshold), each on up to CHECKED_SAMPLES samples."""
+    import numpy as np
     from prdc import compute_prdc
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the sample counts
-        checks = compute_prdc(real[:PRDC_SAMPLES].numpy().astype(np.float32),
-                              fake[:PRDC_SAMPLES].numpy().astype(np.float32), nearest_k=NEAREST_K)
-
-    def nearest_training(features: torch.Tensor) -> torch.Tensor:
-        # chunked: prdc's pairwise distances would hold samples x training images (10k x 60k) at once
-        return torch.cat([torch.cdist(chunk, train).min(dim=1).values for chunk in features.split(1000)])
-
-    threshold = torch.quantile(nearest_training(real), MEMORIZED_PERCENTILE / 100)
-    checks["memorized_share"] = float((nearest_training(fake) < threshold).float().mean())
+        checks = compute_prdc(real[:CHECKED_SAMPLES].numpy().astype(np.float32),
+                              fake[:CHECKED_SAMPLES].numpy().astype(np.float32), nearest_k=NEAREST_K)
+    checks["memorized_share"] = float((nearest_training(fake[:CHECKED_SAMPLES], train) < threshold).float().mean())
     return {k: float(v) for k, v in checks.items()}
 
 
@@ -97,7 +108,7 @@ def score_checkpoint(checkpoint: str, data, features: tuple[dict, dict], seeds: 
         return chunk.float().clamp(-1, 1) if isinstance(chunk, torch.Tensor) else to_float(torch.from_numpy(chunk.copy()))
 
     evaluator = Recording(data, samples or len(data.test_x), *features, device)
-    real = train = None
+    real = train = threshold = None
     per_seed = []
     for seed in seeds:
         Recording.fake = None
@@ -107,7 +118,8 @@ def score_checkpoint(checkpoint: str, data, features: tuple[dict, dict], seeds: 
             if real is None:
                 real = evaluator.embed(evaluator.real())
                 train = evaluator.embed(data.train_x)
-            scores.update(sample_checks(real, Recording.fake, train))
+                threshold = memorization_threshold(real, train)
+            scores.update(sample_checks(real, Recording.fake, train, threshold))
         scores.update(family.rescore_details(model.modules, hp, evaluator, seed))
         per_seed.append(scores)
     return {"per_seed": per_seed, "samples": evaluator.n}

@@ -365,7 +365,9 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     from orchestrator.searcher import StudyStorage, fetch_study
     from search_spaces import parse_space
     from trainables.models import get_family
-    from trainables.ray_trial import DivergedIsPruned
+    from ray.tune.search import ConcurrencyLimiter
+
+    from trainables.ray_trial import DivergedIsPruned, ExtendableSearch
 
     family = get_family(spec.model)
     trainable = make_trainable(settings)
@@ -392,12 +394,12 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
                                   grace_period=max(spec.eval_every, spec.max_steps // 4))
     else:
         scheduler = FIFOScheduler()
+    search = ExtendableSearch(ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent), (exp / SPEC_FILE).uri)
     return tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(metric=metric, mode=family.mode, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=spec.trials, max_concurrent_trials=spec.max_concurrent,
-                                    reuse_actors=REUSE_TRIAL_PROCESSES),
+        tune_config=tune.TuneConfig(metric=metric, mode=family.mode, search_alg=search, scheduler=scheduler,
+                                    num_samples=spec.trials, reuse_actors=REUSE_TRIAL_PROCESSES),
         run_config=run_config(spec, args, exp),
     )
 
@@ -420,7 +422,8 @@ def run_config(spec: SweepSpec, args: argparse.Namespace, exp: Location, final: 
 
         callbacks.append(TellLiveDashboard())
     if not args.verbose:
-        callbacks.append(SweepProgress(spec.final_top if final else spec.trials, spec.objective, spec.mode))
+        callbacks.append(SweepProgress(spec.final_top, spec.objective, spec.mode) if final else
+                         SweepProgress(spec.trials, spec.objective, spec.mode, (exp / SPEC_FILE).uri))
     if exp.remote and spec.scheduler != "pbt" and not final:
         callbacks.append(UploadStudy(exp))
     if args.mlflow:
@@ -557,7 +560,33 @@ def resume_spec(exp: Location, args: argparse.Namespace) -> SweepSpec:
     if spec.name != args.name:
         raise UsageError(f"cannot resume {exp}: its {SPEC_FILE} names the experiment {spec.name!r} "
                          f"(renamed or copied?); resume it under its own name")
+    check_same_space(spec, args)
+    if args.trials is not None and args.trials != spec.trials:
+        if args.trials < spec.trials:
+            raise UsageError(f"--trials {args.trials} is fewer than the {spec.trials} trials {exp} already has; "
+                             f"a sweep can be extended, not shortened")
+        if spec.scheduler == "pbt":
+            raise UsageError("a PBT sweep can't be extended: its population is fixed when it starts")
+        print(f"[sweep] extending {spec.name} from {spec.trials} to {args.trials} trials; the Optuna study goes on",
+              flush=True)
+        spec.trials = args.trials
     return spec
+
+
+def check_same_space(spec: SweepSpec, args: argparse.Namespace) -> None:
+    """A resumed or extended sweep searches the space it started with: --space or --set given
+    again must not change it (start a new sweep for another space)."""
+    from search_spaces import parse_overrides
+    from trainables.models import get_family
+
+    changed = []
+    if args.space and Path(args.space).read_text() != spec.space_toml:
+        changed.append(f"--space {args.space}")
+    if args.set and parse_overrides(args.set, get_family(spec.model).defaults) != spec.overrides:
+        changed.append("--set " + " ".join(args.set))
+    if changed:
+        raise UsageError(f"{' and '.join(changed)} changes the search space of {spec.name}; resume it with its own "
+                         f"(from {SPEC_FILE}) or start a new sweep")
 
 
 def check_storage(exp: Location) -> None:
@@ -662,7 +691,9 @@ def main(argv: list[str] | None = None) -> int:
         if exp.remote:
             check_storage(exp)
         spec = resume_spec(exp, args)
+        resumed_trials = json.loads((exp / SPEC_FILE).read_text())["trials"]
     else:
+        resumed_trials = None
         spec = make_spec(args)
         spec.name = args.name or f"{args.model}-{spec.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         exp = root / spec.name
@@ -695,8 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     check_shared(exp.parent)  # before anything is written there
-    if not args.resume:
-        spec.created = time.strftime("%Y-%m-%d %H:%M:%S")
+    if not args.resume or spec.trials != resumed_trials:  # an extended sweep's searcher reads the new count there
+        spec.created = spec.created or time.strftime("%Y-%m-%d %H:%M:%S")
         try:
             (exp / SPEC_FILE).write_text(json.dumps(spec.to_json(), indent=1))
         except OSError as e:

@@ -117,6 +117,33 @@ def test_resume_of_a_finished_sweep_reruns_nothing(digits_sweep, ray_address):
     assert_one_line_error(wrong_family, "is a dcgan sweep, not vae")
 
 
+def test_a_finished_sweep_is_extended_from_2_to_4_trials_and_its_study_goes_on(ray_address, tmp_path):
+    args = ["--storage", str(tmp_path), "--name", "ext", "--address", ray_address, "--no-dashboard"]
+    first = run_cli("orchestrator.sweep", "vae", "--dataset", "digits", "--trials", "2", "--max-steps", "20",
+                    "--eval-every", "10", "--scheduler", "fifo", "--seed", "1", *args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    path = tmp_path / "ext"
+    before = {t.trial_id: [r["step"] for r in t.results] for t in load_experiment(path).trials}
+    assert len(before) == 2
+    assert_one_line_error(run_cli("orchestrator.sweep", "vae", "--resume", "--trials", "1", *args),
+                          "--trials 1 is fewer than the 2 trials")
+    assert_one_line_error(run_cli("orchestrator.sweep", "vae", "--resume", "--trials", "4", "--set", "latent_dim=4",
+                                  *args), "--set latent_dim=4 changes the search space of ext")
+    assert json.loads((path / "sweep.json").read_text())["trials"] == 2  # refused: nothing written
+
+    proc = run_cli("orchestrator.sweep", "vae", "--resume", "--trials", "4", *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "extending ext from 2 to 4 trials" in proc.stdout and "4 of 4 trials done" in proc.stdout, proc.stdout
+    assert json.loads((path / "sweep.json").read_text())["trials"] == 4
+    exp = load_experiment(path)
+    assert len(exp.trials) == 4 and set(before) < {t.trial_id for t in exp.trials}
+    for trial in exp.trials:  # the first two untouched, the new two trained in full
+        assert [r["step"] for r in trial.results] == before.get(trial.trial_id, [0, 10, 20])
+    assert set(exp.statuses().values()) == {"finished"}
+    study = optuna.load_study(study_name="ext", storage=f"sqlite:///{path}/optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4  # one study, four trials
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
 def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tmp_path, stop):
     """Stop the driver once every trial has a checkpoint (Ctrl-C, or killed outright); --resume

@@ -27,7 +27,9 @@ Every use of Ray's private API or undocumented behaviour is in this file, each c
 - DivergedIsPruned: OptunaSearch's `_ot_study`, `_ot_trials` and `_completed_trials`;
 - StopWhenStorageFull: SIGUSR1 is Tune's own interrupt (ray/tune/tune.py's signal handler);
 - KeepResultsOnRestart: user callbacks run before Tune's JSON logger;
-- HideTuneRestoreHint: the wording of Tune's log lines after an interrupted run.
+- HideTuneRestoreHint: the wording of Tune's log lines after an interrupted run;
+- ExtendableSearch: SearchGenerator's `_total_samples` and `_finished`, and that a restored run
+  hands the saved state to `set_state` (Tune keeps no public way to raise num_samples on restore).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import ray.tune
 import torch
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.search_generator import SearchGenerator
 
 from trainables import storage
 from trainables.checkpoints import read_json
@@ -477,8 +480,8 @@ class SweepProgress(ray.tune.Callback):
     """One line as each trial ends: how many of the sweep's trials are done and the best so far (the
     sweep runs Tune silent: its status tables ran to ~117 lines for 2 trials; `--verbose` shows them)."""
 
-    def __init__(self, trials: int, objective: str, mode: str):
-        self.trials, self.objective, self.mode = trials, objective, mode
+    def __init__(self, trials: int, objective: str, mode: str, spec_uri: str | None = None):
+        self.trials, self.objective, self.mode, self.spec_uri = trials, objective, mode, spec_uri
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self.say(trials, trial, errored=False)
@@ -498,8 +501,28 @@ class SweepProgress(ray.tune.Callback):
         if scored:
             value, trial = (min if self.mode == "min" else max)(scored, key=lambda s: s[0])
             best = f"; best {self.objective} so far {value:.4g} (trial {trial.trial_id})"
-        print(f"[sweep] {len(done)} of {self.trials} trials done" + (f", {errored} errored" if errored else "") + best,
+        total = self.trials
+        if getattr(self, "spec_uri", None):  # the sweep's count, which an extended sweep raised (ExtendableSearch)
+            total = max(total, int(json.loads(storage.location(self.spec_uri).read_text()).get("trials", 0)))
+        print(f"[sweep] {len(done)} of {total} trials done" + (f", {errored} errored" if errored else "") + best,
               flush=True)
+
+
+class ExtendableSearch(SearchGenerator):
+    """Tune's wrapper of the sweep's searcher, whose trial count `--resume --trials N` may raise:
+    a restored run gets the count saved with the searcher's state, and this takes sweep.json's
+    `trials` where that is larger (the sweep writes it before restoring). The Optuna study goes
+    on, so TPE learns from every earlier trial."""
+
+    def __init__(self, searcher, spec_uri: str):
+        super().__init__(searcher)
+        self.spec_uri = spec_uri
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        wanted = json.loads(storage.location(self.spec_uri).read_text()).get("trials", 0)
+        if isinstance(wanted, int) and wanted > self._total_samples:
+            self._total_samples, self._finished = wanted, False
 
 
 class HideTuneRestoreHint(logging.Filter):
