@@ -18,7 +18,9 @@ from trainables.layout import STUDY_FILE
 from trainables.ray_trial import DivergedIsPruned
 from trainables.storage import Location, cache_root, first_line, location
 
-__all__ = ["DivergedIsPruned", "StudyStorage", "UploadStudy", "fetch_study", "study_copy", "study_url", "upload_study"]
+__all__ = ["DivergedIsPruned", "StudyStorage", "UploadStudy", "fetch_study", "study_copy", "study_url", "upload_study",
+           "warm_start"]
+WARM_START_ATTR = "warm_start_from"  # the user attribute of a seeded trial: EXPERIMENT/TRIAL_ID
 
 
 def study_copy(exp: Location) -> Path:
@@ -105,3 +107,34 @@ class UploadStudy(Callback):
     def get_state(self) -> None:
         self.upload()
         return None
+
+
+def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str, param_space: dict,
+               experiments: list) -> tuple[int, int]:
+    """Seed a new sweep's study with earlier experiments' scored search trials (Optuna's
+    add_trial, each marked with WARM_START_ATTR), before the searcher opens it. A trial's value is
+    its best objective, as the earlier study recorded it. Only the new space's searched
+    hyperparameters are kept (one the new space fixes is fixed); a trial with one of them missing
+    or outside its new distribution is dropped. Returns (seeded, dropped)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    distributions = OptunaSearch.convert_search_space(param_space)
+    study = optuna.create_study(storage=storage, study_name=study_name,
+                                direction="minimize" if mode == "min" else "maximize")
+    seeded = dropped = 0
+    for exp in experiments:
+        for trial in exp.search_trials:
+            best = exp.best_of(trial)
+            if best is None:
+                continue  # no score to learn from (errored, or stopped before its first evaluation)
+            params = exp.params_at_best(trial)
+            try:
+                study.add_trial(optuna.trial.create_trial(
+                    params={name: params[name] for name in distributions}, distributions=distributions,
+                    value=best[exp.objective],
+                    user_attrs={WARM_START_ATTR: f"{exp.spec.get('name', exp.path.name)}/{trial.trial_id}"}))
+            except (KeyError, ValueError):  # a hyperparameter the trial lacks, or outside the new space
+                dropped += 1
+                continue
+            seeded += 1
+    return seeded, dropped

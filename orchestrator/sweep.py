@@ -130,6 +130,10 @@ def build_parser() -> Parser:
     search.add_argument("--fid-features", choices=["classifier", "inception"], default="classifier",
                         help="feature network of FID/KID: a small classifier trained once on the dataset (default, "
                              "offline) or Inception-v3 (needs torch-fidelity and its weights: internet or $TORCH_HOME)")
+    search.add_argument("--warm-start", nargs="+", metavar="EXP",
+                        help="seed the new sweep's Optuna study with the scored trials of earlier sweeps of the same "
+                             "family (folders or URIs), so TPE starts from what they learned; the space may differ "
+                             "(trials outside it are dropped, and said); the seeded trials don't count in --trials")
     search.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler and of training (default 0)")
     where = p.add_argument_group("where results go")
     where.add_argument("--storage",
@@ -255,7 +259,9 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
     space = load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
     mutated = list(pbt_mutations(family, space)) if args.scheduler == "pbt" else None
     baseline = None
-    if args.scheduler != "pbt":  # the family's defaults are trial 1: the baseline every sweep shows
+    if args.warm_start:
+        print("[sweep] the family's defaults are not trial 1: the warm start's earlier sweeps had them", flush=True)
+    elif args.scheduler != "pbt":  # the family's defaults are trial 1: the baseline every sweep shows
         searched = read_space(space_file.read_text(), set(family.defaults), str(space_file), overrides)
         baseline, why = defaults_point(searched, family.defaults)
         if baseline is None:
@@ -268,7 +274,8 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         precision=args.precision, channels_last=args.channels_last,
         objective=family.objective, mode=family.mode, metric_descriptions=metric_descriptions(args.model),
         keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated, baseline=baseline, final_top=args.final_top,
-        budget=args.budget if args.scheduler != "pbt" else None)
+        budget=args.budget if args.scheduler != "pbt" else None,
+        warm_start=[location(e).uri for e in args.warm_start or []])
 
 
 AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the cluster's config on the head
@@ -362,7 +369,7 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from orchestrator.searcher import StudyStorage, fetch_study
+    from orchestrator.searcher import StudyStorage, fetch_study, warm_start
     from search_spaces import parse_space
     from trainables.models import get_family
     from ray.tune.search import ConcurrencyLimiter
@@ -386,6 +393,11 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     fetch_study(exp, resume=False)
     storage = StudyStorage(exp.uri)
     sampler = SAMPLERS[spec.searcher](spec)
+    if getattr(args, "warm_from", None):
+        seeded, dropped = warm_start(storage, spec.name, family.mode, param_space, args.warm_from)
+        print(f"[sweep] warm start: {seeded} trials of {', '.join(e.spec['name'] for e in args.warm_from)} seed the "
+              f"study" + (f"; {dropped} dropped (a hyperparameter outside this sweep's space)" if dropped else ""),
+              flush=True)
     searcher = DivergedIsPruned(metric=metric, mode=family.mode, sampler=sampler, study_name=spec.name,
                                 points_to_evaluate=[spec.baseline] if spec.baseline else None,
                                 storage=storage)
@@ -560,6 +572,8 @@ def resume_spec(exp: Location, args: argparse.Namespace) -> SweepSpec:
     if spec.name != args.name:
         raise UsageError(f"cannot resume {exp}: its {SPEC_FILE} names the experiment {spec.name!r} "
                          f"(renamed or copied?); resume it under its own name")
+    if args.warm_start:
+        raise UsageError("--warm-start seeds a new sweep; --resume continues one (its study already holds its trials)")
     check_same_space(spec, args)
     if args.trials is not None and args.trials != spec.trials:
         if args.trials < spec.trials:
@@ -571,6 +585,19 @@ def resume_spec(exp: Location, args: argparse.Namespace) -> SweepSpec:
               flush=True)
         spec.trials = args.trials
     return spec
+
+
+def warm_start_experiments(args: argparse.Namespace, spec: SweepSpec) -> list:
+    """The earlier experiments of --warm-start, read (files only) and checked before Ray starts."""
+    if not args.warm_start:
+        return []
+    if spec.scheduler == "pbt":
+        raise UsageError("--warm-start seeds an Optuna study; PBT doesn't use one")
+    loaded = [load_experiment(e) for e in args.warm_start]
+    for exp in loaded:
+        if exp.spec.get("model") != spec.model or exp.objective != spec.objective:
+            raise UsageError(f"--warm-start {exp.source} is a {exp.spec.get('model')} sweep; this is {spec.model}")
+    return loaded
 
 
 def check_same_space(spec: SweepSpec, args: argparse.Namespace) -> None:
@@ -698,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         spec.name = args.name or f"{args.model}-{spec.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         exp = root / spec.name
         check_storage(exp)
+        args.warm_from = warm_start_experiments(args, spec)
         if (exp / SPEC_FILE).exists():
             raise UsageError(f"{exp} already exists; pass --resume to continue it or choose another --name")
     check_address(args.address)
