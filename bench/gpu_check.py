@@ -126,7 +126,8 @@ class GpuSampler:
 def sweep(storage: Path, name: str, *options: str, timeout: float = 240) -> dict:
     """A real sweep through the CLI; its exit code, wall time, last stderr line and best FID."""
     command = [sys.executable, "-m", "orchestrator.sweep", "dcgan", "--dataset", "digits", "--storage", str(storage),
-               "--name", name, "--no-dashboard", "--scheduler", "fifo", "--eval-samples", "500", *options]
+               "--name", name, "--no-dashboard", "--scheduler", "fifo", "--eval-samples", "500", "--rescore-top", "0",
+               *options]
     start = time.perf_counter()
     with GpuSampler() as gpu:
         try:

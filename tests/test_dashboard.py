@@ -250,7 +250,7 @@ def test_a_running_sweep_rebuilds_a_live_page_that_stops_reloading_when_it_ends(
         [sys.executable, "-m", "orchestrator.sweep", "dcgan", "--dataset", "digits", "--space", str(tmp_path / "tiny.toml"),
          "--trials", "2", "--max-steps", "120", "--eval-every", "40", "--log-every", "20", "--eval-samples", "300",
          "--scheduler", "fifo", "--max-concurrent", "1", "--dashboard-every", "1", "--storage", str(tmp_path),
-         "--name", "live", "--address", ray_address, "--seed", "0"],
+         "--name", "live", "--address", ray_address, "--seed", "0", "--rescore-top", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     page, seen = tmp_path / "live" / "dashboard.html", set()
     try:

@@ -142,6 +142,22 @@ def test_a_half_written_checkpoint_in_the_bucket_is_never_picked_up(asha_sweep, 
     assert fs.get_file_info(f"{half}/metrics.json").type == pyarrow.fs.FileType.NotFound
 
 
+def test_the_winners_are_rescored_from_the_bucket_and_best_follows(asha_sweep, s3_server, ray_address, tmp_path):
+    uri, _, _ = asha_sweep
+    proc = run_cli("orchestrator.rescore", uri, "--top", "2", "--seeds", "2", "--samples", "200",
+                   "--address", ray_address, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"written: {uri}/rescore.json" in proc.stdout
+    assert keys(s3_server, "exps/asha").get("rescore.json", 0) > 0 and not any(tmp_path.iterdir())
+    report = json.loads(location(f"{uri}/rescore.json").read_text())
+    assert len(report["checkpoints"]) == 2 and all(len(e["values"]) == 2 for e in report["checkpoints"])
+    proc = run_cli("orchestrator.best", uri, "--top", "2", "--dst", str(tmp_path / "best"))
+    assert proc.returncode == 0 and "ranked by the re-scored mean" in proc.stdout, proc.stderr
+    exported = json.loads((tmp_path / "best" / "best.json").read_text())["checkpoints"]
+    assert [c["source"] for c in exported] == [f"{uri}/{e['checkpoint']}" for e in report["checkpoints"]]
+    location(f"{uri}/rescore.json").delete_file()  # the other tests of this sweep rank by its own readings
+
+
 def test_a_two_worker_torch_trainer_and_pbt_sweep_on_s3(ray_address, s3_server, tmp_path):
     """DDP (2 workers under a TorchTrainer: Ray Train writes the checkpoints, the trial marks them
     complete), then PBT of in-process trials, whose checkpoints Tune copies into the bucket."""
@@ -200,7 +216,8 @@ def test_a_killed_driver_resumes_from_s3(ray_address, s3_server, cache_dir, tmp_
     other_cache = tmp_path / "other-cache"  # the feature network, not the study
     shutil.copytree(cache_dir, other_cache, ignore=shutil.ignore_patterns("studies", "remote"))
     proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "dcgan", "--resume", "--name", "cut",
-                           "--storage", storage, "--address", ray_address, "--no-dashboard"], cwd=tmp_path,
+                           "--storage", storage, "--address", ray_address, "--no-dashboard", "--rescore-top", "0"],
+                          cwd=tmp_path,
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "ORCHESTRATOR_CACHE": str(other_cache)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
