@@ -131,11 +131,13 @@ def rescore(exp: Experiment, top: int = TOP, seeds: int = SEEDS, samples: int | 
 
     from trainables.datasets import load_dataset
     from trainables.features import feature_network
+    from trainables.models import get_family
 
     ranked = exp.ranked_checkpoints(rescored=False)[:top]
     if not ranked:
         raise UsageError(f"{exp.source} has no checkpoint with a finite {exp.objective} to re-score")
     spec = exp.spec
+    samples = samples or get_family(spec["model"]).rescore_samples
     data = load_dataset(spec["dataset"], spec.get("data_root"), spec.get("subset"), spec.get("data_options") or None)
     feature_state, feature_meta = feature_network(spec.get("fid_features", "classifier"), data, log=log,
                                                   data_root=spec.get("data_root"), data_options=spec.get("data_options"))
@@ -194,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("experiment", help="experiment directory or URI (STORAGE/NAME, e.g. s3://bucket/experiments/NAME)")
     p.add_argument("--top", type=positive_int, default=TOP, help=f"how many of the best checkpoints (default {TOP})")
     p.add_argument("--seeds", type=positive_int, default=SEEDS, help=f"sample seeds per checkpoint (default {SEEDS})")
-    p.add_argument("--samples", type=positive_int, help="held-out images (and samples) per seed (default: all)")
+    p.add_argument("--samples", type=positive_int, help="held-out images (and samples) per seed (default: all; "
+                                                       "ddpm 2000, its sampling being slow)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     args = p.parse_args(argv)
     exp = load_experiment(args.experiment)  # bad paths fail here, before Ray starts

@@ -137,6 +137,7 @@ class ModelFamily:
     defaults: dict = {}  # every hyperparameter with its default; the search space overrides some
     mutable: tuple[str, ...] = ()  # hyperparameters Population Based Training may mutate (learning rates)
     inference_modes: tuple[str, ...] = ("sample",)
+    rescore_samples: int | None = None  # orchestrator.rescore's default samples per seed (None: every held-out image)
 
     # --- training -------------------------------------------------------------------------------
     def check_data(self, info: dict) -> None:
