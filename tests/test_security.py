@@ -324,7 +324,7 @@ def test_nothing_binds_a_public_interface_by_default():
             assert not public.search(code), f"{path.name}:{number}: {line.strip()}"
             assert not re.search(r"\b(HTTPServer|socketserver|serve_forever|uvicorn|flask|\.listen\()", code), \
                 f"{path.name}:{number}: {line.strip()}"
-    assert 'dashboard_host="127.0.0.1"' in (ROOT / "orchestrator" / "sweep.py").read_text()
+    assert 'dashboard_host="127.0.0.1"' in (ROOT / "orchestrator" / "cluster.py").read_text()  # init_ray
     for name in ("cluster.yaml", "cluster-onprem.yaml"):
         config = yaml.safe_load((ROOT / name).read_text())
         commands = [c for key in ("head_start_ray_commands", "worker_start_ray_commands", "setup_commands",
