@@ -286,8 +286,8 @@ RESCORE_COLUMNS = {"precision": "improved precision: share of samples inside the
 
 def rescore_html(exp: Experiment, div: str) -> str:
     """rescore.json as a table with its figure; rows whose place differs from the sweep's ranking are marked."""
-    entries = [e for e in exp.rescore.get("checkpoints", []) if isinstance(e, dict)]
-    if not entries or exp.rescore.get("metric") != exp.objective:
+    entries = exp.rescored_entries()
+    if not entries:
         return ""
     extra = [k for k in RESCORE_COLUMNS if any(k in e for e in entries)]
     head = ["#", "trial", "step", f"{exp.objective} mean", "95% interval", "per seed", "sweep reading", "sweep rank",
@@ -429,7 +429,7 @@ def write_page(out: Path, page: str, keep_free: int = 0) -> None:
     leaves nothing behind. `keep_free`: refuse (ENOSPC) unless that many bytes stay free after it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     data = page.encode("utf-8")
-    free = shutil.disk_usage(out.parent).free
+    free = shutil.disk_usage(out.parent).free if keep_free else 0
     if keep_free and free - len(data) < keep_free:
         raise OSError(errno.ENOSPC, f"{megabytes(free)} free; the live page leaves {megabytes(keep_free)} "
                                     f"for checkpoints")

@@ -379,8 +379,7 @@ def importance_figure(exp: Experiment) -> tuple[go.Figure | None, str]:
 def rescore_figure(exp: Experiment) -> go.Figure | None:
     """rescore.json's checkpoints in its order: the re-scored mean with its 95% interval over
     seeds, each seed's value, and the sweep's own single reading beside them."""
-    entries = [e for e in exp.rescore.get("checkpoints", []) if isinstance(e, dict)
-               and all(isinstance(e.get(k), (int, float)) for k in ("mean", "step"))]
+    entries = [e for e in exp.rescored_entries() if all(isinstance(e.get(k), (int, float)) for k in ("mean", "step"))]
     if not entries:
         return None
     labels = [f"{e.get('trial')} @ {e['step']}" for e in entries]

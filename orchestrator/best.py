@@ -54,8 +54,7 @@ def export_best(experiment: str | Path | Experiment, top: int = 1, dst: str | Pa
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create --dst {dst} ({e.strerror or e}); choose another --dst") from None
-    rescored = {e["checkpoint"]: e for e in exp.rescore.get("checkpoints", []) if isinstance(e, dict)
-                and isinstance(e.get("checkpoint"), str)} if exp.rescored_order() else {}
+    rescored = {e["checkpoint"]: e for e in exp.rescored_entries()}
     exported, summary = [], []
     for rank, (trial, ckpt) in enumerate(ranked, start=1):
         # names come from metadata: keep them to one safe path component inside dst
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
         check_mlflow(args.register_mlflow)
     exp = load_experiment(args.experiment)  # once: a remote one is mirrored
-    if exp.rescored_order():
+    if exp.rescored_entries():
         print(f"ranked by the re-scored mean over {len(exp.rescore.get('seeds', []))} seeds ({RESCORE_FILE}, "
               f"{exp.rescore.get('created', '')}); checkpoints it did not re-score follow by the sweep's reading")
     exported = export_best(exp, args.top, args.dst)
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
         sweep = str(exp.spec.get("name") or exp.path.name)
         tags = {"sweep": sweep, "model": str(exp.spec.get("model")), "dataset": str(exp.spec.get("dataset")),
-                "ranked_by": "re-scored mean" if exp.rescored_order() else "the sweep's reading"}
+                "ranked_by": "re-scored mean" if exp.rescored_entries() else "the sweep's reading"}
         version = register_best(args.register_mlflow, args.model_name, exported[0], tags)
         print(f"registered {exported[0].name} as {args.model_name} version {version} at {args.register_mlflow}")
     return 0

@@ -95,7 +95,7 @@ def score_checkpoint(checkpoint: str, data, features: tuple[dict, dict], seeds: 
 
         def quality(self, fake, domain="x"):
             if domain == "x" and self.classifier is not None:
-                Recording.fake = self.embed(fake)
+                self.fake = self.embed(fake)
             return super().quality(fake, domain)
 
         def embed(self, images):
@@ -111,15 +111,15 @@ def score_checkpoint(checkpoint: str, data, features: tuple[dict, dict], seeds: 
     real = train = threshold = None
     per_seed = []
     for seed in seeds:
-        Recording.fake = None
+        evaluator.fake = None
         result = family.evaluate(model.modules, hp, evaluator, seed)
         scores = {k: float(v) for k, v in result.scores.items()}
-        if Recording.fake is not None:
+        if evaluator.fake is not None:
             if real is None:
                 real = evaluator.embed(evaluator.real())
                 train = evaluator.embed(data.train_x)
                 threshold = memorization_threshold(real, train)
-            scores.update(sample_checks(real, Recording.fake, train, threshold))
+            scores.update(sample_checks(real, evaluator.fake, train, threshold))
         scores.update(family.rescore_details(model.modules, hp, evaluator, seed))
         per_seed.append(scores)
     return {"per_seed": per_seed, "samples": evaluator.n}

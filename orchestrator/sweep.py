@@ -575,16 +575,23 @@ def resume_spec(exp: Location, args: argparse.Namespace) -> SweepSpec:
     if args.warm_start:
         raise UsageError("--warm-start seeds a new sweep; --resume continues one (its study already holds its trials)")
     check_same_space(spec, args)
-    if args.trials is not None and args.trials != spec.trials:
-        if args.trials < spec.trials:
-            raise UsageError(f"--trials {args.trials} is fewer than the {spec.trials} trials {exp} already has; "
-                             f"a sweep can be extended, not shortened")
-        if spec.scheduler == "pbt":
-            raise UsageError("a PBT sweep can't be extended: its population is fixed when it starts")
-        print(f"[sweep] extending {spec.name} from {spec.trials} to {args.trials} trials; the Optuna study goes on",
-              flush=True)
-        spec.trials = args.trials
     return spec
+
+
+def extend(spec: SweepSpec, args: argparse.Namespace, exp: Location) -> bool:
+    """`--resume --trials N` with N above the sweep's count raises it (ExtendableSearch reads it
+    from sweep.json); returns whether it did."""
+    if args.trials is None or args.trials == spec.trials:
+        return False
+    if args.trials < spec.trials:
+        raise UsageError(f"--trials {args.trials} is fewer than the {spec.trials} trials {exp} already has; "
+                         f"a sweep can be extended, not shortened")
+    if spec.scheduler == "pbt":
+        raise UsageError("a PBT sweep can't be extended: its population is fixed when it starts")
+    print(f"[sweep] extending {spec.name} from {spec.trials} to {args.trials} trials; the Optuna study goes on",
+          flush=True)
+    spec.trials = args.trials
+    return True
 
 
 def warm_start_experiments(args: argparse.Namespace, spec: SweepSpec) -> list:
@@ -718,9 +725,9 @@ def main(argv: list[str] | None = None) -> int:
         if exp.remote:
             check_storage(exp)
         spec = resume_spec(exp, args)
-        resumed_trials = json.loads((exp / SPEC_FILE).read_text())["trials"]
+        extended = extend(spec, args, exp)
     else:
-        resumed_trials = None
+        extended = False
         spec = make_spec(args)
         spec.name = args.name or f"{args.model}-{spec.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         exp = root / spec.name
@@ -754,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     check_shared(exp.parent)  # before anything is written there
-    if not args.resume or spec.trials != resumed_trials:  # an extended sweep's searcher reads the new count there
+    if not args.resume or extended:  # an extended sweep's searcher reads the new count there
         spec.created = spec.created or time.strftime("%Y-%m-%d %H:%M:%S")
         try:
             (exp / SPEC_FILE).write_text(json.dumps(spec.to_json(), indent=1))
@@ -863,7 +870,7 @@ def report(where: Location, elapsed: float, dashboard: bool, resume: str, stoppe
     if ranked:
         trial, ckpt = ranked[0]
         print(f"best checkpoint: {exp.where(ckpt.path)}  ({exp.objective} {ckpt.metrics[exp.objective]:.4g} "
-              f"at step {ckpt.step}, trial {trial.trial_id}" + (", ranked by the re-scored mean" if exp.rescore else "")
+              f"at step {ckpt.step}, trial {trial.trial_id}" + (", ranked by the re-scored mean" if exp.rescored_entries() else "")
               + ")")
         if where.remote:
             print(f"pull it: python -m orchestrator.best {where} --top 3")

@@ -180,14 +180,17 @@ class Experiment:
         first = [place[name] for name in order if name in place]
         return first + [(t, c) for t, c in pairs if c.path.relative_to(self.path).as_posix() not in order]
 
-    def rescored_order(self) -> dict[str, int]:
-        """The checkpoints rescore.json ranks (paths relative to the experiment), best first; empty
-        when there is none, or it scored another objective."""
+    def rescored_entries(self) -> list[dict]:
+        """rescore.json's checkpoints, best first, each naming its checkpoint (a path relative to
+        the experiment); empty when there is none, or it scored another objective."""
         entries = self.rescore.get("checkpoints") if self.rescore.get("metric") == self.objective else None
         if not isinstance(entries, list):
-            return {}
-        named = [e["checkpoint"] for e in entries if isinstance(e, dict) and isinstance(e.get("checkpoint"), str)]
-        return {name: i for i, name in enumerate(named)}
+            return []
+        return [e for e in entries if isinstance(e, dict) and isinstance(e.get("checkpoint"), str)]
+
+    def rescored_order(self) -> dict[str, int]:
+        """Each re-scored checkpoint's place in rescore.json's order, by its relative path."""
+        return {e["checkpoint"]: i for i, e in enumerate(self.rescored_entries())}
 
     def best_checkpoints(self) -> dict[str, CheckpointInfo]:
         """Each trial's best kept checkpoint, by trial id."""
@@ -267,14 +270,6 @@ def with_checkpoint_reports(results: list[dict], checkpoints: list[CheckpointInf
     if not extra:
         return results
     return sorted([*results, *extra], key=lambda r: _step(r.get("step"), 0))
-
-
-def read_sweep_status(path: Path) -> dict:
-    try:
-        status = json.loads((path / SWEEP_STATUS).read_text())
-    except (OSError, ValueError):
-        return {}
-    return status if isinstance(status, dict) else {}
 
 
 def write_sweep_status(exp: Location, status: str) -> None:
@@ -397,7 +392,8 @@ def load_experiment(path: str | Path) -> Experiment:
         trials.append(Trial(trial_id, folder, params, results, error, sorted(checkpoints, key=lambda c: c.step),
                             tune_trials.get(trial_id), final_from if isinstance(final_from, str) else None,
                             _step(final_until, -1) if final_until is not None else None))
-    return Experiment(path, spec, trials, source, runner, read_sweep_status(path), read_json_dict(path / RESCORE_FILE))
+    return Experiment(path, spec, trials, source, runner, read_json_dict(path / SWEEP_STATUS),
+                      read_json_dict(path / RESCORE_FILE))
 
 
 def read_json_dict(path: Path) -> dict:

@@ -503,7 +503,7 @@ class SweepProgress(ray.tune.Callback):
             best = f"; best {self.objective} so far {value:.4g} (trial {trial.trial_id})"
         total = self.trials
         if getattr(self, "spec_uri", None):  # the sweep's count, which an extended sweep raised (ExtendableSearch)
-            total = max(total, int(json.loads(storage.location(self.spec_uri).read_text()).get("trials", 0)))
+            total = max(total, spec_trials(self.spec_uri))
         print(f"[sweep] {len(done)} of {total} trials done" + (f", {errored} errored" if errored else "") + best,
               flush=True)
 
@@ -520,9 +520,15 @@ class ExtendableSearch(SearchGenerator):
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
-        wanted = json.loads(storage.location(self.spec_uri).read_text()).get("trials", 0)
-        if isinstance(wanted, int) and wanted > self._total_samples:
+        wanted = spec_trials(self.spec_uri)
+        if wanted > self._total_samples:
             self._total_samples, self._finished = wanted, False
+
+
+def spec_trials(spec_uri: str) -> int:
+    """The trial count in sweep.json (0 where it is not a whole number)."""
+    trials = json.loads(storage.location(spec_uri).read_text()).get("trials", 0)
+    return trials if isinstance(trials, int) and not isinstance(trials, bool) else 0
 
 
 class HideTuneRestoreHint(logging.Filter):
