@@ -29,7 +29,7 @@ from dashboards import figures
 from dashboards.page import LiveState, document, esc, facts, image_figure, plot_div
 from trainables.cli import Parser, UsageError, run
 from trainables.experiment import STATUSES, Experiment, load_experiment
-from trainables.layout import COMPARISON_FILE, DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE
+from trainables.layout import COMPARISON_FILE, COST_METRICS, DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE
 from trainables.storage import first_line, megabytes
 
 TOP = 4
@@ -57,7 +57,8 @@ def family_labels(spec: dict) -> dict:
 def reported_keys(exp: Experiment) -> tuple[list[str], list[str]]:
     """(values logged every few steps, values only on evaluation steps), from the reports themselves."""
     bookkeeping = {"step", "epoch", "timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid",
-                   "time_since_restore", "iterations_since_restore", "images_per_s", "eval_seconds", "done"}
+                   "time_since_restore", "iterations_since_restore", "images_per_s", "eval_seconds", "done",
+                   *COST_METRICS}  # costs: constant over a trial, shown where a Pareto search uses them
     logged, evaluated = Counter(), Counter()
     for trial in exp.trials:
         for row in trial.results:
@@ -83,14 +84,18 @@ def fmt(value) -> str:
 
 
 ROLES = {"defaults": "the family's default hyperparameters, tried first: this sweep's baseline",
-         "final": "the final phase: a top configuration trained on from its best checkpoint"}
+         "final": "the final phase: a top configuration trained on from its best checkpoint",
+         "front": "on the Pareto front: no other trial is better on both objectives",
+         "knee": "the Pareto front's knee: its point nearest the best objective at the least cost"}
 
 
 def leaderboard_html(exp: Experiment, statuses: dict[str, str], top: list[str]) -> str:
     best_ckpt = exp.best_checkpoints()
     roles = exp.roles()
     keys = exp.searched or sorted({k for t in exp.trials for k in exp.params_at_best(t)})
-    head = ["#", "trial", *keys, f"best {exp.objective}", "at step", "status", "steps run", "wall time",
+    costs = [exp.cost] if exp.cost else []
+    on_front = exp.pareto_places()
+    head = ["#", "trial", *keys, f"best {exp.objective}", *costs, "at step", "status", "steps run", "wall time",
             "best checkpoint"]
     rows = []
     for rank, trial in enumerate(exp.ranked_trials(), start=1):
@@ -102,11 +107,13 @@ def leaderboard_html(exp: Experiment, statuses: dict[str, str], top: list[str]) 
         if ckpt:
             rel = ckpt.path.relative_to(exp.path) if ckpt.path.is_relative_to(exp.path) else ckpt.path
             where = f'<code title="{esc(ckpt.path)}">{esc(rel)}</code>'
-        role = roles.get(trial.trial_id, "")
-        mark = f'<br><small title="{esc(ROLES.get(role.split()[0], "") if role else "")}">{esc(role)}</small>' if role else ""
+        marks = [r for r in (roles.get(trial.trial_id), on_front.get(trial.trial_id)) if r]
+        title = "; ".join(ROLES.get(r.split()[0], "") for r in marks)
+        mark = f'<br><small title="{esc(title)}">{esc(", ".join(marks))}</small>' if marks else ""
         cells = [f'<td class="num">{rank}</td>', f"<td>{esc(trial.trial_id)}{mark}</td>",
                  *[f'<td class="num">{fmt(exp.params_at_best(trial).get(k, ""))}</td>' for k in keys],
                  f'<td class="num"><b>{fmt(best.get(exp.objective, math.nan))}</b></td>',
+                 *[f'<td class="num">{fmt(best.get(k, math.nan))}</td>' for k in costs],
                  f'<td class="num">{fmt(best.get("step", ""))}</td>',
                  f'<td><span class="st st-{status.replace(" ", "-")}" title="{title}">{esc(status)}</span>'
                  f'{"<br><small>" + esc(trial.error[:160]) + "</small>" if trial.error else ""}</td>',
@@ -182,6 +189,8 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
                              f"--name {shlex.quote(storage_name)} --storage {shlex.quote(str(root))}"),
         ("rebuild this page", f"python -m dashboards.build {path}"),
     ]
+    if exp.cost:
+        commands.insert(1, ("export the Pareto front", f"python -m orchestrator.best {path} --pareto"))
     if (exp.path / STUDY_FILE).is_file():
         commands.append(("Optuna dashboard", f"optuna-dashboard sqlite:///{exp.path}/optuna.db"))
     commands.append(("TensorBoard", f"tensorboard --logdir {shlex.quote(str(exp.path))}"))
@@ -320,6 +329,28 @@ def rescore_html(exp: Experiment, div: str) -> str:
             + (plot_div(figure, div) if figure else ""))
 
 
+def pareto_html(exp: Experiment, div: str) -> str:
+    """A Pareto sweep's front: the figure, then each point's sample grid and hyperparameters."""
+    figure = figures.pareto_figure(exp)
+    if figure is None:
+        return ""
+    front = exp.pareto_front()
+    knee = exp.knee(front)
+    searched = exp.searched
+    cards = []
+    for i, (trial, ckpt) in enumerate(front):
+        params = exp.params_at_best(trial)
+        caption = (f"{'knee: ' if i == knee else ''}trial {trial.trial_id}, step {ckpt.step}: {exp.objective} "
+                   f"{fmt(float(ckpt.metrics[exp.objective]))}, {exp.cost} {fmt(float(ckpt.metrics[exp.cost]))}; "
+                   + ", ".join(f"{k} {fmt(params.get(k))}" for k in searched))
+        cards.append(image_figure(ckpt.path / SAMPLES, caption))
+    note = (f"Each trial at its best checkpoint by the sweep's reading. The knee (&#9733;) is the front's point nearest "
+            f"the ideal one (the best {esc(exp.objective)} at the least {esc(exp.cost)}) with both axes scaled to the "
+            f"front's range. Export the front: <code>python -m orchestrator.best {esc(exp.source)} --pareto</code>.")
+    return (f"<h2>Pareto front: {esc(exp.objective)} against {esc(exp.cost)}</h2>" + plot_div(figure, div)
+            + f"<p class='note'>{note}</p><div class='grids pareto'>{''.join(cards)}</div>")
+
+
 def experiment_section(exp: Experiment, index: int, top_k: int) -> str:
     labels = family_labels(exp.spec)
     statuses = exp.statuses()
@@ -327,7 +358,8 @@ def experiment_section(exp: Experiment, index: int, top_k: int) -> str:
     logged, evaluated = reported_keys(exp)
     prefix = f"e{index}"
     parts = [f"<h1>{esc(exp.spec.get('name', exp.path.name))}</h1>", header_html(exp, labels, statuses, logged, evaluated),
-             "<h2>Leaderboard</h2>", leaderboard_html(exp, statuses, top), rescore_html(exp, f"{prefix}-rescore")]
+             "<h2>Leaderboard</h2>", leaderboard_html(exp, statuses, top), rescore_html(exp, f"{prefix}-rescore"),
+             pareto_html(exp, f"{prefix}-pareto")]
     options = [("all", "all trials"), ("top", f"the best {len(top)}")] + [(t.trial_id, f"trial {t.trial_id}")
                                                                           for t in exp.ranked_trials()]
     parts.append(

@@ -400,6 +400,39 @@ def rescore_figure(exp: Experiment) -> go.Figure | None:
     return fig
 
 
+def pareto_figure(exp: Experiment) -> go.Figure | None:
+    """A Pareto sweep's trials by cost and objective (each at its best checkpoint by the sweep's
+    reading), the front through the ones no other beats on both, and its knee. The traces carry
+    their trial ids as text, not customdata: the page's trial filter leaves this figure whole."""
+    front = exp.pareto_front()
+    if not front:
+        return None
+    cost, key = exp.cost, exp.objective
+    on_front = {t.trial_id for t, _ in front}
+    costed = exp.costed_checkpoints()
+    hover = f"trial %{{text}}<br>{cost} %{{x:.4g}}<br>{key} %{{y:.4g}}<extra>%{{fullData.name}}</extra>"
+
+    def points(pairs):
+        return dict(x=rounded([float(c.metrics[cost]) for _, c in pairs]), y=rounded([float(c.metrics[key]) for _, c in pairs]),
+                    text=[t.trial_id for t, _ in pairs], hovertemplate=hover)
+
+    others = [(t, c) for t, c in costed if t.trial_id not in on_front]
+    fig = go.Figure()
+    if others:
+        fig.add_trace(go.Scatter(mode="markers", name="other trials", marker=dict(size=8, color=OTHER), **points(others)))
+    fig.add_trace(go.Scatter(mode="lines+markers", name="Pareto front", line=dict(shape="hv", color=PALETTE[0]),
+                             marker=dict(size=10, color=PALETTE[0]), **points(front)))
+    knee = front[exp.knee(front)]
+    fig.add_trace(go.Scatter(mode="markers", name="knee", marker=dict(size=20, symbol="star", color=PALETTE[1],
+                                                                       line=dict(width=1, color="#222")), **points([knee])))
+    better = "lower" if exp.mode == "min" else "higher"
+    fig.update_layout(title=f"{key} against {cost}: {len(front)} of {len(costed)} trials on the front ({better} {key} "
+                            f"and lower {cost} are better)",
+                      xaxis_title=cost, yaxis_title=key, height=440, margin=MARGIN, hovermode="closest",
+                      xaxis_type="log" if spans_decades([float(c.metrics[cost]) for _, c in costed]) else "linear")
+    return fig
+
+
 def roc_figure(curves: list[tuple[str, dict]]) -> go.Figure | None:
     """ROC curves from checkpoints' evaluation.json: [(label, {"fpr", "tpr", "auroc"})]."""
     fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"), name="chance"))

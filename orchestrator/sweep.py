@@ -59,6 +59,7 @@ STORAGE_ENV, DEFAULT_STORAGE = "ORCHESTRATOR_STORAGE", "experiments"  # where --
 DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000,
             "final_steps": 0}
 RESCORE_TOP = 5  # checkpoints the sweep re-scores at its end (orchestrator.rescore)
+QUICK_RESCORE_TOP = 3  # under --quick: ~15 s each for a demo DCGAN on 2 cores, so the demo stays near 3 min
 SEARCH_SHARE = 0.75  # of --budget: the search's; the final phase gets what the search left
 
 
@@ -130,6 +131,13 @@ def build_parser() -> Parser:
     search.add_argument("--fid-features", choices=["classifier", "inception"], default="classifier",
                         help="feature network of FID/KID: a small classifier trained once on the dataset (default, "
                              "offline) or Inception-v3 (needs torch-fidelity and its weights: internet or $TORCH_HOME)")
+    search.add_argument("--objectives", metavar="OBJECTIVE,COST",
+                        help="a Pareto search of two objectives with Optuna's multi-objective TPE (or random) "
+                             "sampler: the family's objective against what its model costs, params (parameters of "
+                             "the network inference runs) or sample_ms (ms of inference per image), e.g. "
+                             "fid,sample_ms; every trial runs to --max-steps (fifo: ASHA and PBT rank on one "
+                             "objective) and there is no final phase; the dashboard draws the front and "
+                             "`orchestrator.best --pareto` exports it")
     search.add_argument("--warm-start", nargs="+", metavar="EXP",
                         help="seed the new sweep's Optuna study with the scored trials of earlier sweeps of the same "
                              "family (folders or URIs), so TPE starts from what they learned; the space may differ "
@@ -178,10 +186,10 @@ def build_parser() -> Parser:
                    help="log each trial as an MLflow run (parameters, metrics by step, sample grids, trial id and "
                         "status) in an MLflow experiment named after the sweep, e.g. http://127.0.0.1:5000 "
                         "(needs pip install 'gen-orchestrator[mlflow]')")
-    p.add_argument("--rescore-top", type=non_negative_int, default=RESCORE_TOP, metavar="K",
+    p.add_argument("--rescore-top", type=non_negative_int, metavar="K",
                    help=f"once the sweep is done, re-score its K best checkpoints over several sample seeds on every "
                         f"held-out image, as orchestrator.rescore does; best and the dashboard then rank by that "
-                        f"(default {RESCORE_TOP}; 0: skip)")
+                        f"(default {RESCORE_TOP}, {QUICK_RESCORE_TOP} with --quick; 0: skip)")
     p.add_argument("--verbose", action="store_true",
                    help="show Ray Tune's trial status tables (default: one line as each trial ends)")
     return p
@@ -230,12 +238,39 @@ def split_budget(args: argparse.Namespace, sizes: dict) -> dict:
     out once the search has spent what it did (final_tuner)."""
     if args.max_steps or args.final_steps:
         raise UsageError("--budget divides the steps itself: give --budget or --max-steps / --final-steps, not both")
-    share = 1.0 if args.scheduler == "pbt" else SEARCH_SHARE  # PBT trains its population to the end
+    share = 1.0 if args.scheduler == "pbt" or args.objectives else SEARCH_SHARE  # no final phase there
     per_trial = int(args.budget * share) // sizes["trials"]
     if per_trial < 1:
         raise UsageError(f"--budget {args.budget} is less than one step for each of {sizes['trials']} trials")
     every = sizes["eval_every"]
     return {"max_steps": per_trial // every * every if per_trial >= every else per_trial, "final_steps": 0}
+
+
+def objective_names(text: str) -> list[str]:
+    """--objectives' comma-separated names."""
+    return [name.strip() for name in text.split(",")]
+
+
+def pareto_objectives(args: argparse.Namespace, family) -> list[str] | None:
+    """--objectives OBJECTIVE,COST, checked; the scheduler becomes fifo (said in one line where it
+    was ASHA: its rungs rank trials on one number). None without --objectives."""
+    from trainables.layout import COST_METRICS
+
+    if not args.objectives:
+        return None
+    names = objective_names(args.objectives)
+    if len(names) != 2 or names[0] != family.objective or names[1] not in COST_METRICS:
+        raise UsageError(f"--objectives takes {family.objective},COST with COST one of {', '.join(COST_METRICS)} "
+                         f"(e.g. {family.objective},sample_ms), got {args.objectives!r}")
+    if args.scheduler == "pbt":
+        raise UsageError("--objectives searches with Optuna, and PBT doesn't use it; use --scheduler fifo")
+    if args.warm_start:
+        raise UsageError("--warm-start seeds a study of one objective; it can't seed a Pareto search yet")
+    if args.scheduler == "asha":
+        print("[sweep] a Pareto search runs every trial to --max-steps (fifo): ASHA can't rank trials on two "
+              "objectives", flush=True)
+        args.scheduler = "fifo"
+    return names
 
 
 def make_spec(args: argparse.Namespace) -> SweepSpec:
@@ -244,6 +279,7 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
     from trainables.models import get_family, metric_descriptions
 
     family = get_family(args.model)
+    objectives = pareto_objectives(args, family)
     overrides = parse_overrides(args.set, family.defaults)
     dataset = args.dataset or family.default_dataset
     budget = QUICK if args.quick else DEFAULTS
@@ -252,6 +288,10 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         sizes.update(split_budget(args, sizes))
     if args.scheduler == "pbt" and (sizes["final_steps"] or args.budget):
         print("[sweep] no final phase under PBT: its population already trains to the last step", flush=True)
+        sizes["final_steps"] = 0
+    if objectives and (sizes["final_steps"] or args.budget):
+        print("[sweep] no final phase in a Pareto search: its result is the front (orchestrator.best --pareto), not "
+              "one winner to train on", flush=True)
         sizes["final_steps"] = 0
     for note in fit_budget(sizes):
         print(f"[sweep] {note}", flush=True)
@@ -274,7 +314,7 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         precision=args.precision, channels_last=args.channels_last,
         objective=family.objective, mode=family.mode, metric_descriptions=metric_descriptions(args.model),
         keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated, baseline=baseline, final_top=args.final_top,
-        budget=args.budget if args.scheduler != "pbt" else None,
+        budget=args.budget if args.scheduler != "pbt" and not objectives else None, objectives=objectives,
         warm_start=[location(e).uri for e in args.warm_start or []])
 
 
@@ -387,7 +427,9 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     param_space = parse_space(spec.space_toml, set(family.defaults), spec.space_file, spec.overrides)
     if spec.scheduler == "pbt":
         return pbt_tuner(spec, args, family, trainable, param_space, exp)
-    metric = f"{family.objective}_best"
+    metric, mode = f"{family.objective}_best", family.mode
+    if spec.objectives:  # a Pareto search: Optuna's sampler ranks on both (Tune's own ranking stays off)
+        metric, mode = [metric, spec.objectives[1]], [family.mode, "min"]
     if not args.verbose:  # not a line per trial from Optuna too
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     fetch_study(exp, resume=False)
@@ -398,7 +440,7 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
         print(f"[sweep] warm start: {seeded} trials of {', '.join(e.spec['name'] for e in args.warm_from)} seed the "
               f"study" + (f"; {dropped} dropped (a hyperparameter outside this sweep's space)" if dropped else ""),
               flush=True)
-    searcher = DivergedIsPruned(metric=metric, mode=family.mode, sampler=sampler, study_name=spec.name,
+    searcher = DivergedIsPruned(metric=metric, mode=mode, sampler=sampler, study_name=spec.name,
                                 points_to_evaluate=[spec.baseline] if spec.baseline else None,
                                 storage=storage)
     if spec.scheduler == "asha":
@@ -410,7 +452,8 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     return tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(metric=metric, mode=family.mode, search_alg=search, scheduler=scheduler,
+        tune_config=tune.TuneConfig(metric=None if spec.objectives else metric, mode=None if spec.objectives else mode,
+                                    search_alg=search, scheduler=scheduler,
                                     num_samples=spec.trials, reuse_actors=REUSE_TRIAL_PROCESSES),
         run_config=run_config(spec, args, exp),
     )
@@ -618,6 +661,8 @@ def check_same_space(spec: SweepSpec, args: argparse.Namespace) -> None:
         changed.append(f"--space {args.space}")
     if args.set and parse_overrides(args.set, get_family(spec.model).defaults) != spec.overrides:
         changed.append("--set " + " ".join(args.set))
+    if args.objectives and objective_names(args.objectives) != spec.objectives:
+        changed.append(f"--objectives {args.objectives}")
     if changed:
         raise UsageError(f"{' and '.join(changed)} changes the search space of {spec.name}; resume it with its own "
                          f"(from {SPEC_FILE}) or start a new sweep")
@@ -711,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.model:
         raise UsageError("name a model family to sweep (see --list)")
+    if args.rescore_top is None:
+        args.rescore_top = QUICK_RESCORE_TOP if args.quick else RESCORE_TOP
 
     def log(message: str) -> None:
         print(f"[sweep] {message}", flush=True)
@@ -795,7 +842,10 @@ def main(argv: list[str] | None = None) -> int:
             final = final_tuner(spec, args, exp, settings)
             if final:
                 final.fit()
-            if args.rescore_top:
+            if args.rescore_top and spec.objectives:
+                log(f"no re-scoring in a Pareto search: it ranks by {spec.objective} alone, and the front is by the "
+                    f"sweep's readings (python -m orchestrator.rescore {exp} re-scores the best by {spec.objective})")
+            elif args.rescore_top:
                 rescore_winners(exp, args.rescore_top, log)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops at once
         stopped = True
@@ -867,6 +917,13 @@ def report(where: Location, elapsed: float, dashboard: bool, resume: str, stoppe
         print(f"final phase: trial {trial.trial_id} trained trial {trial.parent}'s configuration on to step "
               f"{trial.last_step}: {exp.objective} {before.get(exp.objective, math.nan):.4g} -> "
               f"{after.get(exp.objective, math.nan):.4g}")
+    front = exp.pareto_front()
+    if front:
+        knee = exp.knee(front)
+        print(f"Pareto front of {exp.objective} vs {exp.cost}, cheapest first ({len(front)} of {len(exp.trials)} "
+              f"trials): " + "; ".join(f"trial {t.trial_id} {c.metrics[exp.objective]:.4g} at {c.metrics[exp.cost]:.4g}"
+                                       + (" (knee)" if i == knee else "") for i, (t, c) in enumerate(front)))
+        print(f"export the front: python -m orchestrator.best {where} --pareto")
     if ranked:
         trial, ckpt = ranked[0]
         print(f"best checkpoint: {exp.where(ckpt.path)}  ({exp.objective} {ckpt.metrics[exp.objective]:.4g} "

@@ -87,6 +87,17 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         assert fragment in lines[0], lines[0]
 
 
+def diverging_sweep(ray_address: str, storage: Path, *args: str) -> subprocess.CompletedProcess:
+    """A 2-trial vae sweep (experiment "nan") of which one trial diverges: lr 10 makes the VAE's loss
+    infinite within two steps, lr 2e-3 trains; seed 0 draws both."""
+    space = storage / "space.toml"
+    space.write_text('arch = "mlp"\nlatent_dim = 8\n[lr]\ndistribution = "choice"\nvalues = [10.0, 0.002]\n')
+    return run_cli("orchestrator.sweep", "vae", "--dataset", "digits", "--space", str(space), "--trials", "2",
+                   "--max-steps", "40", "--eval-every", "20", "--log-every", "10", "--eval-samples", "300",
+                   "--max-concurrent", "1", "--storage", str(storage), "--name", "nan", "--address", ray_address,
+                   "--seed", "0", *args)
+
+
 def family_sweep(ray_address: str, storage: Path, model: str, *args: str, trials: int = 2, max_steps: int = 60,
                  eval_every: int = 30, name: str | None = None) -> Path:
     """A short real sweep of one model family (fifo: both trials run to the end); returns the

@@ -7,6 +7,7 @@ import pytest
 
 from trainables.datasets import DATASETS, register_dataset
 from trainables.family import FAMILIES, ModelFamily, register_family
+from trainables.layout import COST_METRICS
 from trainables.models import all_families, get_family, metric_descriptions
 
 
@@ -49,7 +50,7 @@ def test_the_registry_is_read_through_trainables_models():
 def test_every_family_describes_what_it_reports_for_sweep_json():
     for name, family in all_families().items():
         described = json.loads(json.dumps(metric_descriptions(name)))
-        assert list(described) == [*family.metric_names, *family.loss_names]
+        assert list(described) == [*family.metric_names, *family.loss_names, *COST_METRICS]
         assert all(text.strip() for text in described.values())
 
 

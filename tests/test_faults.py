@@ -17,20 +17,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import run_cli
+from conftest import diverging_sweep, run_cli
 from trainables.experiment import load_experiment
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_diverging_trial_ends_errored_with_its_reason_and_the_sweep_goes_on(ray_address, tmp_path):
-    # lr 10 makes the VAE's loss infinite within two steps; lr 2e-3 trains
-    space = tmp_path / "space.toml"
-    space.write_text('arch = "mlp"\nlatent_dim = 8\n[lr]\ndistribution = "choice"\nvalues = [10.0, 0.002]\n')
-    proc = run_cli("orchestrator.sweep", "vae", "--dataset", "digits", "--space", str(space), "--trials", "2",
-                   "--max-steps", "40", "--eval-every", "20", "--log-every", "10", "--eval-samples", "300",
-                   "--scheduler", "fifo", "--max-concurrent", "1", "--storage", str(tmp_path), "--name", "nan",
-                   "--address", ray_address, "--seed", "0")
+    proc = diverging_sweep(ray_address, tmp_path, "--scheduler", "fifo")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = load_experiment(tmp_path / "nan")
     by_lr = {t.trial_id: t.params["lr"] for t in exp.trials}

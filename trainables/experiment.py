@@ -199,6 +199,46 @@ class Experiment:
             best.setdefault(trial.trial_id, ckpt)
         return best
 
+    @property
+    def cost(self) -> str | None:
+        """The cost metric a Pareto sweep (`--objectives OBJECTIVE,COST`) traded the objective
+        against; None for a sweep of one objective."""
+        objectives = self.spec.get("objectives")
+        return objectives[1] if isinstance(objectives, list) and len(objectives) == 2 else None
+
+    def costed_checkpoints(self) -> list[tuple[Trial, CheckpointInfo]]:
+        """A Pareto sweep's trials, each with its best checkpoint by the sweep's own reading where that
+        has a cost: the points of its front (the objective and cost from the checkpoint's metrics.json)."""
+        best: dict[str, tuple[Trial, CheckpointInfo]] = {}
+        for trial, ckpt in self.ranked_checkpoints(rescored=False) if self.cost else []:
+            if _number(ckpt.metrics.get(self.cost)) is not None:
+                best.setdefault(trial.trial_id, (trial, ckpt))
+        return list(best.values())
+
+    def pareto_front(self) -> list[tuple[Trial, CheckpointInfo]]:
+        """The trials no other trial beats on both the objective and the cost, cheapest first (each
+        with its checkpoint of costed_checkpoints); empty for a sweep of one objective."""
+        pairs = self.costed_checkpoints()
+        front = [pairs[k] for k in non_dominated([(self.score(c.metrics), float(c.metrics[self.cost])) for _, c in pairs])]
+        return sorted(front, key=lambda tc: (float(tc[1].metrics[self.cost]), self.score(tc[1].metrics)))
+
+    def knee(self, front: list[tuple[Trial, CheckpointInfo]]) -> int | None:
+        """The index in `front` of its knee: the point nearest the ideal one (the best objective at
+        the least cost) once both axes are scaled to the front's range, a common pick of one
+        compromise from a front; None for an empty front."""
+        if not front:
+            return None
+        points = [(self.score(c.metrics), float(c.metrics[self.cost])) for _, c in front]
+        spans = [(min(axis), (max(axis) - min(axis)) or 1.0) for axis in zip(*points)]
+        distance = [math.hypot(*((v - low) / span for v, (low, span) in zip(p, spans))) for p in points]
+        return distance.index(min(distance))
+
+    def pareto_places(self) -> dict[str, str]:
+        """Each front trial's place, by id: "knee" or "front" (empty for a sweep of one objective)."""
+        front = self.pareto_front()
+        knee = self.knee(front)
+        return {t.trial_id: "knee" if i == knee else "front" for i, (t, _) in enumerate(front)}
+
     def ranked_trials(self) -> list[Trial]:
         """Trials best first by their best reported objective; trials with none last."""
         return sorted(self.trials, key=lambda t: self.score(self.best_of(t) or {}))
@@ -219,6 +259,14 @@ class Experiment:
         params = [self.params_at_best(t) for t in self.trials]
         keys = sorted({k for p in params for k in p})
         return [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
+
+
+def non_dominated(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: as good on both coordinates (smaller is better)
+    and better on one. (Optuna's own front, study.best_trials, needs the study; the experiment's
+    readers read checkpoints' files.) Equal points are all kept."""
+    return [i for i, (a, b) in enumerate(points)
+            if not any(x <= a and y <= b and (x < a or y < b) for x, y in points)]
 
 
 def _number(value) -> float | None:
@@ -406,18 +454,21 @@ def read_json_dict(path: Path) -> dict:
 
 
 def leaderboard(exp: Experiment, now: float | None = None):
-    """One row per trial, best first: hyperparameters, best objective, status, best checkpoint."""
+    """One row per trial, best first: hyperparameters, best objective, status, best checkpoint; for a
+    Pareto sweep also the cost and the trial's place on the front ("front", or "knee")."""
     import pandas as pd
 
     best_ckpt = exp.best_checkpoints()
     statuses = exp.statuses(now)
     roles = exp.roles()
+    places = exp.pareto_places()
     rows = []
     for t in exp.trials:
         best = exp.best_of(t) or {}
         ckpt = best_ckpt.get(t.trial_id)
+        cost = {exp.cost: best.get(exp.cost, math.nan), "pareto": places.get(t.trial_id, "")} if exp.cost else {}
         rows.append({"trial": t.trial_id, **exp.params_at_best(t), exp.objective: best.get(exp.objective, math.nan),
-                     "at_step": best.get("step"), "steps": t.last_step,
+                     **cost, "at_step": best.get("step"), "steps": t.last_step,
                      "status": statuses[t.trial_id], "seconds": round(t.wall_seconds, 1),
                      "checkpoint": str(ckpt.path) if ckpt else "",
                      **({"role": roles.get(t.trial_id, "")} if roles else {})})

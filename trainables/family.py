@@ -32,6 +32,7 @@ QUALITY_METRICS = {  # what the Evaluator's `quality` reports
     "kid": "kernel inception distance: unbiased polynomial-kernel MMD between the same features (lower is better)",
     "kid_std": "standard deviation of KID over subsets",
 }
+COST_BATCH, COST_REPEATS = 32, 3  # sample_ms: the median of COST_REPEATS timed batches of COST_BATCH images
 FAMILIES: dict[str, "ModelFamily"] = {}  # read through trainables.models (get_family, all_families)
 DATA_KINDS = ("images", "paired", "unpaired")
 
@@ -138,6 +139,7 @@ class ModelFamily:
     mutable: tuple[str, ...] = ()  # hyperparameters Population Based Training may mutate (learning rates)
     inference_modes: tuple[str, ...] = ("sample",)
     rescore_samples: int | None = None  # orchestrator.rescore's default samples per seed (None: every held-out image)
+    inference_module: str = "generator"  # the module inference runs: its size is the `params` cost
 
     # --- training -------------------------------------------------------------------------------
     def check_data(self, info: dict) -> None:
@@ -183,6 +185,17 @@ class ModelFamily:
         re-scorer's own, for every family whose evaluation generates images."""
         return {}
 
+    def inference_network(self, modules: dict[str, nn.Module]) -> nn.Module:
+        """The network whose parameters inference uses (COST_METRICS' `params`)."""
+        return modules[self.inference_module]
+
+    def inference_call(self, modules: dict[str, nn.Module], hp: dict, evaluator, n: int):
+        """The family's main inference on up to `n` images at inference settings, its inputs made
+        ready: (a call that runs it, how many images it handles). What `sample_ms` times. Default:
+        generate (labels as the held-out set's, for conditional families)."""
+        labels, settings = evaluator.labels[:n], self.rescoring_hp(hp)
+        return (lambda: self.generate(modules, len(labels), settings, seed=0, labels=labels)), len(labels)
+
     # --- inference (each family implements what its `inference_modes` need) -----------------------
     @torch.no_grad()
     def generate(self, modules: dict[str, nn.Module], n: int, hp: dict, seed: int,
@@ -213,6 +226,28 @@ class ModelFamily:
     def anomaly_score(self, modules: dict[str, nn.Module], images: torch.Tensor, hp: dict) -> torch.Tensor:
         """One score per image, higher = more anomalous."""
         raise Unsupported(f"{self.name} does not score anomalies")
+
+
+@torch.no_grad()
+def inference_cost(family: ModelFamily, modules: dict[str, nn.Module], hp: dict, evaluator) -> dict[str, float]:
+    """COST_METRICS of a trial's model: a property of its configuration, not of its training, so
+    the loop measures it once per run of a trial. One small call first, so one-off start-up
+    (kernel choice, allocations) is not timed; the median of a few batches, as trials running
+    beside it on the same cores make a single timing noisy."""
+    import statistics
+    import time
+
+    params = sum(p.numel() for p in family.inference_network(modules).parameters())
+    family.inference_call(modules, hp, evaluator, 2)[0]()
+    run, images = family.inference_call(modules, hp, evaluator, COST_BATCH)
+    times = []
+    for _ in range(COST_REPEATS):
+        start = time.perf_counter()
+        run()
+        if evaluator.device.type == "cuda":
+            torch.cuda.synchronize(evaluator.device)
+        times.append(time.perf_counter() - start)
+    return {"params": float(params), "sample_ms": 1000 * statistics.median(times) / images}
 
 
 def pixel_device(modules: dict[str, nn.Module]) -> torch.device:

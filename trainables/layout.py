@@ -43,6 +43,14 @@ WEIGHTS, STATE, CONFIG, METRICS, SAMPLES, EVALUATION = (
     "model.safetensors", "training_state.pt", "config.json", "metrics.json", "samples.png", "evaluation.json")
 COMPLETE = "complete.json"  # the marker, written last: {"files": {name: bytes}}
 
+# What the loop reports for every family from a trial run's first evaluation on: what its model
+# costs at inference. `--objectives OBJECTIVE,COST` searches the trade-off against one (lower is better).
+COST_METRICS = {
+    "params": "parameters of the network inference runs (the generator; cyclegan's A->B net; vae's decoder)",
+    "sample_ms": "milliseconds of inference per image (generate, translate or score), the median of 3 timed batches "
+                 "of 32 on the trial's device and threads, at inference settings (ddpm's sample_steps)",
+}
+
 # metrics with a meaning beyond a number
 # A trial whose loss became NaN or infinite ends with a report of this metric, the reason: the
 # orchestrator's tools show it as errored, the searcher learns it as a bad (pruned) trial.

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from trainables.checkpoints import load_training_state, read_json, save_checkpoint
-from trainables.family import loss_scaling
+from trainables.family import inference_cost, loss_scaling
 from trainables.features import Evaluator, to_float
-from trainables.layout import DIVERGED, METRICS
+from trainables.layout import COST_METRICS, DIVERGED, METRICS
 from trainables.models import get_family
 from trainables.settings import TrialRun
 
@@ -96,7 +96,8 @@ def resume(folder: Path, modules: dict, optimizers: dict, best: float, best_key:
 
 class Reporter:
     """Reports a step's metrics to the session; at evaluation steps (rank 0) evaluates the model
-    and, when asked, writes a checkpoint with the report. Keeps the best objective so far."""
+    and, when asked, writes a checkpoint with the report. Keeps the best objective so far, and the
+    model's inference cost (COST_METRICS), measured at the first evaluation and reported from then on."""
 
     def __init__(self, run: TrialRun, session, family, modules: dict, optimizers: dict, evaluator, train_size: int,
                  best: float):
@@ -105,13 +106,15 @@ class Reporter:
         self.train_size, self.best = train_size, best
         self.best_key = f"{family.objective}_best"
         self.better = min if family.mode == "min" else max
+        self.cost = dict.fromkeys(COST_METRICS, math.nan)
+        self.cost_measured = False
 
     def report(self, step: int, losses: dict, images_per_s: float, evaluate: bool, checkpoint: bool) -> None:
         family, hp = self.family, self.run.hp
         metrics = {"step": step, "epoch": step * hp["batch_size"] / self.train_size,
                    **{k: losses.get(k, math.nan) for k in family.loss_names},
                    "images_per_s": images_per_s, "eval_seconds": math.nan,
-                   **{k: math.nan for k in family.metric_names}}
+                   **{k: math.nan for k in family.metric_names}, **self.cost}
         evaluated = self.evaluate(metrics) if self.session.rank == 0 and evaluate else None
         if evaluated:
             self.best = self.better(self.best, metrics[family.objective])
@@ -135,13 +138,17 @@ class Reporter:
         start = time.perf_counter()
         result = self.family.evaluate(self.modules, self.run.hp, self.evaluator, EVAL_SEED)
         metrics.update(result.scores, eval_seconds=time.perf_counter() - start)
+        if not self.cost_measured:  # once per run of the trial, not counted in eval_seconds
+            self.cost, self.cost_measured = inference_cost(self.family, self.modules, self.run.hp, self.evaluator), True
+        metrics.update(self.cost)
         for m in self.modules.values():
             m.train()
         return result
 
     def diverged(self, step: int, mean_losses: dict, why: str) -> None:
-        """The trial's last report: why it diverged (the trial then ends)."""
-        self.session.report({"step": step, **mean_losses, self.best_key: self.best, DIVERGED: why})
+        """The trial's last report: why it diverged (the trial then ends). It carries every metric a
+        searcher ranks on (Tune refuses a report without them), the costs of a Pareto search too."""
+        self.session.report({"step": step, **mean_losses, self.best_key: self.best, **self.cost, DIVERGED: why})
 
 
 def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> None:

@@ -123,6 +123,7 @@ class SweepSpec:
     final_steps: int = 0  # for N more steps each (0: no final phase)
     budget: int | None = None  # --budget: trial-steps of search and final phase together
     warm_start: list = field(default_factory=list)  # --warm-start: the experiments whose trials seeded the study
+    objectives: list | None = None  # --objectives: [objective, cost metric], a Pareto search (None: one objective)
     name: str = ""
     feature_network: dict = field(default_factory=dict)  # the FID feature network's name and facts
     dataset_info: dict = field(default_factory=dict)

@@ -5,6 +5,7 @@ import importlib
 import pkgutil
 
 from trainables.family import FAMILIES, ModelFamily, UnknownFamily
+from trainables.layout import COST_METRICS
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -24,4 +25,5 @@ def metric_descriptions(model: str) -> dict[str, str]:
     """What each metric and loss of family `model` means, for the experiment's sweep.json: the
     dashboard reads its labels from there without importing torch and the families."""
     family = get_family(model)
-    return {name: family.metric_descriptions[name] for name in (*family.metric_names, *family.loss_names)}
+    return {**{name: family.metric_descriptions[name] for name in (*family.metric_names, *family.loss_names)},
+            **COST_METRICS}

@@ -169,6 +169,13 @@ class CycleGAN(ModelFamily):
         except ValueError:  # the feature network takes another number of channels
             return {"fid": math.nan, "kid": math.nan}
 
+    def inference_network(self, modules):
+        return modules["generators"].a2b  # one direction translates
+
+    def inference_call(self, modules, hp, evaluator, n):
+        images = evaluator.real("a")[:n]
+        return (lambda: self.translate(modules, images, hp)), len(images)
+
     @torch.no_grad()
     def translate(self, modules, images, hp, direction="a2b"):
         net = getattr(modules["generators"], direction)

@@ -148,7 +148,8 @@ class DDPM(ModelFamily):
     (U-Net width), ema_decay, batch_size, grad_clip (max gradient norm), sample_steps (denoising
     steps when sampling; `infer sample --sample-steps N` overrides), eta (0 = DDIM, 1 = DDPM-like),
     eval_sample_steps (the denoising steps of the sweep's own evaluations: fewer than sample_steps,
-    as sampling is most of an evaluation's cost; re-scoring and inference use sample_steps)."""
+    as sampling is most of an evaluation's cost; re-scoring and inference use sample_steps; 0: the
+    same as sample_steps, for a sweep whose objective is to trade quality against sampling cost)."""
 
     name = "ddpm"
     description = "DDPM: eps-prediction U-Net, linear/cosine noise schedule, EMA weights, strided DDIM sampling"
@@ -161,6 +162,7 @@ class DDPM(ModelFamily):
     # re-scoring samples each seed in sample_steps U-Net passes per image: 10,000 images x 3 seeds x 5
     # checkpoints would take ~35 min of CPU here, far longer than a --quick sweep; --samples overrides
     rescore_samples = 2000
+    inference_module = "ema"
 
     def check_data(self, info):
         super().check_data(info)
@@ -187,7 +189,8 @@ class DDPM(ModelFamily):
 
     def evaluate(self, modules, hp, evaluator, seed):
         """FID/KID of samples in `eval_sample_steps` denoising steps (cheaper than sample_steps)."""
-        return super().evaluate(modules, {**hp, "sample_steps": hp["eval_sample_steps"]}, evaluator, seed)
+        steps = hp["eval_sample_steps"] or hp["sample_steps"]
+        return super().evaluate(modules, {**hp, "sample_steps": steps}, evaluator, seed)
 
     def rescoring_hp(self, hp):
         return {**hp, "eval_sample_steps": hp["sample_steps"]}

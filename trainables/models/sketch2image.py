@@ -69,6 +69,7 @@ class Sketch2Image(ModelFamily):
                 "width": 32, "width_d": 32, "batch_size": 64}
     mutable = ("lr_g", "lr_d")
     inference_modes = ("translate",)
+    inference_module = "translator"
 
     def check_data(self, info):
         super().check_data(info)
@@ -113,6 +114,10 @@ class Sketch2Image(ModelFamily):
             scores["l1"] = float((fake - real).abs().mean())
             scores["ssim"] = float(structural_similarity_index_measure((fake + 1) / 2, (real + 1) / 2, data_range=1.0))
         return EvalResult(scores, grid_rows(sketches, fake, real), nrow=8)
+
+    def inference_call(self, modules, hp, evaluator, n):
+        images = evaluator.real("a")[:n]
+        return (lambda: self.translate(modules, images, hp)), len(images)
 
     @torch.no_grad()
     def translate(self, modules, images, hp, direction="a2b"):

@@ -183,6 +183,9 @@ class VAE(ModelFamily):
         images = torch.cat([fake[:48], real[:8], self.decode(modules, self.encode(modules, real[:8], hp), hp)])
         return EvalResult(scores, images, nrow=8)
 
+    def inference_network(self, modules):
+        return modules["vae"].decoder  # sampling decodes prior draws
+
     @torch.no_grad()
     def generate(self, modules, n, hp, seed, labels=None):
         return self.decode(modules, seeded_normal((n, hp["latent_dim"]), seed, pixel_device(modules)), hp)

@@ -84,6 +84,13 @@ class VAEAnomaly(VAE):
         return replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep],
                        source=f"{data.source}, class {data.classes[normal]} only")
 
+    def inference_network(self, modules):
+        return modules["vae"]  # scoring encodes and decodes
+
+    def inference_call(self, modules, hp, evaluator, n):
+        images = evaluator.real()[:n]
+        return (lambda: self.anomaly_score(modules, images, hp)), len(images)
+
     @torch.no_grad()
     def anomaly_score(self, modules, images, hp):
         return SCORES[hp["score"]](*heldout_terms(modules["vae"], images, hp))
