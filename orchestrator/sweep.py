@@ -797,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         f"of shape {data.shape} from {data.source}")
     family = get_family(spec.model)
     family.check_data(data.info())
-    family.prepare_data(data, {**family.defaults, **spec.overrides})  # e.g. --set normal_class=12 fails here
+    family.prepare_data(data, {**family.defaults, **fixed_values(spec)})  # e.g. --set normal_class=12 fails here
     feature_state, spec.feature_network = feature_network(spec.fid_features, data, log=log,
                                                              data_root=spec.data_root,
                                                              data_options=spec.data_options)
@@ -865,6 +865,16 @@ def main(argv: list[str] | None = None) -> int:
     ray.shutdown()
     resume = (f"python -m orchestrator.sweep {spec.model} --name {spec.name} --storage {exp.parent} --resume")
     return report(exp, elapsed, dashboard=not args.no_dashboard, resume=resume, stopped=stopped)
+
+
+def fixed_values(spec: SweepSpec) -> dict:
+    """The hyperparameters the sweep's space (and --set) fix, for checking them against the data
+    before Ray starts."""
+    from search_spaces import read_space
+    from trainables.models import get_family
+
+    space = read_space(spec.space_toml, set(get_family(spec.model).defaults), spec.space_file, spec.overrides)
+    return {name: value for name, value in space.items() if not isinstance(value, dict)}
 
 
 def rescore_winners(exp: Location, top: int, log) -> None:

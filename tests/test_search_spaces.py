@@ -13,7 +13,7 @@ KNOWN = set(get_family("dcgan").defaults)
 
 def test_shipped_dcgan_space_parses_to_tune_domains():
     space = load_space(default_space_path("dcgan"), KNOWN)
-    assert set(space) == {"lr_g", "lr_d", "beta1", "latent_dim", "batch_size"}
+    assert set(space) == {"lr_g", "lr_d", "beta1", "latent_dim", "batch_size", "diffaug"}
     assert isinstance(space["lr_g"], tune.search.sample.Float)
     assert space["latent_dim"].categories == [16, 32, 64, 128]
 

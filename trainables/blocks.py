@@ -227,6 +227,78 @@ class UpBlock(nn.Module):
         return self.up(self.block(torch.cat([x, skip], dim=1), t_emb))
 
 
+# --- DiffAugment: differentiable augmentation of D's inputs, for GANs on little data -------------------
+# Zhao, Liu, Lin, Zhu and Han, "Differentiable Augmentation for Data-Efficient GAN Training", NeurIPS
+# 2020; the three policies as their DiffAugment_pytorch.py (mit-han-lab/data-efficient-gans, BSD-2)
+# has them. No maintained package ships it (kornia's augmentations are other transforms), so it is here.
+
+def _brightness(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.rand(len(x), 1, 1, 1, dtype=x.dtype, device=x.device) - 0.5)
+
+
+def _saturation(x: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(dim=1, keepdim=True)  # grey images: the identity
+    return (x - mean) * (torch.rand(len(x), 1, 1, 1, dtype=x.dtype, device=x.device) * 2) + mean
+
+
+def _contrast(x: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (torch.rand(len(x), 1, 1, 1, dtype=x.dtype, device=x.device) + 0.5) + mean
+
+
+def _translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
+    """Each image shifted by up to `ratio` of each side, the uncovered border zero."""
+    n, _, height, width = x.shape
+    reach = int(height * ratio + 0.5), int(width * ratio + 0.5)
+    shift_y = torch.randint(-reach[0], reach[0] + 1, (n, 1, 1), device=x.device)
+    shift_x = torch.randint(-reach[1], reach[1] + 1, (n, 1, 1), device=x.device)
+    batch, rows, cols = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(height, device=x.device),
+                                       torch.arange(width, device=x.device), indexing="ij")
+    rows = (rows + shift_y + 1).clamp(0, height + 1)
+    cols = (cols + shift_x + 1).clamp(0, width + 1)
+    padded = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1)
+    return padded[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+    """A square of `ratio` of each side, at a random place in each image, set to zero."""
+    n, _, height, width = x.shape
+    size = int(height * ratio + 0.5), int(width * ratio + 0.5)
+    at_y = torch.randint(0, height + (1 - size[0] % 2), (n, 1, 1), device=x.device)
+    at_x = torch.randint(0, width + (1 - size[1] % 2), (n, 1, 1), device=x.device)
+    batch, rows, cols = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(size[0], device=x.device),
+                                       torch.arange(size[1], device=x.device), indexing="ij")
+    rows = (rows + at_y - size[0] // 2).clamp(0, height - 1)
+    cols = (cols + at_x - size[1] // 2).clamp(0, width - 1)
+    mask = torch.ones(n, height, width, dtype=x.dtype, device=x.device)
+    mask[batch, rows, cols] = 0
+    return x * mask.unsqueeze(1)
+
+
+DIFFAUG_POLICIES = {"color": (_brightness, _saturation, _contrast), "translation": (_translation,),
+                    "cutout": (_cutout,), "none": ()}
+
+
+def diffaug_policies(policy: str) -> list[str]:
+    """A `+`-joined DiffAugment policy (e.g. "color+translation+cutout"), checked."""
+    names = [name.strip() for name in str(policy).split("+")]
+    unknown = [name for name in names if name not in DIFFAUG_POLICIES]
+    if unknown:
+        raise BadInput(f"diffaug {policy!r}: unknown {', '.join(map(repr, unknown))}; join "
+                       f"{', '.join(DIFFAUG_POLICIES)} with '+'")
+    return names
+
+
+def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
+    """Images augmented by DiffAugment's `policy`, each image with its own random draw, every step
+    differentiable: applied to real and generated images alike wherever D sees them, G learns
+    through it (an augmentation applied to real images alone would leak into what G makes)."""
+    for name in diffaug_policies(policy):
+        for transform in DIFFAUG_POLICIES[name]:
+            x = transform(x)
+    return x
+
+
 ADVERSARIAL_LOSSES = {
     "loss_g": "generator loss, averaged since the last report",
     "loss_d": "discriminator loss, averaged since the last report",
@@ -237,8 +309,9 @@ ADVERSARIAL_LOSSES = {
 
 class AdversarialFamily(ModelFamily):
     """What the GAN families share: Adam for a generator and a discriminator (lr_g, lr_d, beta1),
-    a non-saturating BCE step, and decoding latent draws with the generator. A family overrides
-    what differs (a conditional GAN its step and generation, a Siamese GAN its step)."""
+    a non-saturating BCE step (class-conditional where the family says so), DiffAugment of every
+    image D sees (hp `diffaug`), and decoding latent draws with the generator. A family overrides
+    what differs (a conditional GAN its generation, a Siamese GAN its step)."""
 
     metric_descriptions = {**ModelFamily.metric_descriptions, **ADVERSARIAL_LOSSES}
     side_multiple: int | None = None  # conv families: square images with a side this divides (check_data)
@@ -251,22 +324,35 @@ class AdversarialFamily(ModelFamily):
     def optimizers(self, modules, hp):
         return two_adams(modules, hp, "generator", "discriminator")
 
-    def train_step(self, modules, optimizers, batch, hp):
-        return self.adversarial_step(modules, optimizers, batch["x"], hp)[0]
+    conditional: bool = False  # G and D take the batch's labels too (cgan)
 
-    def adversarial_step(self, modules, optimizers, real, hp):
-        """One D and one G update; returns the logs, and the latent draws and samples G made."""
+    def prepare_data(self, data, hp):
+        diffaug_policies(hp.get("diffaug", "none"))  # an unknown policy fails before training
+        return data
+
+    def train_step(self, modules, optimizers, batch, hp):
+        return self.adversarial_step(modules, optimizers, batch["x"], hp, batch["y"] if self.conditional else None)[0]
+
+    def adversarial_step(self, modules, optimizers, real, hp, labels=None):
+        """One D and one G update (given `labels`, both are conditioned on them); returns the logs,
+        and the latent draws and samples G made."""
         G, D = modules["generator"], modules["discriminator"]
         n = len(real)
         z = torch.randn(n, hp["latent_dim"], device=real.device)
-        fake = G(z)
+        fake = G(z) if labels is None else G(z, labels)
+        policy = hp.get("diffaug", "none")
+
+        def judge(images, image_labels):
+            images = diff_augment(images, policy)
+            return D(images) if labels is None else D(images, image_labels)
+
         # one discriminator pass over real and fake together: DDP wants one forward per backward
-        logits = D(torch.cat([real, fake.detach()]))
+        logits = judge(torch.cat([real, fake.detach()]), None if labels is None else torch.cat([labels, labels]))
         target = torch.cat([torch.ones(n, device=real.device), torch.zeros(n, device=real.device)])
         loss_d = F.binary_cross_entropy_with_logits(logits.float(), target)
         update(optimizers["discriminator"], loss_d)
 
-        loss_g = F.binary_cross_entropy_with_logits(D(fake).float(), torch.ones(n, device=real.device))
+        loss_g = F.binary_cross_entropy_with_logits(judge(fake, labels).float(), torch.ones(n, device=real.device))
         update(optimizers["generator"], loss_g)
         probs = torch.sigmoid(logits.detach().float())
         logs = {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(),

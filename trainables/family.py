@@ -32,7 +32,9 @@ QUALITY_METRICS = {  # what the Evaluator's `quality` reports
     "kid": "kernel inception distance: unbiased polynomial-kernel MMD between the same features (lower is better)",
     "kid_std": "standard deviation of KID over subsets",
 }
-COST_BATCH, COST_REPEATS = 32, 3  # sample_ms: the median of COST_REPEATS timed batches of COST_BATCH images
+# sample_ms: the fastest of several timed batches of COST_BATCH images (at least COST_REPEATS[0], more
+# until COST_SECONDS have passed, at most COST_REPEATS[1])
+COST_BATCH, COST_REPEATS, COST_SECONDS = 32, (3, 20), 1.0
 FAMILIES: dict[str, "ModelFamily"] = {}  # read through trainables.models (get_family, all_families)
 DATA_KINDS = ("images", "paired", "unpaired")
 
@@ -232,22 +234,23 @@ class ModelFamily:
 def inference_cost(family: ModelFamily, modules: dict[str, nn.Module], hp: dict, evaluator) -> dict[str, float]:
     """COST_METRICS of a trial's model: a property of its configuration, not of its training, so
     the loop measures it once per run of a trial. One small call first, so one-off start-up
-    (kernel choice, allocations) is not timed; the median of a few batches, as trials running
-    beside it on the same cores make a single timing noisy."""
-    import statistics
+    (kernel choice, allocations) is not timed. Trials, evaluations and the driver share the cores,
+    and what they take only ever adds time: the fastest of several batches is the least disturbed
+    reading (as Python's timeit advises), and cheap models, the most disturbed, get the most tries."""
     import time
 
     params = sum(p.numel() for p in family.inference_network(modules).parameters())
     family.inference_call(modules, hp, evaluator, 2)[0]()
     run, images = family.inference_call(modules, hp, evaluator, COST_BATCH)
-    times = []
-    for _ in range(COST_REPEATS):
+    fewest, most = COST_REPEATS
+    times: list[float] = []
+    while len(times) < fewest or (sum(times) < COST_SECONDS and len(times) < most):
         start = time.perf_counter()
         run()
         if evaluator.device.type == "cuda":
             torch.cuda.synchronize(evaluator.device)
         times.append(time.perf_counter() - start)
-    return {"params": float(params), "sample_ms": 1000 * statistics.median(times) / images}
+    return {"params": float(params), "sample_ms": 1000 * min(times) / images}
 
 
 def pixel_device(modules: dict[str, nn.Module]) -> torch.device:

@@ -47,7 +47,7 @@ COMPLETE = "complete.json"  # the marker, written last: {"files": {name: bytes}}
 # costs at inference. `--objectives OBJECTIVE,COST` searches the trade-off against one (lower is better).
 COST_METRICS = {
     "params": "parameters of the network inference runs (the generator; cyclegan's A->B net; vae's decoder)",
-    "sample_ms": "milliseconds of inference per image (generate, translate or score), the median of 3 timed batches "
+    "sample_ms": "milliseconds of inference per image (generate, translate or score), the fastest of 3-20 timed batches "
                  "of 32 on the trial's device and threads, at inference settings (ddpm's sample_steps)",
 }
 

@@ -14,12 +14,11 @@ accuracy of (logit > 0) for attributes.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainables.blocks import AdversarialFamily, ConvDiscriminator, ConvGenerator, init_weights
 from trainables.errors import BadInput
-from trainables.family import EvalResult, pixel_device, register_family, seeded_normal, update
+from trainables.family import EvalResult, pixel_device, register_family, seeded_normal
 
 
 class LabelEmbedding(nn.Module):
@@ -83,9 +82,10 @@ class CGAN(AdversarialFamily):
         "share of generated images that the feature classifier assigns the class they were asked for")}
     loss_names = ("loss_g", "loss_d", "d_real", "d_fake")
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "embed_dim": 16, "batch_size": 64,
-                "width": 32}
+                "width": 32, "diffaug": "none"}
     mutable = ("lr_g", "lr_d")
     side_multiple = 4  # two stride-2 downsamplings that the generator undoes
+    conditional = True
 
     def build(self, hp, info):
         self.check_data(info)
@@ -94,23 +94,6 @@ class CGAN(AdversarialFamily):
         return {"generator": init_weights(Generator(hp["latent_dim"], hp["embed_dim"], k, multi, channels, size,
                                                     hp["width"])),
                 "discriminator": init_weights(Discriminator(hp["embed_dim"], k, multi, channels, size, hp["width"]))}
-
-    def train_step(self, modules, optimizers, batch, hp):
-        G, D = modules["generator"], modules["discriminator"]
-        real, y = batch["x"], batch["y"]
-        n = len(real)
-        fake = G(torch.randn(n, hp["latent_dim"], device=real.device), y)
-        # one discriminator pass over real and fake together: DDP wants one forward per backward
-        logits = D(torch.cat([real, fake.detach()]), torch.cat([y, y]))
-        target = torch.cat([torch.ones(n, device=real.device), torch.zeros(n, device=real.device)])
-        loss_d = F.binary_cross_entropy_with_logits(logits.float(), target)
-        update(optimizers["discriminator"], loss_d)
-
-        loss_g = F.binary_cross_entropy_with_logits(D(fake, y).float(), torch.ones(n, device=real.device))
-        update(optimizers["generator"], loss_g)
-        probs = torch.sigmoid(logits.detach().float())
-        return {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(),
-                "d_real": probs[:n].mean(), "d_fake": probs[n:].mean()}
 
     def evaluate(self, modules, hp, evaluator, seed):
         """FID/KID for the held-out labels (matched label distributions) and their label accuracy;

@@ -48,7 +48,7 @@ class DCGAN(AdversarialFamily):
         "recon_l1": "mean absolute pixel error of held-out images encoded then generated again",
     }
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "batch_size": 64, "width": 32,
-                "lr_e": 2e-3, "encoder_share": 0.5}
+                "lr_e": 2e-3, "encoder_share": 0.5, "diffaug": "none"}
     mutable = ("lr_g", "lr_d")
     side_multiple = 4  # two stride-2 downsamplings that the generator undoes
     inference_modes = ("sample", "interpolate", "arithmetic")

@@ -45,7 +45,8 @@ class GAN(AdversarialFamily):
     description = "GAN: MLP generator and discriminator (LeakyReLU, tanh output), non-saturating BCE loss"
     default_dataset = "fashion_mnist"
     loss_names = ("loss_g", "loss_d", "d_real", "d_fake")
-    defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "hidden": 256, "batch_size": 64}
+    defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "hidden": 256, "batch_size": 64,
+                "diffaug": "none"}
     mutable = ("lr_g", "lr_d")
     inference_modes = ("sample", "interpolate")
 

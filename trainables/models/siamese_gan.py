@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.blocks import AdversarialFamily, ConvGenerator, conv_encoder, init_weights
+from trainables.blocks import AdversarialFamily, ConvGenerator, conv_encoder, diff_augment, init_weights
 from trainables.family import register_family, update
 
 
@@ -67,7 +67,7 @@ class SiameseGAN(AdversarialFamily):
         "same_fake": "Siamese head's mean probability that a generated image matches its class",
     }
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 64, "embed_dim": 64, "pair_weight": 1.0,
-                "adv_weight": 1.0, "batch_size": 64, "width": 32}
+                "adv_weight": 1.0, "batch_size": 64, "width": 32, "diffaug": "none"}
     mutable = ("lr_g", "lr_d")
     side_multiple = 4  # two stride-2 downsamplings that the generator undoes
     inference_modes = ("sample", "interpolate")
@@ -83,14 +83,15 @@ class SiameseGAN(AdversarialFamily):
         real = batch["x"]
         n = len(real)
         fake = G(torch.randn(n, hp["latent_dim"], device=real.device))
-        same, different, realness = D(real, fake.detach())
+        real = diff_augment(real, hp["diffaug"])  # one draw for both of D's passes over the real images
+        same, different, realness = D(real, diff_augment(fake.detach(), hp["diffaug"]))
         loss_pair = (bce(same, 1.0) + bce(different, 0.0)) / 2
         loss_adv = (bce(realness[:n], 1.0) + bce(realness[n:], 0.0)) / 2
         # every head's loss is in the sum (a weight may be 0): DDP expects gradients for all parameters
         loss_d = hp["pair_weight"] * loss_pair + hp["adv_weight"] * loss_adv
         update(optimizers["discriminator"], loss_d)
 
-        _, different_g, realness_g = D(real, fake)
+        _, different_g, realness_g = D(real, diff_augment(fake, hp["diffaug"]))
         loss_g = hp["pair_weight"] * bce(different_g, 1.0) + hp["adv_weight"] * bce(realness_g[n:], 1.0)
         update(optimizers["generator"], loss_g)
         p_real = torch.sigmoid(realness.detach().float())
