@@ -140,7 +140,8 @@ def rescore(exp: Experiment, top: int = TOP, seeds: int = SEEDS, samples: int | 
     samples = samples or get_family(spec["model"]).rescore_samples
     data = load_dataset(spec["dataset"], spec.get("data_root"), spec.get("subset"), spec.get("data_options") or None)
     feature_state, feature_meta = feature_network(spec.get("fid_features", "classifier"), data, log=log,
-                                                  data_root=spec.get("data_root"), data_options=spec.get("data_options"))
+                                                  data_root=spec.get("data_root"), data_options=spec.get("data_options"),
+                                                  subset=spec.get("subset"))
     gpus = float((spec.get("resources") or {}).get("gpus_per_worker") or 0)
     task = ray.remote(num_cpus=1, num_gpus=min(gpus, 1.0))(score_checkpoint)
     data_ref, feature_ref = ray.put(data), ray.put((feature_state, feature_meta))

@@ -800,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     family.prepare_data(data, {**family.defaults, **fixed_values(spec)})  # e.g. --set normal_class=12 fails here
     feature_state, spec.feature_network = feature_network(spec.fid_features, data, log=log,
                                                              data_root=spec.data_root,
-                                                             data_options=spec.data_options)
+                                                             data_options=spec.data_options, subset=spec.subset)
     spec.dataset_info = {**data.info(), "options": spec.data_options or {}}  # checkpoints keep the options
     resources = trial_resources(args, spec)
     spec.resources = asdict(resources)

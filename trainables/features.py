@@ -157,16 +157,22 @@ def inception_network() -> tuple[dict, dict]:
     return {}, {"name": INCEPTION, "feature_dim": 2048, "test_accuracy": None}
 
 
-def feature_network(kind: str, data: ImageData, log=print, data_root=None, data_options=None) -> tuple[dict, dict]:
+def feature_network(kind: str, data: ImageData, log=print, data_root=None, data_options=None,
+                    subset: int | None = None) -> tuple[dict, dict]:
     """The FID/KID feature network a sweep asked for: `classifier` (default) or `inception`.
     Data derived from another dataset (e.g. two of its classes) uses that dataset's classifier,
-    loaded with the options it shares with the derived one (e.g. celeba_split's image size)."""
+    loaded with the options it shares with the derived one (e.g. celeba_split's image size). The
+    classifier is a measuring instrument, trained on every training image: a `subset` (--subset,
+    the data the generator learns from) gets the whole dataset's, or its FIDs would be measured
+    with a classifier trained on a few hundred images, and not comparable with any other sweep's."""
     if kind == "inception":
         return inception_network()
-    if data.feature_dataset and data.feature_dataset != data.name:
+    derived = data.feature_dataset and data.feature_dataset != data.name
+    if derived or subset:
         from trainables.datasets import load_dataset
 
-        data = load_dataset(data.feature_dataset, data_root, options=data_options, strict=False)
+        data = load_dataset(data.feature_dataset if derived else data.name, data_root, options=data_options,
+                            strict=False)
     return get_feature_network(data, log=log)
 
 
