@@ -110,12 +110,14 @@ class UploadStudy(Callback):
 
 
 def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str, param_space: dict,
-               experiments: list) -> tuple[int, int]:
+               experiments: list, defaults: dict) -> tuple[int, int]:
     """Seed a new sweep's study with earlier experiments' scored search trials (Optuna's
     add_trial, each marked with WARM_START_ATTR), before the searcher opens it. A trial's value is
     its best objective, as the earlier study recorded it. Only the new space's searched
-    hyperparameters are kept (one the new space fixes is fixed); a trial with one of them missing
-    or outside its new distribution is dropped. Returns (seeded, dropped)."""
+    hyperparameters are kept (one the new space fixes is fixed); one the trial lacks takes the
+    family's default (`defaults`: a hyperparameter added since, e.g. diffaug, whose default is
+    what the trial did), and a trial with one outside its new distribution is dropped. Returns
+    (seeded, dropped)."""
     from ray.tune.search.optuna import OptunaSearch
 
     distributions = OptunaSearch.convert_search_space(param_space)
@@ -127,13 +129,13 @@ def warm_start(storage: optuna.storages.BaseStorage, study_name: str, mode: str,
             best = exp.best_of(trial)
             if best is None:
                 continue  # no score to learn from (errored, or stopped before its first evaluation)
-            params = exp.params_at_best(trial)
+            params = {**defaults, **exp.params_at_best(trial)}
             try:
                 study.add_trial(optuna.trial.create_trial(
                     params={name: params[name] for name in distributions}, distributions=distributions,
                     value=best[exp.objective],
                     user_attrs={WARM_START_ATTR: f"{exp.spec.get('name', exp.path.name)}/{trial.trial_id}"}))
-            except (KeyError, ValueError):  # a hyperparameter the trial lacks, or outside the new space
+            except (KeyError, ValueError):  # outside the new space (or not the family's at all)
                 dropped += 1
                 continue
             seeded += 1

@@ -436,7 +436,7 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     storage = StudyStorage(exp.uri)
     sampler = SAMPLERS[spec.searcher](spec)
     if getattr(args, "warm_from", None):
-        seeded, dropped = warm_start(storage, spec.name, family.mode, param_space, args.warm_from)
+        seeded, dropped = warm_start(storage, spec.name, family.mode, param_space, args.warm_from, family.defaults)
         print(f"[sweep] warm start: {seeded} trials of {', '.join(e.spec['name'] for e in args.warm_from)} seed the "
               f"study" + (f"; {dropped} dropped (a hyperparameter outside this sweep's space)" if dropped else ""),
               flush=True)
@@ -797,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         f"of shape {data.shape} from {data.source}")
     family = get_family(spec.model)
     family.check_data(data.info())
-    family.prepare_data(data, {**family.defaults, **fixed_values(spec)})  # e.g. --set normal_class=12 fails here
+    check_hyperparameters(family, data, spec)  # e.g. --set normal_class=12 fails here
     feature_state, spec.feature_network = feature_network(spec.fid_features, data, log=log,
                                                              data_root=spec.data_root,
                                                              data_options=spec.data_options, subset=spec.subset)
@@ -867,14 +867,19 @@ def main(argv: list[str] | None = None) -> int:
     return report(exp, elapsed, dashboard=not args.no_dashboard, resume=resume, stopped=stopped)
 
 
-def fixed_values(spec: SweepSpec) -> dict:
-    """The hyperparameters the sweep's space (and --set) fix, for checking them against the data
-    before Ray starts."""
+def check_hyperparameters(family, data, spec: SweepSpec) -> None:
+    """What the family refuses of its hyperparameters on this data (prepare_data: a normal_class the
+    data lacks, an unknown diffaug policy), before Ray starts: the values the space and --set fix,
+    then each value of a choice it searches, with the fixed ones."""
     from search_spaces import read_space
-    from trainables.models import get_family
 
-    space = read_space(spec.space_toml, set(get_family(spec.model).defaults), spec.space_file, spec.overrides)
-    return {name: value for name, value in space.items() if not isinstance(value, dict)}
+    space = read_space(spec.space_toml, set(family.defaults), spec.space_file, spec.overrides)
+    fixed = {**family.defaults, **{name: value for name, value in space.items() if not isinstance(value, dict)}}
+    family.prepare_data(data, fixed)
+    for name, table in space.items():
+        if isinstance(table, dict) and table["distribution"] == "choice":
+            for value in table["values"]:
+                family.prepare_data(data, {**fixed, name: value})
 
 
 def rescore_winners(exp: Location, top: int, log) -> None:

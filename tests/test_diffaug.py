@@ -94,9 +94,24 @@ def test_the_discriminator_sees_real_and_generated_images_augmented(name, batch)
         assert real_seen == fake_seen == (not augmented), (name, policy, real_seen, fake_seen)
 
 
-def test_a_bad_policy_is_refused_before_ray_starts(tmp_path):
+def test_saturation_scales_each_pixels_spread_across_its_channels():
+    from trainables.blocks import _saturation
+
+    torch.manual_seed(3)
+    x = torch.rand(16, 3, 8, 8) * 2 - 1
+    spread, spread_out = (t - t.mean(dim=1, keepdim=True) for t in (x, _saturation(x)))
+    factor = (spread_out * spread).sum((1, 2, 3)) / (spread ** 2).sum((1, 2, 3))
+    assert torch.allclose(spread_out, factor[:, None, None, None] * spread, atol=1e-5)  # one factor per image
+    assert 0 <= factor.min() and factor.max() <= 2 and factor.std() > 0.1
+
+
+@pytest.mark.parametrize("space_text", [
+    'diffaug = "color+blur"\n[lr_g]\ndistribution = "loguniform"\nlow = 1e-4\nhigh = 1e-3\n',  # fixed
+    '[diffaug]\ndistribution = "choice"\nvalues = ["none", "color+blur"]\n',  # one of a searched choice
+])
+def test_a_bad_policy_is_refused_before_ray_starts(tmp_path, space_text):
     space = tmp_path / "space.toml"
-    space.write_text('diffaug = "color+blur"\n[lr_g]\ndistribution = "loguniform"\nlow = 1e-4\nhigh = 1e-3\n')
+    space.write_text(space_text)
     proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--space", str(space),
                    "--storage", str(tmp_path / "exp"))
     assert_one_line_error(proc, "diffaug", "unknown 'blur'")

@@ -175,6 +175,8 @@ def test_a_warm_started_sweep_starts_near_the_earlier_best(ray_address, tmp_path
     lrs = [2e-4 * 1.125 ** i for i in range(24)]  # 2e-4 to 3.0e-3; the first four below the new space's 3e-4
     for i, lr in enumerate(lrs):
         params = {**real.params, "lr": lr, "latent_dim": 64 if i % 6 == 5 else 16}  # four outside 8..32
+        if i % 6 == 2:  # as if made before latent_dim existed: it takes the family's default, 16
+            del params["latent_dim"]
         fid = 20 + 80 * abs(math.log10(lr / 1e-3))
         folder = tmp_path / "wide" / f"run_trial_{i:08x}_{i + 2}_copy"
         folder.mkdir()
@@ -192,6 +194,9 @@ def test_a_warm_started_sweep_starts_near_the_earlier_best(ray_address, tmp_path
     seeded = [t for t in study.trials if "warm_start_from" in t.user_attrs]
     assert len(seeded) == 16 and all(t.user_attrs["warm_start_from"].startswith("wide/") for t in seeded)
     assert all(set(t.params) == {"lr", "latent_dim"} for t in seeded)  # the fixed ones are fixed
+    defaulted = {t.user_attrs["warm_start_from"]: t.params["latent_dim"] for t in seeded
+                 if t.user_attrs["warm_start_from"] in ("wide/00000008", "wide/0000000e", "wide/00000014")}
+    assert defaulted == dict.fromkeys(["wide/00000008", "wide/0000000e", "wide/00000014"], 16), defaulted
     exp = load_experiment(tmp_path / "narrow")
     assert len(exp.trials) == 2 and json.loads((tmp_path / "narrow" / "sweep.json").read_text())["warm_start"]
     proposed = sorted(t.params["lr"] for t in exp.trials)
