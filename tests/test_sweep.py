@@ -60,7 +60,7 @@ def test_sweep_writes_a_complete_experiment(digits_sweep):
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     # trial 1 trained the family's defaults (the DCGAN paper's): the sweep's own baseline, marked
     defaults = get_family("dcgan").defaults
-    assert spec["baseline"] == {k: defaults[k] for k in ("lr_g", "lr_d", "beta1", "latent_dim", "batch_size")}
+    assert spec["baseline"] == {k: defaults[k] for k in ("lr_g", "lr_d", "beta1", "latent_dim", "batch_size", "diffaug")}
     assert study.trials[0].params == spec["baseline"]
     assert list(leaderboard(exp)["role"]).count("defaults") == 1
     page = (path / "dashboard.html").read_text()
