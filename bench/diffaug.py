@@ -1,7 +1,7 @@
 """DiffAugment on little data and on all of it (issue 17): DCGAN on Fashion-MNIST, `--quick` sweeps
 with `diffaug` fixed to none, fixed to color+translation+cutout, and searched, on the first 500
 training images and on all 60,000; each winner re-scored (3 seeds x 10,000 held-out images). Also
-what a policy costs per training step (docs/benchmarks.md).
+what a DiffAugment policy and a training-time `augment` cost per training step (docs/benchmarks.md).
 
     python bench/diffaug.py [--storage DIR] [--seed S] [--only-cost]
 """
@@ -23,11 +23,13 @@ SUBSETS = {"500": ["--subset", "500"], "60000": []}
 
 def step_cost(steps: int = 40, repeats: int = 3) -> dict[str, float]:
     """Milliseconds of one DCGAN training step (batch 64, Fashion-MNIST 28x28, one thread) per
-    policy, the policies interleaved and each the median of `repeats` runs of `steps` steps."""
+    DiffAugment policy and per training-time `augment` (applied to the batch as the loop does),
+    interleaved, each the median of `repeats` runs of `steps` steps."""
     import statistics
 
     import torch
 
+    from trainables.augment import augment_batch, background
     from trainables.datasets import load_dataset
     from trainables.features import to_float
     from trainables.models import get_family
@@ -38,16 +40,53 @@ def step_cost(steps: int = 40, repeats: int = 3) -> dict[str, float]:
     modules = family.build(hp, data.info())
     optimizers = family.optimizers(modules, hp)
     batch = {"x": to_float(torch.from_numpy(data.train_x[:64])), "y": torch.from_numpy(data.train_y[:64])}
-    policies = ["none", "translation", "color", "cutout", "color+translation+cutout"]
-    times: dict[str, list[float]] = {p: [] for p in policies}
+    fills = {"x": background(data.train_x)}  # as the loop works it out, once per trial
+    variants = {policy: {"diffaug": policy} for policy in ["none", "translation", "color", "cutout",
+                                                           "color+translation+cutout"]}
+    variants.update({f"augment {a}": {"augment": a} for a in ["flip", "rotate", "jitter", "crop",
+                                                                "flip+rotate+jitter+crop"]})
+
+    def step(trial_hp: dict) -> None:
+        family.train_step(modules, optimizers, augment_batch(batch, trial_hp["augment"], False, fills), trial_hp)
+
+    times: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(repeats):
-        for policy in policies:
-            family.train_step(modules, optimizers, batch, {**hp, "diffaug": policy})  # warm-up
+        for name, changes in variants.items():
+            trial_hp = {**hp, **changes}
+            step(trial_hp)  # warm-up
             start = time.perf_counter()
             for _ in range(steps):
-                family.train_step(modules, optimizers, batch, {**hp, "diffaug": policy})
-            times[policy].append(1000 * (time.perf_counter() - start) / steps)
-    return {p: statistics.median(t) for p, t in times.items()}
+                step(trial_hp)
+            times[name].append(1000 * (time.perf_counter() - start) / steps)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def augment_cost(steps: int = 40, repeats: int = 5) -> dict[str, float]:
+    """Milliseconds of `augment_batch` alone on the same batch (64 Fashion-MNIST images, one
+    thread), each the median of `repeats` runs of `steps` calls: the part of a step it adds, free
+    of the step's own run-to-run noise."""
+    import statistics
+
+    import torch
+
+    from trainables.augment import augment_batch, background
+    from trainables.datasets import load_dataset
+    from trainables.features import to_float
+
+    torch.set_num_threads(1)
+    data = load_dataset("fashion_mnist")
+    batch, fills = {"x": to_float(torch.from_numpy(data.train_x[:64]))}, {"x": background(data.train_x)}
+    times = {}
+    for policy in ["flip", "rotate", "jitter", "crop", "flip+rotate+jitter+crop"]:
+        augment_batch(batch, policy, False, fills)
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                augment_batch(batch, policy, False, fills)
+            runs.append(1000 * (time.perf_counter() - start) / steps)
+        times[policy] = statistics.median(runs)
+    return times
 
 
 def rescored(exp) -> dict:
@@ -72,20 +111,24 @@ def main() -> None:
     base = cost["none"]
     print("ms per DCGAN step (batch 64, 1 thread): " + ", ".join(f"{k} {v:.1f} ({v / base:.2f}x)" for k, v in cost.items()),
           flush=True)
+    alone = augment_cost()
+    print("ms of augment_batch alone, same batch: " + ", ".join(f"{k} {v:.2f} ({v / base:.1%} of a step)"
+                                                              for k, v in alone.items()), flush=True)
+    if args.only_cost:
+        return
     rows = []
-    if not args.only_cost:
-        storage = Path(args.storage)
-        for subset, subset_args in SUBSETS.items():
-            for variant, variant_args in VARIANTS.items():
-                name = f"dcgan-{subset}-{variant.replace('+', '_')}-s{args.seed}"
-                wall = run_sweep("dcgan", storage, name, "--quick", "--seed", str(args.seed), *subset_args, *variant_args)
-                exp = load_experiment(storage / name)
-                trial, ckpt = exp.ranked_checkpoints()[0]
-                again = rescored(storage / name)
-                rows.append({"images": subset, "diffaug": variant, "winner_diffaug": trial.params.get("diffaug"),
-                             "sweep_fid": ckpt.metrics["fid"], "rescored_fid": again["mean"], "ci95": again["ci95"],
-                             "trial_steps": sum(t.last_step for t in exp.trials), "wall_s": round(wall)})
-                print(json.dumps(rows[-1]), flush=True)
+    storage = Path(args.storage)
+    for subset, subset_args in SUBSETS.items():
+        for variant, variant_args in VARIANTS.items():
+            name = f"dcgan-{subset}-{variant.replace('+', '_')}-s{args.seed}"
+            wall = run_sweep("dcgan", storage, name, "--quick", "--seed", str(args.seed), *subset_args, *variant_args)
+            exp = load_experiment(storage / name)
+            trial, ckpt = exp.ranked_checkpoints()[0]
+            again = rescored(storage / name)
+            rows.append({"images": subset, "diffaug": variant, "winner_diffaug": trial.params.get("diffaug"),
+                         "sweep_fid": ckpt.metrics["fid"], "rescored_fid": again["mean"], "ci95": again["ci95"],
+                         "trial_steps": sum(t.last_step for t in exp.trials), "wall_s": round(wall)})
+            print(json.dumps(rows[-1]), flush=True)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"diffaug-s{args.seed}.json").write_text(json.dumps({"step_ms": cost, "sweeps": rows}, indent=1))

@@ -200,7 +200,10 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
                     + (f", source domain {esc('x'.join(map(str, info['shape_a'])))}" if info.get("shape_a") else "")
                     + (f", subset of {esc(spec['subset'])} training images" if spec.get("subset") else "")
                     + "".join(f", {esc(k)} {esc(v)}" for k, v in (spec.get("data_options") or {}).items())
-                    + (f" (from {esc(info.get('source'))})" if info.get("source") else "")),
+                    + (f" (from {esc(info.get('source'))})" if info.get("source") else "")
+                    + (f"; split {esc(info['split'])}" if info.get("split") else "")
+                    + (f": {esc(', '.join(f'{n} {k}' for k, n in info['sizes'].items() if n is not None))} images"
+                       if info.get("sizes") else "")),
         ("objective", f"<b>{esc(exp.objective)}</b> ({'lower' if exp.mode == 'min' else 'higher'} is better), "
                       f"evaluated every {esc(spec.get('eval_every'))} steps; {best_line}"),
         ("metrics", f"<ul style='margin:0;padding-left:1.2em'>{metrics}</ul>"),

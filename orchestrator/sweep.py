@@ -23,7 +23,8 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from orchestrator.cluster import init_ray
-from trainables.cli import Parser, UsageError, non_negative_float, non_negative_int, positive_int, run
+from trainables.cli import (Parser, UsageError, fraction, image_size, non_negative_float, non_negative_int, positive_int,
+                            run)
 from trainables.experiment import (is_spec, keep_results_before_resume, leaderboard, load_experiment, write_histories,
                                    write_sweep_status)
 from trainables.layout import (CHECKPOINTS_DIR, DASHBOARD_FILE, ERROR_FILE, FINAL_DIR, FINAL_FROM, FINAL_UNTIL,
@@ -54,12 +55,12 @@ def random_sampler(spec: SweepSpec):
 
 
 SAMPLERS = {"tpe": tpe_sampler, "random": random_sampler}  # by --searcher
-DATA_OPTIONS = ("image_size", "fit", "classes", "attribute", "folders", "swap_domains")  # passed to the loader
+DATA_OPTIONS = ("image_size", "fit", "classes", "attribute", "folders", "swap_domains", "heldout_fraction")  # to the loader
 STORAGE_ENV, DEFAULT_STORAGE = "ORCHESTRATOR_STORAGE", "experiments"  # where --storage defaults to
 DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000,
             "final_steps": 0}
 RESCORE_TOP = 5  # checkpoints the sweep re-scores at its end (orchestrator.rescore)
-QUICK_RESCORE_TOP = 3  # under --quick: ~15 s each for a demo DCGAN on 2 cores, so the demo stays near 3 min
+QUICK_RESCORE_TOP = 1  # under --quick: the trained winner only (~15 s for a demo DCGAN on 2 cores), so the demo stays under 3 min
 SEARCH_SHARE = 0.75  # of --budget: the search's; the final phase gets what the search left
 
 
@@ -102,11 +103,15 @@ def build_parser() -> Parser:
     data.add_argument("--subset", type=positive_int, help="use only the first N training images")
     # loader options, saved in sweep.json (so --resume reloads the same data); a dataset that
     # doesn't take one says so
-    data.add_argument("--image-size", type=positive_int,
-                      help="side of the square images that celeba, celeba_split and the folder datasets make (default 64)")
+    data.add_argument("--image-size", type=image_size, metavar="N|HxW",
+                      help="size of the images that celeba, celeba_split and the folder datasets make: N for N x N "
+                           "(default 64) or HxW, e.g. 64x128 (64 high, 128 wide)")
     data.add_argument("--fit", choices=["crop", "pad", "stretch"],
-                      help="how celeba and folder images become square: center crop (default), pad with the border "
-                           "colour (signatures), or stretch")
+                      help="how celeba and folder images take that size: center crop to its aspect ratio (default), "
+                           "pad with the border colour (signatures), or stretch")
+    data.add_argument("--heldout-fraction", type=fraction, metavar="F",
+                      help="folder datasets without test/ (or val/) folders: the share of images held out for "
+                           "evaluation, chosen by a fixed seed (default 0.1)")
     data.add_argument("--classes", help="comma-separated classes to keep: CIFAR-10 names for cifar10 (e.g. cat,dog; "
                                         "cifar10_cats_dogs' default), or attribute names for celeba's labels")
     data.add_argument("--attribute", help="celeba_split's attribute: domain A without it, B with it (default Eyeglasses)")
@@ -523,6 +528,15 @@ def final_steps(spec: SweepSpec, spent: int) -> int:
     return spec.final_steps or max(0, spec.budget - spent) // spec.final_top
 
 
+def final_resources(resources: Resources, final_top: int, local: bool) -> Resources:
+    """On this machine's own Ray the final phase's few CPU trials share all its cores (torch's
+    threads follow cpus_per_worker): a lone final trial would otherwise train on one core while
+    the others idle. On a cluster a trial can't span nodes, so it keeps the sweep's resources."""
+    if not local or resources.gpus_per_worker > 0 or not resources.in_process:
+        return resources
+    return replace(resources, cpus_per_worker=max(resources.cpus_per_worker, (os.cpu_count() or 1) // final_top))
+
+
 def final_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settings: TrialSettings):
     """The final phase, once the search has finished: the top --final-top configurations continue
     from their best checkpoints for --final-steps more steps (under --budget, what the search left
@@ -793,8 +807,9 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.features import feature_network
 
     data = load_dataset(spec.dataset, spec.data_root, spec.subset, spec.data_options)
-    log(f"dataset {data.name}: {len(data.train_x)} training / {len(data.test_x)} held-out images "
-        f"of shape {data.shape} from {data.source}")
+    val = "" if data.val_x is None else f"{len(data.val_x)} validation (what trials are scored on) / "
+    log(f"dataset {data.name}: {len(data.train_x)} training / {val}{len(data.test_x)} held-out images "
+        f"of shape {data.shape} from {data.source}; split {data.split}")
     family = get_family(spec.model)
     family.check_data(data.info())
     check_hyperparameters(family, data, spec)  # e.g. --set normal_class=12 fails here
@@ -817,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"choose another --storage") from None
 
     # decoded once per sweep; trials read them from the object store (zero-copy on each node)
-    refs = {"data_ref": ray.put(data), "feature_ref": ray.put((feature_state, spec.feature_network))}
+    refs = {"data_ref": ray.put(data.evaluated_on_val()), "feature_ref": ray.put((feature_state, spec.feature_network))}
     settings = trial_settings(spec, resources, args.max_failures, exp, refs)
     spec.max_concurrent = args.max_concurrent or default_concurrency(resources, local)
     log(f"experiment {exp}: {spec.trials} trials of up to {spec.max_steps} steps, "
@@ -839,7 +854,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tuner.fit()  # Ctrl-C: Tune stops the trials, saves its state and returns
         if not any(t.tune_status in UNFINISHED for t in load_experiment(exp.uri).trials):
-            final = final_tuner(spec, args, exp, settings)
+            final = final_tuner(spec, args, exp, replace(settings, resources=final_resources(
+                settings.resources, spec.final_top, local)))
             if final:
                 final.fit()
             if args.rescore_top and spec.objectives:
@@ -869,17 +885,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_hyperparameters(family, data, spec: SweepSpec) -> None:
     """What the family refuses of its hyperparameters on this data (prepare_data: a normal_class the
-    data lacks, an unknown diffaug policy), before Ray starts: the values the space and --set fix,
-    then each value of a choice it searches, with the fixed ones."""
+    data lacks, an unknown diffaug policy; the loop: an unknown augment), before Ray starts: the
+    values the space and --set fix, then each value of a choice it searches, with the fixed ones."""
     from search_spaces import read_space
+    from trainables.augment import augment_policies
+
+    def check(hp: dict) -> None:
+        family.prepare_data(data, hp)
+        augment_policies(hp["augment"])
 
     space = read_space(spec.space_toml, set(family.defaults), spec.space_file, spec.overrides)
     fixed = {**family.defaults, **{name: value for name, value in space.items() if not isinstance(value, dict)}}
-    family.prepare_data(data, fixed)
+    check(fixed)
     for name, table in space.items():
         if isinstance(table, dict) and table["distribution"] == "choice":
             for value in table["values"]:
-                family.prepare_data(data, {**fixed, name: value})
+                check({**fixed, name: value})
 
 
 def rescore_winners(exp: Location, top: int, log) -> None:

@@ -257,10 +257,16 @@ def test_images_a_family_cannot_take_are_refused_before_ray_starts(monkeypatch, 
     for i in range(4):
         write_image(icons / f"{i}.png", (30, 30), "RGB")
     storage = tmp_path / "storage"
-    start = time.monotonic()
-    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "image_folder", "--data-root", str(icons),
-                   "--image-size", "30", "--storage", str(storage), timeout=60)
-    assert time.monotonic() - start < 15
-    assert_one_line_error(proc, "dcgan needs square images with a side divisible by 4, got 30x30")
-    assert "Ray dashboard" not in proc.stdout and "experiment" not in proc.stdout
-    assert not storage.exists()
+    for size, shown in (("30", "30x30"), ("32x30", "32x30"), ("30x64", "30x64")):
+        start = time.monotonic()
+        proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "image_folder", "--data-root", str(icons),
+                       "--image-size", size, "--storage", str(storage), timeout=60)
+        assert time.monotonic() - start < 15
+        assert_one_line_error(proc, f"dcgan needs image sides divisible by 4 (its stride product), got {shown}")
+        assert "Ray dashboard" not in proc.stdout and "experiment" not in proc.stdout
+        assert not storage.exists()
+    for size in ("64x", "3x64", "64x2000", "64x128x3", "big"):  # refused by the option itself
+        proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "image_folder", "--data-root", str(icons),
+                       "--image-size", size, "--storage", str(storage), timeout=60)
+        assert_one_line_error(proc, "--image-size")
+        assert not storage.exists()

@@ -116,3 +116,33 @@ def test_a_bad_policy_is_refused_before_ray_starts(tmp_path, space_text):
                    "--storage", str(tmp_path / "exp"))
     assert_one_line_error(proc, "diffaug", "unknown 'blur'")
     assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("name", ["cyclegan", "sketch2image"])
+def test_the_translators_discriminators_see_real_and_translated_images_augmented(name):
+    """CycleGAN's two discriminators and sketch2image's conditional one: under a policy no image
+    they see is a real or a translated image as it was; without one, both are seen unchanged."""
+    family = get_family(name)
+    data = load_dataset("digits_edges")
+    hp = {**family.defaults, "width": 8, "width_d": 8, "latent_dim": 8, "n_blocks": 1, "batch_size": 8}
+    torch.manual_seed(0)
+    modules = family.build(hp, data.info())
+    optimizers = family.optimizers(modules, hp)
+    D = modules["discriminators" if name == "cyclegan" else "discriminator"]
+    G = modules["generators" if name == "cyclegan" else "translator"]
+    seen, made = [], []
+    for d in ([D.a, D.b] if name == "cyclegan" else [D]):
+        d.register_forward_pre_hook(lambda _, args: seen.append(args[-1].detach().clone()))
+    G.register_forward_hook(lambda _, __, out: made.append(out["fake_b"] if isinstance(out, dict) else out))
+    batch = {"x": to_float(torch.from_numpy(data.train_x[:8])), "y": torch.from_numpy(data.train_y[:8]),
+             "a": to_float(torch.from_numpy(data.train_a[:8]))}
+    for policy, augmented in (("none", False), ("color+translation+cutout", True)):
+        seen.clear(), made.clear()
+        losses = family.train_step(modules, optimizers, batch, {**hp, "diffaug": policy})
+        assert all(math.isfinite(float(v)) for v in losses.values())
+        images = torch.cat([s.reshape(-1, *s.shape[-2:]) for s in seen])  # every image plane D saw
+        real = batch["x"].reshape(-1, *batch["x"].shape[-2:])
+        fake = made[0].detach().reshape(-1, *made[0].shape[-2:])
+        real_seen = any(torch.equal(images[i], real[j]) for i in range(len(images)) for j in range(3))
+        fake_seen = any(torch.equal(images[i], fake[j]) for i in range(len(images)) for j in range(3))
+        assert real_seen == fake_seen == (not augmented), (name, policy, real_seen, fake_seen)

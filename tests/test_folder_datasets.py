@@ -167,6 +167,8 @@ def test_celeba_attributes_and_partition(tmp_path):
     picked = load_dataset("celeba", tmp_path, options={"image_size": 16, "classes": "Smiling,Eyeglasses"})
     assert picked.classes == ["Smiling", "Eyeglasses"] and picked.train_y.shape == (24, 2)
     assert (picked.train_y[:, 1] == glasses).all() and picked.shape == (3, 16, 16)
+    wide = load_dataset("celeba", tmp_path, options={"image_size": "16x32"})  # non-square: 16 high, 32 wide
+    assert wide.shape == (3, 16, 32) and (wide.train_y == data.train_y).all()
 
 
 def test_celeba_split_by_attribute(tmp_path):

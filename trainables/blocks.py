@@ -16,17 +16,22 @@ from trainables.family import ModelFamily, pixel_device, seeded_normal, update
 
 # --- what the conv families need of their images -------------------------------------------------
 
-def check_side(family: str, shape, multiple: int, square: bool = True) -> None:
+def check_side(family: str, shape, multiple: int) -> None:
     """Refuse images whose sides `multiple` does not divide (e.g. 4: two stride-2 downsamplings that
-    the upsampling must undo exactly); `square` refuses unequal sides as well."""
+    the upsampling must undo exactly). Height and width may differ (e.g. 64x128 signatures)."""
     _, height, width = shape
-    if (square and height != width) or height % multiple or width % multiple:
-        rule = "square images with a side" if square else "image sides"
-        raise BadInput(f"{family} needs {rule} divisible by {multiple}, got {height}x{width}")
+    if height % multiple or width % multiple:
+        raise BadInput(f"{family} needs image sides divisible by {multiple} (its stride product), got {height}x{width}; "
+                       f"choose another --image-size")
+
+
+def sides(size) -> tuple[int, int]:
+    """A module's image size: a side N (square) or (height, width)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def check_domain_sides(family: str, info: dict, multiple: int) -> None:
-    """Two-domain data for a translator: both domains square, of one side that `multiple` divides."""
+    """Two-domain data for a translator: both domains of one size, with sides that `multiple` divides."""
     shape_a, shape_b = list(info["shape_a"] or info["shape"]), list(info["shape"])
     check_side(family, shape_a, multiple)
     check_side(family, shape_b, multiple)
@@ -58,35 +63,38 @@ def grid_rows(*rows: torch.Tensor, blocks: int = 4, nrow: int = 8) -> torch.Tens
 
 class ConvGenerator(nn.Module):
     """DCGAN's generator (Radford et al. 2015): a linear projection of z to 2 * width maps of a
-    quarter of the side, then two stride-2 transposed convs to `channels` maps in [-1, 1]."""
+    quarter of each side, then two stride-2 transposed convs to `channels` maps in [-1, 1].
+    `size`: a side N or (height, width)."""
 
-    def __init__(self, latent_dim: int, channels: int, size: int, width: int):
+    def __init__(self, latent_dim: int, channels: int, size, width: int):
         super().__init__()
-        self.latent_dim, self.start = latent_dim, size // 4
+        height, wide = sides(size)
+        self.latent_dim, self.start = latent_dim, (height // 4, wide // 4)
         self.project = nn.Sequential(
-            nn.Linear(latent_dim, 2 * width * self.start ** 2, bias=False),
-            nn.BatchNorm1d(2 * width * self.start ** 2), nn.ReLU())
+            nn.Linear(latent_dim, 2 * width * self.start[0] * self.start[1], bias=False),
+            nn.BatchNorm1d(2 * width * self.start[0] * self.start[1]), nn.ReLU())
         self.upsample = nn.Sequential(
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
             nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.upsample(self.project(z).view(len(z), -1, self.start, self.start))
+        return self.upsample(self.project(z).view(len(z), -1, *self.start))
 
 
-def conv_encoder(channels: int, size: int, width: int, out_features: int) -> nn.Sequential:
+def conv_encoder(channels: int, size, width: int, out_features: int) -> nn.Sequential:
     """DCGAN's discriminator body: two stride-2 convs, then a linear map to `out_features` (one
-    logit, a latent vector or an embedding)."""
+    logit, a latent vector or an embedding). `size`: a side N or (height, width)."""
+    height, wide = sides(size)
     return nn.Sequential(
         nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
         nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-        nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, out_features))
+        nn.Flatten(), nn.Linear(2 * width * (height // 4) * (wide // 4), out_features))
 
 
 class ConvDiscriminator(nn.Module):
     """DCGAN's discriminator: one real/fake logit per image."""
 
-    def __init__(self, channels: int, size: int, width: int):
+    def __init__(self, channels: int, size, width: int):
         super().__init__()
         self.net = conv_encoder(channels, size, width, 1)
 
@@ -314,7 +322,7 @@ class AdversarialFamily(ModelFamily):
     what differs (a conditional GAN its generation, a Siamese GAN its step)."""
 
     metric_descriptions = {**ModelFamily.metric_descriptions, **ADVERSARIAL_LOSSES}
-    side_multiple: int | None = None  # conv families: square images with a side this divides (check_data)
+    side_multiple: int | None = None  # conv families: image sides this divides (check_data)
 
     def check_data(self, info):
         super().check_data(info)

@@ -62,3 +62,25 @@ def non_negative_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
     return value
+
+
+def image_size(text: str) -> int | str:
+    """--image-size: N or HxW, checked as the loaders check it; a square is kept as its side (int), else 'HxW'."""
+    from trainables.datasets.folder_datasets import parse_size
+    from trainables.errors import BadInput
+
+    try:
+        height, width = parse_size(text)
+    except BadInput as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return height if height == width else f"{height}x{width}"
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value

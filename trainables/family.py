@@ -39,8 +39,12 @@ FAMILIES: dict[str, "ModelFamily"] = {}  # read through trainables.models (get_f
 DATA_KINDS = ("images", "paired", "unpaired")
 
 
+LOOP_DEFAULTS = {"augment": "none"}  # hyperparameters the shared loop reads, in every family's defaults
+
+
 def register_family(cls: type["ModelFamily"]) -> type["ModelFamily"]:
     check_family(cls)
+    cls.defaults = {**cls.defaults, **{k: v for k, v in LOOP_DEFAULTS.items() if k not in cls.defaults}}
     FAMILIES[cls.name] = cls()
     return cls
 

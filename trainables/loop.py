@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainables.augment import augment_batch, background
 from trainables.checkpoints import load_training_state, read_json, save_checkpoint
 from trainables.family import inference_cost, loss_scaling
 from trainables.features import Evaluator, to_float
@@ -186,12 +187,15 @@ def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> Non
     elif step >= loop.max_steps:  # PBT started this trial from one that had finished: its last report
         reporter.report(step, {}, math.nan, evaluate=True, checkpoint=True)
 
+    augment = hp.get("augment", "none")  # training-time augmentation; rotations fill with each domain's background
+    fills = {key: background(images) for key, images in (("x", data.train_x), ("a", data.train_a)) if images is not None}
     # fp16 needs its losses scaled (bf16 has fp32's range); the scale starts anew on a resume
     scaler = torch.amp.GradScaler(device.type) if loop.precision == "fp16" else None
     sums: dict[str, float] = {}
     interval_start, interval_steps = time.perf_counter(), 0
     while step < loop.max_steps:
-        batch = next_batch(data, family, batches, batches_a, device, loop.channels_last)
+        batch = augment_batch(next_batch(data, family, batches, batches_a, device, loop.channels_last),
+                              augment, family.data_kind == "paired", fills)
         with autocast(device, loop.precision), loss_scaling(scaler):
             losses = family.train_step(wrapped, optimizers, batch, hp)
         if scaler:

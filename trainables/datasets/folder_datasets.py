@@ -36,7 +36,25 @@ from trainables.datasets.registry import DatasetError, ImageData, cache_dir, reg
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 FITS = ("crop", "pad", "stretch")
 DECODE_VERSION = 1  # bump when decoding changes, so old cache entries are not read
-HOLDOUT = 0.1  # share of images held out when a layout has no test folder
+HOLDOUT = 0.1  # share of images held out when a layout has no test folder (--heldout-fraction)
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+def parse_size(value) -> tuple[int, int]:
+    """--image-size: N (a square), 'HxW' (e.g. '64x128': 64 high, 128 wide) or [H, W] -> (H, W)."""
+    try:
+        if isinstance(value, str):
+            parts = [int(v) for v in value.lower().split("x")]
+        else:
+            parts = [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+        if isinstance(value, float) or len(parts) not in (1, 2):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DatasetError(f"image size must be N or HxW (e.g. 64 or 64x128), got {value!r}") from None
+    height, width = parts * 2 if len(parts) == 1 else parts
+    if not (4 <= height <= 1024 and 4 <= width <= 1024):
+        raise DatasetError(f"image sides must be whole numbers from 4 to 1024, got {height}x{width}")
+    return height, width
 
 
 # --- decoding image files, once, with a cache --------------------------------------------------
@@ -58,38 +76,40 @@ def image_files(folder: Path, what: str) -> list[Path]:
     return files
 
 
-def _fit(img, size: int, fit: str):
-    """A PIL RGB image -> size x size: center `crop` to a square, `pad` to one (with the border's
-    median colour, e.g. a signature's paper), or `stretch`."""
+def _fit(img, size: tuple[int, int], fit: str):
+    """A PIL RGB image -> (height, width) `size`: center `crop` to its aspect ratio, `pad` to it
+    (with the border's median colour, e.g. a signature's paper), or `stretch`."""
     from PIL import Image
 
+    height, width = size
     w, h = img.size
     if fit == "stretch":
-        return img.resize((size, size), Image.BICUBIC)
+        return img.resize((width, height), Image.BICUBIC)
     if fit == "crop":
-        side = min(w, h)
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-        return img.resize((size, size), Image.BICUBIC, box=box)
-    scale = size / max(w, h)
+        scale = min(w / width, h / height)
+        cw, ch = width * scale, height * scale
+        box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+        return img.resize((width, height), Image.BICUBIC, box=box)
+    scale = min(width / w, height / h)
     inner = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
     a = np.asarray(img)
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-    out = Image.new("RGB", (size, size), tuple(int(c) for c in np.median(border, axis=0)))
-    out.paste(inner, ((size - inner.width) // 2, (size - inner.height) // 2))
+    out = Image.new("RGB", (width, height), tuple(int(c) for c in np.median(border, axis=0)))
+    out.paste(inner, ((width - inner.width) // 2, (height - inner.height) // 2))
     return out
 
 
-def decode_image(path: Path, size: int, fit: str, halves: bool) -> tuple[np.ndarray, bool]:
-    """One file -> (uint8 RGB (3, size, size), or (2, 3, size, size) for a side-by-side A|B image;
-    whether the file is a grey image). Transparent pixels become white."""
+def decode_image(path: Path, size: tuple[int, int], fit: str, halves: bool) -> tuple[np.ndarray, bool]:
+    """One file -> (uint8 RGB (3, H, W), or (2, 3, H, W) for a side-by-side A|B image; whether the
+    file is a grey image). Transparent pixels become white."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             grey = img.mode in ("1", "L", "LA", "I", "I;16", "F")
             if img.format == "JPEG" and not halves and fit == "crop":  # decode at a reduced scale
-                side = min(img.size)
-                img.draft("RGB", (img.width * size // side, img.height * size // side))
+                scale = max(size[0] / img.height, size[1] / img.width)
+                img.draft("RGB", (int(img.width * scale), int(img.height * scale)))
             if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                 rgba = img.convert("RGBA")
                 img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -121,14 +141,15 @@ def _cache_key(files: list[Path], params: dict) -> str:
     return h.hexdigest()[:24]
 
 
-def decode_images(files: list[Path], size: int, fit: str = "crop", halves: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Files -> (uint8 RGB (N, 3, size, size), or (N, 2, 3, size, size) with `halves`; bool (N,)
-    whether each file is grey). Decoded once; later calls read `cache_dir()/decoded/KEY.npz`."""
+def decode_images(files: list[Path], size, fit: str = "crop", halves: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Files -> (uint8 RGB (N, 3, H, W), or (N, 2, 3, H, W) with `halves`; bool (N,) whether each
+    file is grey), `size` N or HxW (parse_size). Decoded once; later calls read
+    `cache_dir()/decoded/KEY.npz`."""
     if fit not in FITS:
         raise DatasetError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
-    if not isinstance(size, int) or not 4 <= size <= 1024:
-        raise DatasetError(f"image size must be a whole number from 4 to 1024, got {size!r}")
-    path = cache_dir() / "decoded" / f"{_cache_key(files, {'size': size, 'fit': fit, 'halves': halves})}.npz"
+    size = parse_size(size)
+    key = {"size": size[0] if size[0] == size[1] else list(size), "fit": fit, "halves": halves}  # squares: as before
+    path = cache_dir() / "decoded" / f"{_cache_key(files, key)}.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as cached:
@@ -139,7 +160,7 @@ def decode_images(files: list[Path], size: int, fit: str = "crop", halves: bool 
     if long:
         print(f"decoding {len(files)} images from {files[0].parent} (once; cached in {path.parent}) ...",
               file=sys.stderr, flush=True)
-    images = np.empty((len(files), *((2,) if halves else ()), 3, size, size), dtype=np.uint8)
+    images = np.empty((len(files), *((2,) if halves else ()), 3, *size), dtype=np.uint8)
     grey = np.empty(len(files), dtype=bool)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for i, (image, is_grey) in enumerate(pool.map(lambda f: decode_image(f, size, fit, halves), files)):
@@ -163,12 +184,51 @@ def common_channels(*domains: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]
     return [to_grey(images) if grey else images for images, _ in domains]
 
 
-def holdout_split(n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """A deterministic ~10% held out (a seeded permutation of the sorted files), both parts sorted."""
+def check_fraction(fraction) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise DatasetError(f"--heldout-fraction must be a number between 0 and 1, got {fraction!r}")
+    return float(fraction)
+
+
+def holdout_split(n: int, what: str, fraction: float = HOLDOUT) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic share held out (seed 0's permutation of the sorted files: every reload of
+    the data, by --resume, rescore or infer, holds out the same images), both parts sorted."""
+    fraction = check_fraction(fraction)
     if n < 2:
         raise DatasetError(f"{what}: {n} image(s); need at least 2 to hold some out for evaluation")
-    test = np.sort(np.random.default_rng(0).permutation(n)[:max(1, round(n * HOLDOUT))])
+    test = np.sort(np.random.default_rng(0).permutation(n)[:min(n - 1, max(1, round(n * fraction)))])
     return np.setdiff1d(np.arange(n), test), test
+
+
+def seeded_split(fraction: float) -> str:
+    """How a layout without test folders was split (ImageData.split, in sweep.json and checkpoints)."""
+    return f"seeded: {100 * check_fraction(fraction):g}% held out (seed 0)"
+
+
+def pooled_channels(*parts: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    """Decoded (RGB images, grey flags) of one domain's splits -> arrays with one channel count:
+    grey when most of all its images are grey (a small split can't turn the rest RGB)."""
+    grey = np.concatenate([flags for _, flags in parts]).mean() > 0.5
+    return [to_grey(images) if grey else images for images, _ in parts]
+
+
+def no_fraction_with_folders(heldout_fraction, found: dict[str, Path], root: Path) -> None:
+    if heldout_fraction is not None:
+        raise DatasetError(f"{root} has split folders ({', '.join(f.name + '/' for f in found.values())}); "
+                           f"--heldout-fraction applies only to folders without them")
+
+
+def split_folders(root: Path) -> dict[str, Path] | None:
+    """A folder's train/, val/ (or valid/, validation/) and test/ sub-folders: train and at least one
+    of the other two, else None."""
+    found = {split: next((root / n for n in names if (root / n).is_dir()), None) for split, names in SPLIT_FOLDERS.items()}
+    if found["train"] is None or (found["val"] is None and found["test"] is None):
+        return None
+    return {split: folder for split, folder in found.items() if folder is not None}
+
+
+def folder_split(found: dict[str, Path]) -> str:
+    return "folders: " + ", ".join(f"{split} = {folder.name}/" for split, folder in found.items())
 
 
 def parse_names(value, what: str) -> list[str]:
@@ -363,7 +423,7 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray
     return names, attributes, np.array(rows, dtype=np.uint8).reshape(len(names), len(attributes))
 
 
-def read_celeba(root: Path | None, image_size: int, fit: str):
+def read_celeba(root: Path | None, image_size, fit: str):
     """(train_x, train_y, test_x, test_y, attribute names, folder). The split is
     list_eval_partition.txt's (0 = train; 1 valid + 2 test are held out) when present, else a
     deterministic ~10% is held out."""
@@ -396,7 +456,7 @@ def attribute_index(attributes: list[str], name: str) -> int:
 
 @register_dataset("celeba", "CelebA faces (--data-root), center-cropped to --image-size (64), labels = the "
                   "40 attributes (multi-hot); --classes keeps some attributes")
-def celeba(root: Path | None, image_size: int = 64, fit: str = "crop", classes=None) -> ImageData:
+def celeba(root: Path | None, image_size=64, fit: str = "crop", classes=None) -> ImageData:
     train_x, train_y, test_x, test_y, attributes, folder = read_celeba(root, image_size, fit)
     if classes is not None:
         keep = [attribute_index(attributes, a) for a in parse_names(classes, "--classes")]
@@ -406,7 +466,7 @@ def celeba(root: Path | None, image_size: int = 64, fit: str = "crop", classes=N
 
 @register_dataset("celeba_split", "CelebA as two unpaired domains: A = without --attribute (Eyeglasses), "
                   "B = with it; FID/KID use celeba's attribute classifier")
-def celeba_split(root: Path | None, image_size: int = 64, fit: str = "crop", attribute: str = "Eyeglasses") -> ImageData:
+def celeba_split(root: Path | None, image_size=64, fit: str = "crop", attribute: str = "Eyeglasses") -> ImageData:
     """Domain B's labels are its 40 attributes. FID/KID of both domains use the `celeba` feature
     network: a 40-attribute classifier trained on all faces (with and without the attribute) at
     this image size, so both directions of a translation are measured in one space that knows
@@ -436,11 +496,22 @@ def unlabelled(name: str, train_x, test_x, classes: list[str], source: str, **ex
     """Data without labels: every image has the last class (a folder's name, or domain B of two
     domains), and FID/KID use the rotation-prediction feature network (`NAME_rotations`)."""
     label = len(classes) - 1
+    if extra.get("val_x") is not None:
+        extra["val_y"] = np.full(len(extra["val_x"]), label, np.int64)
     return ImageData(name, train_x, np.full(len(train_x), label, np.int64), test_x, np.full(len(test_x), label, np.int64),
                      classes, source, feature_dataset=f"{name}_rotations", **extra)
 
 
 ROTATION_CAP = 5000  # images per domain the rotation classifier learns from
+HALF_TURNS = ("", "rotated 180", "mirrored left to right", "mirrored top to bottom")  # turns that keep H x W
+
+
+def turn(images: np.ndarray, r: int) -> np.ndarray:
+    """Turn r of uint8 (N, C, H, W) images: square ones by r quarter turns; non-square ones, whose
+    shape a quarter turn would change, by HALF_TURNS[r] (a half turn and the two mirror images)."""
+    if images.shape[2] == images.shape[3]:
+        return np.rot90(images, r, axes=(2, 3))
+    return [images, images[:, :, ::-1, ::-1], images[:, :, :, ::-1], images[:, :, ::-1, :]][r]
 
 
 def rotated(data: ImageData, name: str) -> ImageData:
@@ -454,25 +525,32 @@ def rotated(data: ImageData, name: str) -> ImageData:
     domains.append((data.train_x, data.test_x))
     names = list(data.domains) if data.train_a is not None else list(data.classes)
 
-    def turn(split: int) -> tuple[np.ndarray, np.ndarray]:
+    def turned(split: int) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for d, images in enumerate(pair[split] for pair in domains):
             images = images[::max(1, len(images) // ROTATION_CAP)][:ROTATION_CAP]
             for r in range(4):
-                xs.append(np.rot90(images, r, axes=(2, 3)))
+                xs.append(turn(images, r))
                 ys.append(np.full(len(images), d + len(domains) * r, np.int64))
         return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys)
 
-    classes = [n if r == 0 else f"{n} rotated {90 * r}" for r in range(4) for n in names]
-    return ImageData(name, *turn(0), *turn(1), classes, f"{data.source}, turned by 0/90/180/270 degrees")
+    square = data.shape[1] == data.shape[2]
+    turns = [f"rotated {90 * r}" for r in range(4)] if square else list(HALF_TURNS)
+    classes = [n if r == 0 else f"{n} {turns[r]}" for r in range(4) for n in names]
+    how = "turned by 0/90/180/270 degrees" if square else "turned by 0/180 degrees and mirrored"
+    return ImageData(name, *turned(0), *turned(1), classes, f"{data.source}, {how}")
 
 
 @register_dataset("unpaired_folders", "two unpaired domains from --data-root DIR with trainA/ trainB/ "
                   "[testA/ testB/] (CycleGAN's layout), resized to --image-size (64)")
-def unpaired_folders(root: Path | None, image_size: int = 64, fit: str = "crop", swap_domains: bool = False) -> ImageData:
-    """Domain A -> B (trainB is the target, `train_x`); without testA/testB ~10% of each is held out.
-    The domains are named after the folder (horse2zebra) or A and B."""
+def unpaired_folders(root: Path | None, image_size=64, fit: str = "crop", swap_domains: bool = False,
+                     heldout_fraction: float | None = None) -> ImageData:
+    """Domain A -> B (trainB is the target, `train_x`); without testA/testB a seeded share of each
+    (--heldout-fraction) is held out. The domains are named after the folder (horse2zebra) or A and B."""
     root = need_root("unpaired_folders", root, "a folder with trainA/ and trainB/ (and optionally testA/ testB/)")
+    if heldout_fraction is not None and all((root / f"test{d}").is_dir() for d in ("A", "B")):
+        raise DatasetError(f"{root} has testA/ and testB/; --heldout-fraction applies only to folders without them")
+    heldout_fraction = HOLDOUT if heldout_fraction is None else heldout_fraction
     split = {}
     for d in ("A", "B"):
         if not (root / f"train{d}").is_dir():
@@ -483,14 +561,17 @@ def unpaired_folders(root: Path | None, image_size: int = 64, fit: str = "crop",
             test = image_files(root / f"test{d}", "unpaired_folders")
             split[d] = (decode_images(files, image_size, fit), decode_images(test, image_size, fit))
         else:
-            (images, grey), (train, test) = decode_images(files, image_size, fit), holdout_split(len(files), f"train{d}")
+            (images, grey), (train, test) = (decode_images(files, image_size, fit),
+                                             holdout_split(len(files), f"train{d}", heldout_fraction))
             split[d] = ((images[train], grey[train]), (images[test], grey[test]))
+    how = {d: "test" if (root / f"test{d}").is_dir() else seeded_split(heldout_fraction) for d in ("A", "B")}
     train_a, test_a, train_b, test_b = common_channels(split["A"][0], split["A"][1], split["B"][0], split["B"][1])
     domains = domain_names(root, ("A", "B"))
     if swap_domains:
         train_a, test_a, train_b, test_b, domains = train_b, test_b, train_a, test_a, domains[::-1]
     return unlabelled("unpaired_folders", train_b, test_b, list(domains), f"{root}: {domains[0]} -> {domains[1]}",
-                      train_a=train_a, test_a=test_a, paired=False, domains=domains)
+                      train_a=train_a, test_a=test_a, paired=False, domains=domains,
+                      split="; ".join(f"{d}: {'folder test' + d + '/' if v == 'test' else v}" for d, v in how.items()))
 
 
 SOURCE_WORDS = ("sketch", "edge", "label", "input", "source", "line", "mask", "seg", "draw")
@@ -504,7 +585,8 @@ def matching_folders(root: Path, folders) -> tuple[Path, Path] | None:
         if len(names) != 2:
             raise DatasetError(f"--folders takes two folder names (domain A, domain B), got {len(names)}")
         return root / names[0], root / names[1]
-    subs = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name not in ("train", "val", "test")]
+    splits = {name for names in SPLIT_FOLDERS.values() for name in names}
+    subs = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name not in splits]
     stems = {p: {f.stem for f in list_images(p)} for p in subs}
     pairs = [(a, b) for i, a in enumerate(subs) for b in subs[i + 1:] if stems[a] and stems[a] == stems[b]]
     if len(pairs) != 1:
@@ -513,7 +595,7 @@ def matching_folders(root: Path, folders) -> tuple[Path, Path] | None:
     return (b, a) if any(w in b.name.lower() for w in SOURCE_WORDS) and not any(w in a.name.lower() for w in SOURCE_WORDS) else (a, b)
 
 
-def _paired_from_folders(root: Path, folder_a: Path, folder_b: Path, image_size: int, fit: str):
+def _paired_from_folders(root: Path, folder_a: Path, folder_b: Path, image_size, fit: str, heldout_fraction: float):
     files_a, files_b = image_files(folder_a, "paired_folders"), image_files(folder_b, "paired_folders")
     by_stem_a, by_stem_b = {f.stem: f for f in files_a}, {f.stem: f for f in files_b}
     for folder, files, by_stem in ((folder_a, files_a, by_stem_a), (folder_b, files_b, by_stem_b)):
@@ -527,93 +609,133 @@ def _paired_from_folders(root: Path, folder_a: Path, folder_b: Path, image_size:
                            f"{unmatched[0]!r} is missing from {where}")
     stems = sorted(by_stem_a)
     a, b = (decode_images([d[s] for s in stems], image_size, fit) for d in (by_stem_a, by_stem_b))
-    train, test = holdout_split(len(stems), "paired_folders")
+    train, test = holdout_split(len(stems), "paired_folders", heldout_fraction)
     a_x, b_x = common_channels(a, b)
-    return a_x[train], a_x[test], b_x[train], b_x[test], (folder_a.name, folder_b.name), f"{folder_a} -> {folder_b}"
+    parts = {"train": (a_x[train], b_x[train]), "test": (a_x[test], b_x[test])}
+    return parts, (folder_a.name, folder_b.name), f"{folder_a} -> {folder_b}", seeded_split(heldout_fraction)
 
 
-def _paired_side_by_side(root: Path, image_size: int, fit: str):
-    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    if test_dir is None:
+def _paired_side_by_side(root: Path, image_size, fit: str):
+    found = split_folders(root)
+    if found is None:
         raise DatasetError(f"paired_folders: side-by-side images need {root / 'train'} and {root / 'test'} or "
                            f"{root / 'val'}")
-    parts = []
-    for folder in (root / "train", test_dir):
-        files = image_files(folder, "paired_folders")
-        images, grey = decode_images(files, image_size, fit, halves=True)
-        parts.append((images, grey))
-    (train, train_grey), (test, test_grey) = parts
-    # side-by-side images share one mode: both halves take the majority's channels
-    train_a, test_a, train_b, test_b = common_channels((train[:, 0], train_grey), (test[:, 0], test_grey),
-                                                       (train[:, 1], train_grey), (test[:, 1], test_grey))
-    return train_a, test_a, train_b, test_b, domain_names(root, ("A", "B")), f"{root} (A|B side by side)"
+    decoded = {split: decode_images(image_files(folder, "paired_folders"), image_size, fit, halves=True)
+               for split, folder in found.items()}
+    # side-by-side images share one mode: both halves of every split take the majority's channels
+    halves = pooled_channels(*((images[:, half], grey) for half in (0, 1) for images, grey in decoded.values()))
+    n = len(decoded)
+    parts = {split: (halves[i], halves[n + i]) for i, split in enumerate(decoded)}
+    return parts, domain_names(root, ("A", "B")), f"{root} (A|B side by side)", folder_split(found)
+
+
+def held_out_parts(parts: dict) -> tuple:
+    """A layout's splits -> (train, test, val): test is test/ (else val/), val is val/ only where
+    test/ exists too (a sweep then evaluates on val, rescore and infer on test)."""
+    test = parts.get("test", parts.get("val"))
+    return parts["train"], test, parts.get("val") if "test" in parts else None
 
 
 @register_dataset("paired_folders", "paired images from --data-root DIR: two folders with matching file names "
                   "(e.g. sketches/ photos/; --folders A,B names them) or pix2pix's side-by-side A|B images "
-                  "in train/ and test/ or val/")
-def paired_folders(root: Path | None, image_size: int = 64, fit: str = "crop", folders=None,
-                   swap_domains: bool = False) -> ImageData:
+                  "in train/ and test/ and/or val/")
+def paired_folders(root: Path | None, image_size=64, fit: str = "crop", folders=None,
+                   swap_domains: bool = False, heldout_fraction: float | None = None) -> ImageData:
     """train_a[i] (domain A, e.g. the sketch) is the source of train_x[i] (domain B, the photo).
-    Two folders: pairs by file stem, ~10% held out; side by side: the left half is A."""
+    Two folders: pairs by file stem, a seeded share (--heldout-fraction) held out; side by side:
+    the left half is A, in train/, val/ and test/ folders."""
     root = need_root("paired_folders", root, "two folders with matching file names, or train/ and test/ "
                                              "with side-by-side A|B images")
     found = matching_folders(root, folders)
     if found is not None:
-        train_a, test_a, train_b, test_b, domains, source = _paired_from_folders(root, *found, image_size, fit)
+        parts, domains, source, split = _paired_from_folders(root, *found, image_size, fit,
+                                                             HOLDOUT if heldout_fraction is None else heldout_fraction)
     elif (root / "train").is_dir():
-        train_a, test_a, train_b, test_b, domains, source = _paired_side_by_side(root, image_size, fit)
+        if split_folders(root):
+            no_fraction_with_folders(heldout_fraction, split_folders(root), root)
+        parts, domains, source, split = _paired_side_by_side(root, image_size, fit)
     else:
         raise DatasetError(f"paired_folders: {root} has neither two sub-folders with matching file names "
                            f"(or name them: --folders A,B) nor train/ with side-by-side A|B images")
     if swap_domains:
-        train_a, test_a, train_b, test_b, domains = train_b, test_b, train_a, test_a, domains[::-1]
+        parts, domains = {k: (b, a) for k, (a, b) in parts.items()}, domains[::-1]
+    (train_a, train_b), (test_a, test_b), val = held_out_parts(parts)
     return unlabelled("paired_folders", train_b, test_b, list(domains), source, train_a=train_a, test_a=test_a,
-                      paired=True, domains=domains)
+                      paired=True, domains=domains, split=split, val_x=None if val is None else val[1],
+                      val_a=None if val is None else val[0])
+
+
+def class_groups(folder: Path, single: str) -> dict[str, list[Path]]:
+    """A folder's image files by class: images directly in it are one class named `single`; else
+    each sub-folder with images is a class (torchvision's ImageFolder layout)."""
+    top = list_images(folder)
+    if top:
+        return {single: top}
+    subs = [p for p in sorted(folder.iterdir()) if p.is_dir()]
+    groups = {p.name: files for p in subs if (files := list_images(p))}
+    if not groups:
+        raise DatasetError(f"image_folder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder} "
+                           f"or its sub-folders")
+    return groups
 
 
 @register_dataset("image_folder", "any folder of images (--data-root DIR, e.g. signatures): any size and mode, "
-                  "grey or RGB as most are, --fit crop|pad|stretch to --image-size (64); sub-folders = classes")
-def image_folder(root: Path | None, image_size: int = 64, fit: str = "crop") -> ImageData:
+                  "grey or RGB as most are, --fit crop|pad|stretch to --image-size (64, or HxW); sub-folders = "
+                  "classes; train/ val/ test/ sub-folders = the splits")
+def image_folder(root: Path | None, image_size=64, fit: str = "crop", heldout_fraction: float | None = None) -> ImageData:
     """Images directly in the folder form one class; otherwise each sub-folder with images is a
-    class (torchvision's ImageFolder layout). A deterministic ~10% is held out."""
+    class (torchvision's ImageFolder layout). With train/, val/ (or valid/) and test/ sub-folders,
+    each laid out so, those are the splits; otherwise a seeded share (--heldout-fraction) is held out."""
     root = need_root("image_folder", root, "a folder of images, or of class sub-folders of images")
-    top = list_images(root)
-    if top:
-        groups = {root.resolve().name: top}
+    name = root.resolve().name
+    found = split_folders(root)
+    if found is None:
+        groups = {"all": class_groups(root, name)}
     else:
-        subs = [p for p in sorted(root.iterdir()) if p.is_dir()]
-        groups = {p.name: files for p in subs if (files := list_images(p))}
-        if not groups:
-            raise DatasetError(f"image_folder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root} "
-                               f"or its sub-folders")
-    files = [f for group in groups.values() for f in group]
-    labels = np.concatenate([np.full(len(g), i, np.int64) for i, g in enumerate(groups.values())])
-    images = common_channels(decode_images(files, image_size, fit))[0]
-    train, test = holdout_split(len(files), "image_folder")
-    if len(groups) == 1:
-        return unlabelled("image_folder", images[train], images[test], list(groups), str(root))
-    return ImageData("image_folder", images[train], labels[train], images[test], labels[test], list(groups),
-                     str(root))
+        no_fraction_with_folders(heldout_fraction, found, root)
+        groups = {split: class_groups(folder, name) for split, folder in found.items()}
+    classes = list(groups.get("train", groups.get("all")))
+    for split, group in groups.items():
+        unknown = sorted(set(group) - set(classes))
+        if unknown:
+            raise DatasetError(f"image_folder: {found[split]} has class {unknown[0]!r}, which train/ lacks")
+    files = {split: [f for files in group.values() for f in files] for split, group in groups.items()}
+    labels = {split: np.concatenate([np.full(len(files), classes.index(c), np.int64) for c, files in group.items()])
+              for split, group in groups.items()}
+    images = dict(zip(files, pooled_channels(*(decode_images(f, image_size, fit) for f in files.values()))))
+    if found is None:
+        heldout_fraction = HOLDOUT if heldout_fraction is None else heldout_fraction
+        train, test = holdout_split(len(files["all"]), "image_folder", heldout_fraction)
+        parts = {"train": (images["all"][train], labels["all"][train]), "test": (images["all"][test], labels["all"][test])}
+        split = seeded_split(heldout_fraction)
+    else:
+        parts, split = {s: (images[s], labels[s]) for s in images}, folder_split(found)
+    (train_x, train_y), (test_x, test_y), val = held_out_parts(parts)
+    val_x = None if val is None else val[0]
+    if len(classes) == 1:
+        return unlabelled("image_folder", train_x, test_x, classes, str(root), split=split, val_x=val_x)
+    return ImageData("image_folder", train_x, train_y, test_x, test_y, classes, str(root), split=split,
+                     val_x=val_x, val_y=None if val is None else val[1])
 
 
 # the feature networks' data of the datasets without labels (see `rotated`)
 
 @register_dataset("image_folder_rotations", "image_folder's images turned by 0/90/180/270 degrees: the data of "
                   "its FID/KID feature network (rotation prediction)")
-def image_folder_rotations(root: Path | None, image_size: int = 64, fit: str = "crop") -> ImageData:
-    return rotated(image_folder(root, image_size, fit), "image_folder_rotations")
+def image_folder_rotations(root: Path | None, image_size=64, fit: str = "crop", heldout_fraction: float | None = None) -> ImageData:
+    return rotated(image_folder(root, image_size, fit, heldout_fraction), "image_folder_rotations")
 
 
 @register_dataset("unpaired_folders_rotations", "both domains of unpaired_folders turned by 0/90/180/270 degrees: "
                   "the data of its FID/KID feature network")
-def unpaired_folders_rotations(root: Path | None, image_size: int = 64, fit: str = "crop",
-                               swap_domains: bool = False) -> ImageData:
-    return rotated(unpaired_folders(root, image_size, fit, swap_domains), "unpaired_folders_rotations")
+def unpaired_folders_rotations(root: Path | None, image_size=64, fit: str = "crop",
+                               swap_domains: bool = False, heldout_fraction: float | None = None) -> ImageData:
+    return rotated(unpaired_folders(root, image_size, fit, swap_domains, heldout_fraction), "unpaired_folders_rotations")
 
 
 @register_dataset("paired_folders_rotations", "both domains of paired_folders turned by 0/90/180/270 degrees: "
                   "the data of its FID/KID feature network")
-def paired_folders_rotations(root: Path | None, image_size: int = 64, fit: str = "crop", folders=None,
-                             swap_domains: bool = False) -> ImageData:
-    return rotated(paired_folders(root, image_size, fit, folders, swap_domains), "paired_folders_rotations")
+def paired_folders_rotations(root: Path | None, image_size=64, fit: str = "crop", folders=None,
+                             swap_domains: bool = False, heldout_fraction: float | None = None) -> ImageData:
+    return rotated(paired_folders(root, image_size, fit, folders, swap_domains, heldout_fraction),
+                   "paired_folders_rotations")

@@ -40,6 +40,10 @@ class ImageData:
     paired: bool = False  # train_a[i] is the source of train_x[i] (same length, same order)
     domains: tuple[str, str] = ("image", "image")  # names of domain A and domain B
     feature_dataset: str | None = None  # dataset whose classifier FID/KID use (default: this one)
+    val_x: np.ndarray | None = None  # a folder's val/ split, what a sweep evaluates on (None: test_x)
+    val_y: np.ndarray | None = None
+    val_a: np.ndarray | None = None
+    split: str = "the dataset's own"  # how the held-out images were chosen (sweep.json, checkpoints)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -54,7 +58,19 @@ class ImageData:
         return {"name": self.name, "shape": list(self.shape), "classes": list(self.classes),
                 "multilabel": self.multilabel, "paired": self.paired, "domains": list(self.domains),
                 "shape_a": list(self.train_a.shape[1:]) if self.train_a is not None else None,
-                "source": self.source}
+                "source": self.source, "split": self.split,
+                "sizes": {"train": len(self.train_x), "val": None if self.val_x is None else len(self.val_x),
+                          "test": len(self.test_x)}}
+
+    def evaluated_on_val(self) -> "ImageData":
+        """What a sweep's trials see: the val/ split in the held-out place (test_x ...), so a sweep
+        chooses its winners on val, while rescore and infer, which load the data again, measure
+        on test. Data without a val split is returned as it is."""
+        if self.val_x is None:
+            return self
+        return replace(self, test_x=self.val_x, test_y=self.val_y,
+                       test_a=self.test_a if self.val_a is None else self.val_a, val_x=None, val_y=None, val_a=None,
+                       split=f"{self.split}; evaluated on val")
 
     def subset(self, n_train: int | None) -> "ImageData":
         if not n_train or n_train >= len(self.train_x):

@@ -33,7 +33,7 @@ class LabelEmbedding(nn.Module):
 
 class Generator(nn.Module):
     def __init__(self, latent_dim: int, embed_dim: int, num_classes: int, multilabel: bool,
-                 channels: int, size: int, width: int):
+                 channels: int, size, width: int):
         super().__init__()
         self.num_classes, self.multilabel = num_classes, multilabel
         self.embed = LabelEmbedding(num_classes, embed_dim, multilabel)
@@ -51,7 +51,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, embed_dim: int, num_classes: int, multilabel: bool, channels: int, size: int, width: int):
+    def __init__(self, embed_dim: int, num_classes: int, multilabel: bool, channels: int, size, width: int):
         super().__init__()
         self.embed = LabelEmbedding(num_classes, embed_dim, multilabel)
         self.net = ConvDiscriminator(channels + embed_dim, size, width)
@@ -89,7 +89,7 @@ class CGAN(AdversarialFamily):
 
     def build(self, hp, info):
         self.check_data(info)
-        channels, size, _ = info["shape"]
+        channels, *size = info["shape"]
         k, multi = len(info["classes"]), bool(info["multilabel"])
         return {"generator": init_weights(Generator(hp["latent_dim"], hp["embed_dim"], k, multi, channels, size,
                                                     hp["width"])),

@@ -6,7 +6,7 @@ domains to have the same channels; it is skipped otherwise).
 
 G and F live in one module and so do the two discriminators: under DDP each wrapped module then
 runs one forward per backward (the generator module computes the whole cycle in one call).
-Works for any square size divisible by 4.
+Works for any size with sides divisible by 4.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import math
 import torch
 from torch import nn
 
-from trainables.blocks import (ADVERSARIAL_LOSSES, ImagePool, check_domain_sides, grid_rows, init_weights,
-                               patch_discriminator, two_adams)
+from trainables.blocks import (ADVERSARIAL_LOSSES, ImagePool, check_domain_sides, diff_augment, diffaug_policies,
+                               grid_rows, init_weights, patch_discriminator, two_adams)
 from trainables.family import EvalResult, ModelFamily, register_family, update
 
 
@@ -104,13 +104,17 @@ class CycleGAN(ModelFamily):
         "loss_idt": "identity loss (a target-domain image passed through its generator stays itself)",
     }
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "lambda_cycle": 10.0, "lambda_identity": 0.5,
-                "width": 16, "n_blocks": 3, "width_d": 32, "pool_size": 50, "batch_size": 16}
+                "width": 16, "n_blocks": 3, "width_d": 32, "pool_size": 50, "batch_size": 16, "diffaug": "none"}
     mutable = ("lr_g", "lr_d")
     inference_modes = ("translate",)
 
     def check_data(self, info):
         super().check_data(info)
         check_domain_sides(self.name, info, 4)
+
+    def prepare_data(self, data, hp):
+        diffaug_policies(hp.get("diffaug", "none"))  # an unknown policy fails before training
+        return data
 
     def build(self, hp, info):
         channels_a, channels_b = info["shape_a"][0], info["shape"][0]
@@ -122,8 +126,13 @@ class CycleGAN(ModelFamily):
         return two_adams(modules, hp, "generators", "discriminators")
 
     def train_step(self, modules, optimizers, batch, hp):
-        G, D = modules["generators"], modules["discriminators"]
+        G, modules_d = modules["generators"], modules["discriminators"]
         a, b = batch["a"], batch["x"]
+
+        def D(images_a, images_b):  # DiffAugment of every image the discriminators see, real and fake
+            policy = hp.get("diffaug", "none")
+            return modules_d(diff_augment(images_a, policy), diff_augment(images_b, policy))
+
         identity_weight = hp["lambda_identity"] * hp["lambda_cycle"] if a.shape[1] == b.shape[1] else 0.0
         out = G(a, b, identity_weight > 0)
         score_a, score_b = D(out["fake_a"], out["fake_b"])
@@ -134,7 +143,7 @@ class CycleGAN(ModelFamily):
         update(optimizers["generators"], loss_g + hp["lambda_cycle"] * loss_cycle + identity_weight * loss_idt)
 
         # one pass of each discriminator over real images and pooled fakes together
-        pools = getattr(D, "module", D).pools  # unwrap DDP
+        pools = getattr(modules_d, "module", modules_d).pools  # unwrap DDP
         fake_a, fake_b = pools["a"].query(out["fake_a"]), pools["b"].query(out["fake_b"])
         score_a, score_b = D(torch.cat([a, fake_a]), torch.cat([b, fake_b]))
         loss_d = 0.5 * (lsgan(score_a[:len(a)], 1.0) + lsgan(score_a[len(a):], 0.0)

@@ -1,5 +1,5 @@
 """DCGAN (Radford et al. 2015) sized for small images: transposed-conv generator, strided-conv
-discriminator, batch norm, non-saturating BCE loss. Works for any square size divisible by 4.
+discriminator, batch norm, non-saturating BCE loss. Works for any size with sides divisible by 4.
 
 Plus an encoder E that inverts the generator, for interpolation between real images and latent
 vector arithmetic on class means (infer's `interpolate --input` and `arithmetic`). As in IcGAN
@@ -25,7 +25,7 @@ from trainables.family import EvalResult, pixel_device, register_family, seeded_
 class Encoder(nn.Module):
     """Image -> latent vector: the discriminator's layout with a linear head of `latent_dim`."""
 
-    def __init__(self, latent_dim: int, channels: int, size: int, width: int):
+    def __init__(self, latent_dim: int, channels: int, size, width: int):
         super().__init__()
         self.net = conv_encoder(channels, size, width, latent_dim)
 
@@ -55,7 +55,7 @@ class DCGAN(AdversarialFamily):
 
     def build(self, hp, info):
         self.check_data(info)
-        channels, size, _ = info["shape"]
+        channels, *size = info["shape"]
         return {"generator": ConvGenerator(hp["latent_dim"], channels, size, hp["width"]),
                 "discriminator": ConvDiscriminator(channels, size, hp["width"]),
                 "encoder": Encoder(hp["latent_dim"], channels, size, hp["width"])}

@@ -166,7 +166,7 @@ class DDPM(ModelFamily):
 
     def check_data(self, info):
         super().check_data(info)
-        check_side(self.name, info["shape"], 4, square=False)  # the U-Net downsamples twice
+        check_side(self.name, info["shape"], 4)  # the U-Net downsamples twice
 
     def build(self, hp, info):
         self.check_data(info)

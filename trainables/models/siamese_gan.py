@@ -29,7 +29,7 @@ from trainables.family import register_family, update
 
 
 class SiameseDiscriminator(nn.Module):
-    def __init__(self, channels: int, size: int, width: int, embed_dim: int):
+    def __init__(self, channels: int, size, width: int, embed_dim: int):
         super().__init__()
         # DCGAN's discriminator body, ending in an embedding
         self.branch = nn.Sequential(*conv_encoder(channels, size, width, embed_dim), nn.LeakyReLU(0.2))
@@ -74,7 +74,7 @@ class SiameseGAN(AdversarialFamily):
 
     def build(self, hp, info):
         self.check_data(info)
-        channels, size, _ = info["shape"]
+        channels, *size = info["shape"]
         return {"generator": init_weights(ConvGenerator(hp["latent_dim"], channels, size, hp["width"])),
                 "discriminator": init_weights(SiameseDiscriminator(channels, size, hp["width"], hp["embed_dim"]))}
 

@@ -4,7 +4,7 @@ to the image, trained on a conditional discriminator's verdict + lambda_l1 * L1 
 
 The discriminator sees the sketch together with an image (channels concatenated) and scores
 patches (PatchGAN), so it judges whether the image fits *this* sketch, not only whether it looks
-real. Works for any square size divisible by 4; sketch and image may differ in channels.
+real. Works for any size with sides divisible by 4; sketch and image may differ in channels.
 """
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from trainables.blocks import (ADVERSARIAL_LOSSES, check_domain_sides, grid_rows, init_weights, patch_discriminator,
-                               two_adams)
+from trainables.blocks import (ADVERSARIAL_LOSSES, check_domain_sides, diff_augment, diffaug_policies, grid_rows,
+                               init_weights, patch_discriminator, sides, two_adams)
 from trainables.family import EvalResult, ModelFamily, Unsupported, register_family, update
 
 
 class SketchToImage(nn.Module):
     """sketch -> encoder -> latent vector -> generator -> image in [-1, 1]."""
 
-    def __init__(self, in_channels: int, out_channels: int, size: int, latent_dim: int, width: int):
+    def __init__(self, in_channels: int, out_channels: int, size, latent_dim: int, width: int):
         super().__init__()
-        inner = (2 * width, size // 4, size // 4)
+        height, wide = sides(size)
+        inner = (2 * width, height // 4, wide // 4)
         flat = inner[0] * inner[1] * inner[2]
         self.encoder = nn.Sequential(
             nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
@@ -51,6 +52,19 @@ class ConditionalDiscriminator(nn.Module):
         return self.net(torch.cat([sketch, image], dim=1))
 
 
+def augment_pairs(sketch: torch.Tensor, image: torch.Tensor, policy: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """DiffAugment of the (sketch, image) pairs D sees: the image's colour alone, and one shift and
+    one cutout for both images of a pair, so the sketch still fits its image."""
+    names = diffaug_policies(policy)
+    if "color" in names:
+        image = diff_augment(image, "color")
+    spatial = "+".join(n for n in names if n not in ("color", "none"))
+    if spatial:
+        pair = diff_augment(torch.cat([sketch, image], dim=1), spatial)
+        sketch, image = pair[:, :sketch.shape[1]], pair[:, sketch.shape[1]:]
+    return sketch, image
+
+
 @register_family
 class Sketch2Image(ModelFamily):
     name = "sketch2image"
@@ -66,7 +80,7 @@ class Sketch2Image(ModelFamily):
         "loss_l1": "L1 term of the generator's loss (translation against its target)",
     }
     defaults = {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "latent_dim": 128, "lambda_l1": 100.0,
-                "width": 32, "width_d": 32, "batch_size": 64}
+                "width": 32, "width_d": 32, "batch_size": 64, "diffaug": "none"}
     mutable = ("lr_g", "lr_d")
     inference_modes = ("translate",)
     inference_module = "translator"
@@ -75,8 +89,12 @@ class Sketch2Image(ModelFamily):
         super().check_data(info)
         check_domain_sides(self.name, info, 4)
 
+    def prepare_data(self, data, hp):
+        diffaug_policies(hp.get("diffaug", "none"))  # an unknown policy fails before training
+        return data
+
     def build(self, hp, info):
-        channels_a, size = info["shape_a"][0], info["shape"][1]
+        channels_a, size = info["shape_a"][0], info["shape"][1:]
         return {"translator": init_weights(SketchToImage(channels_a, info["shape"][0], size, int(hp["latent_dim"]),
                                                          int(hp["width"]))),
                 "discriminator": init_weights(ConditionalDiscriminator(channels_a + info["shape"][0],
@@ -86,9 +104,13 @@ class Sketch2Image(ModelFamily):
         return two_adams(modules, hp, "translator", "discriminator")
 
     def train_step(self, modules, optimizers, batch, hp):
-        T, D = modules["translator"], modules["discriminator"]
+        T, discriminator = modules["translator"], modules["discriminator"]
         sketch, real = batch["a"], batch["x"]
         fake = T(sketch)
+
+        def D(sketches, images):  # DiffAugment of every pair the discriminator sees, real and fake
+            return discriminator(*augment_pairs(sketches, images, hp.get("diffaug", "none")))
+
         # one discriminator pass over real and fake pairs together: DDP wants one forward per backward
         real_logits, fake_logits = D(torch.cat([sketch, sketch]), torch.cat([real, fake.detach()])).float().chunk(2)
         loss_d = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
