@@ -37,7 +37,8 @@ def bare_tune(trials: int, cpus: float, concurrency: int) -> float:
         start = time.perf_counter()
         tune.Tuner(tune.with_resources(noop, {"cpu": cpus}),
                    param_space={"x": tune.uniform(0, 1)},
-                   tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=concurrency),
+                   tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=concurrency,
+                                               reuse_actors=True),  # as the sweep runs its trials
                    run_config=tune.RunConfig(storage_path=str(Path("/tmp/bench-scale-bare").resolve()),
                                              verbose=0)).fit()
         return time.perf_counter() - start
