@@ -80,6 +80,7 @@ def augment_batch(batch: dict, policy: str, paired: bool, fills: dict[str, float
         images = [(batch[key] + 1) / 2 for key in keys]  # v2's colour transforms work in [0, 1]
         height, width = images[0].shape[2:]
         fill = [(fills or {}).get(key, 0.0) for key in keys]
+        joint = {name: _joint(name, height, width) for name in names if name != "rotate"}  # built once a batch
         groups = []
         for parts in zip(*(x.split(AUGMENT_GROUP) for x in images)):
             parts = [tv_tensors.Image(p) for p in parts]
@@ -87,7 +88,7 @@ def augment_batch(batch: dict, policy: str, paired: bool, fills: dict[str, float
                 if name == "rotate":
                     parts = _rotate(parts, fill)
                 else:
-                    moved = _joint(name, height, width)(*parts)
+                    moved = joint[name](*parts)
                     parts = list(moved) if len(parts) > 1 else [moved]
             groups.append(parts)
         for i, (key, layout) in enumerate(zip(keys, layouts)):

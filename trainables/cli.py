@@ -77,10 +77,15 @@ def image_size(text: str) -> int | str:
 
 
 def fraction(text: str) -> float:
+    """--heldout-fraction, checked as the loaders check it."""
+    from trainables.datasets.folder_datasets import check_fraction
+    from trainables.errors import BadInput
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+    try:
+        return check_fraction(value)
+    except BadInput as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

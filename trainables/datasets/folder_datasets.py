@@ -615,8 +615,7 @@ def _paired_from_folders(root: Path, folder_a: Path, folder_b: Path, image_size,
     return parts, (folder_a.name, folder_b.name), f"{folder_a} -> {folder_b}", seeded_split(heldout_fraction)
 
 
-def _paired_side_by_side(root: Path, image_size, fit: str):
-    found = split_folders(root)
+def _paired_side_by_side(root: Path, found: dict[str, Path] | None, image_size, fit: str):
     if found is None:
         raise DatasetError(f"paired_folders: side-by-side images need {root / 'train'} and {root / 'test'} or "
                            f"{root / 'val'}")
@@ -651,9 +650,10 @@ def paired_folders(root: Path | None, image_size=64, fit: str = "crop", folders=
         parts, domains, source, split = _paired_from_folders(root, *found, image_size, fit,
                                                              HOLDOUT if heldout_fraction is None else heldout_fraction)
     elif (root / "train").is_dir():
-        if split_folders(root):
-            no_fraction_with_folders(heldout_fraction, split_folders(root), root)
-        parts, domains, source, split = _paired_side_by_side(root, image_size, fit)
+        splits = split_folders(root)
+        if splits:
+            no_fraction_with_folders(heldout_fraction, splits, root)
+        parts, domains, source, split = _paired_side_by_side(root, splits, image_size, fit)
     else:
         raise DatasetError(f"paired_folders: {root} has neither two sub-folders with matching file names "
                            f"(or name them: --folders A,B) nor train/ with side-by-side A|B images")
