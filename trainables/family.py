@@ -146,6 +146,9 @@ class ModelFamily:
     inference_modes: tuple[str, ...] = ("sample",)
     rescore_samples: int | None = None  # orchestrator.rescore's default samples per seed (None: every held-out image)
     inference_module: str = "generator"  # the module inference runs: its size is the `params` cost
+    # the loop scores the untrained model at step 0, the baseline every curve starts from; a family
+    # whose untrained samples are plain noise at a full evaluation's cost (ddpm) turns that off
+    scores_untrained: bool = True
 
     # --- training -------------------------------------------------------------------------------
     def check_data(self, info: dict) -> None:

@@ -182,7 +182,7 @@ def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> Non
     batches_a = (index_batches(len(data.train_a), per_worker, rank, world, loop.seed, step, stream=1)
                  if family.data_kind == "unpaired" else None)
 
-    if step == 0:  # the untrained model's score: the baseline every curve starts from
+    if step == 0 and family.scores_untrained:  # the untrained model's score: the baseline every curve starts from
         reporter.report(step, {}, math.nan, evaluate=True, checkpoint=False)
     elif step >= loop.max_steps:  # PBT started this trial from one that had finished: its last report
         reporter.report(step, {}, math.nan, evaluate=True, checkpoint=True)
