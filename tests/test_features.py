@@ -36,3 +36,35 @@ def test_a_subset_is_measured_with_the_whole_datasets_feature_network(cache_dir)
     cut_state, cut = feature_network("classifier", load_dataset("digits", subset=100), subset=100)
     assert cut["key"] == full["key"] and cut["test_accuracy"] == full["test_accuracy"] > 0.6
     assert all(np.array_equal(full_state[k], cut_state[k]) for k in full_state)
+
+
+def test_a_reused_trial_process_keeps_its_evaluator_for_the_same_data_and_features(ray_address):
+    """Tune's next trial in a process gets the last trial's Evaluator (its real-image features
+    computed once) when the data, features and sample count are the sweep's same; otherwise a new one."""
+    from types import SimpleNamespace
+
+    import ray
+
+    from trainables.loop import shared_evaluator
+
+    data = load_dataset("digits")
+    features = get_feature_network(data, log=lambda _: None)
+    ray.init(address=ray_address, logging_level="WARNING")
+    try:
+        refs = ray.put(data), ray.put(features)
+        other = ray.put(data)
+
+        def run(data_ref, eval_samples=100):
+            return SimpleNamespace(settings=SimpleNamespace(data_ref=data_ref, feature_ref=refs[1],
+                                                            loop=SimpleNamespace(eval_samples=eval_samples)))
+
+        cpu = torch.device("cpu")
+        first = shared_evaluator(run(refs[0]), data, features, cpu)
+        scores = first.quality(torch.rand(100, 1, 16, 16) * 2 - 1)
+        assert shared_evaluator(run(refs[0]), data, features, cpu) is first
+        assert first.quality(torch.rand(100, 1, 16, 16) * 2 - 1)["fid"] != scores["fid"]  # fakes are not kept
+        assert shared_evaluator(run(refs[0], 50), data, features, cpu) is not first
+        assert shared_evaluator(run(other), data, features, cpu).n == 100
+        assert shared_evaluator(run(None), data, features, cpu) is not shared_evaluator(run(None), data, features, cpu)
+    finally:
+        ray.shutdown()

@@ -152,6 +152,24 @@ class Reporter:
         self.session.report({"step": step, **mean_losses, self.best_key: self.best, **self.cost, DIVERGED: why})
 
 
+_EVALUATORS: dict = {}  # the Evaluator this process built last, by what it was built from
+
+
+def shared_evaluator(run: TrialRun, data, features: tuple[dict, dict], device: torch.device) -> Evaluator:
+    """The trial's Evaluator. Tune runs a sweep's next trial in the process of one that ended
+    (reuse_actors), on the same held-out images and feature network (the same object refs): that
+    trial's Evaluator, with its feature network and real-image features, serves it too (families
+    narrow the training images only). Without refs (a trial run outside a sweep): a new one."""
+    settings = run.settings
+    if settings.data_ref is None or settings.feature_ref is None:
+        return Evaluator(data, settings.loop.eval_samples, *features, device)
+    key = (settings.data_ref.hex(), settings.feature_ref.hex(), settings.loop.eval_samples, str(device))
+    if key not in _EVALUATORS:
+        _EVALUATORS.clear()
+        _EVALUATORS[key] = Evaluator(data, settings.loop.eval_samples, *features, device)
+    return _EVALUATORS[key]
+
+
 def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> None:
     """Trains one trial's model family on `data` and reports metrics and checkpoints to `session`."""
     loop, family, hp = run.settings.loop, get_family(run.settings.loop.model), run.hp
@@ -174,7 +192,7 @@ def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> Non
         if folder:
             step, best = resume(folder, modules, optimizers, best, f"{family.objective}_best")
 
-    evaluator = Evaluator(data, loop.eval_samples, *features, device) if rank == 0 else None
+    evaluator = shared_evaluator(run, data, features, device) if rank == 0 else None
     reporter = Reporter(run, session, family, modules, optimizers, evaluator, len(data.train_x), best)
     per_worker = max(1, hp["batch_size"] // world)
     batches = index_batches(len(data.train_x), per_worker, rank, world, loop.seed, step)
