@@ -884,15 +884,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_hyperparameters(family, data, spec: SweepSpec) -> None:
-    """What the family refuses of its hyperparameters on this data (prepare_data: a normal_class the
-    data lacks, an unknown diffaug policy; the loop: an unknown augment), before Ray starts: the
+    """What the family refuses of its hyperparameters on this data (prepare_data: e.g. a
+    normal_class the data lacks; the loop: an unknown augment or diffaug), before Ray starts: the
     values the space and --set fix, then each value of a choice it searches, with the fixed ones."""
     from search_spaces import read_space
-    from trainables.augment import augment_policies
+    from trainables.loop import check_transforms
 
     def check(hp: dict) -> None:
+        check_transforms(hp)
         family.prepare_data(data, hp)
-        augment_policies(hp["augment"])
 
     space = read_space(spec.space_toml, set(family.defaults), spec.space_file, spec.overrides)
     fixed = {**family.defaults, **{name: value for name, value in space.items() if not isinstance(value, dict)}}

@@ -11,7 +11,8 @@ from trainables.blocks import diff_augment, diffaug_policies
 from trainables.datasets import load_dataset
 from trainables.errors import BadInput
 from trainables.features import to_float
-from trainables.models import get_family
+from trainables.loop import check_transforms
+from trainables.models import all_families, get_family
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,17 @@ def test_a_bad_policy_is_refused_before_ray_starts(tmp_path, space_text):
                    "--storage", str(tmp_path / "exp"))
     assert_one_line_error(proc, "diffaug", "unknown 'blur'")
     assert not (tmp_path / "exp").exists()
+
+
+def test_every_family_with_diffaugment_refuses_an_unknown_policy_in_one_place():
+    """check_transforms (the sweep's check before Ray, and each trial's before it trains) refuses
+    an unknown policy of every family that has `diffaug`, and takes their defaults."""
+    with_policy = [family for family in all_families().values() if "diffaug" in family.defaults]
+    assert {f.name for f in with_policy} >= {"gan", "dcgan", "cgan", "siamese_gan", "cyclegan", "sketch2image"}
+    for family in with_policy:
+        check_transforms(family.defaults)
+        with pytest.raises(BadInput, match="unknown 'blur'"):
+            check_transforms({**family.defaults, "diffaug": "color+blur"})
 
 
 @pytest.mark.parametrize("name", ["cyclegan", "sketch2image"])

@@ -334,10 +334,6 @@ class AdversarialFamily(ModelFamily):
 
     conditional: bool = False  # G and D take the batch's labels too (cgan)
 
-    def prepare_data(self, data, hp):
-        diffaug_policies(hp.get("diffaug", "none"))  # an unknown policy fails before training
-        return data
-
     def train_step(self, modules, optimizers, batch, hp):
         return self.adversarial_step(modules, optimizers, batch["x"], hp, batch["y"] if self.conditional else None)[0]
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.augment import augment_batch, background
+from trainables.augment import augment_batch, augment_policies, background
+from trainables.blocks import diffaug_policies
 from trainables.checkpoints import load_training_state, read_json, save_checkpoint
 from trainables.family import inference_cost, loss_scaling
 from trainables.features import Evaluator, to_float
@@ -170,6 +171,14 @@ def shared_evaluator(run: TrialRun, data, features: tuple[dict, dict], device: t
     return _EVALUATORS[key]
 
 
+def check_transforms(hp: dict) -> None:
+    """An unknown `augment`, or `diffaug` (a DiffAugment policy, in the families that have one),
+    refused: by the sweep before Ray starts, and by every trial before it trains."""
+    augment_policies(hp.get("augment", "none"))
+    if "diffaug" in hp:
+        diffaug_policies(hp["diffaug"])
+
+
 def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> None:
     """Trains one trial's model family on `data` and reports metrics and checkpoints to `session`."""
     loop, family, hp = run.settings.loop, get_family(run.settings.loop.model), run.hp
@@ -178,6 +187,7 @@ def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> Non
     torch.manual_seed(loop.seed + rank)
     run = TrialRun(run.settings, hp, run.checkpoint.but(worker_nodes=session.worker_nodes()), run.start_from)
 
+    check_transforms(hp)
     data = family.prepare_data(data, hp)
     modules = {k: m.to(device) for k, m in family.build(hp, data.info()).items()}
     if loop.channels_last:  # conv weights as NHWC (other tensors stay as they are)

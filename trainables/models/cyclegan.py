@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from trainables.blocks import (ADVERSARIAL_LOSSES, ImagePool, check_domain_sides, diff_augment, diffaug_policies,
+from trainables.blocks import (ADVERSARIAL_LOSSES, ImagePool, check_domain_sides, diff_augment,
                                grid_rows, init_weights, patch_discriminator, two_adams)
 from trainables.family import EvalResult, ModelFamily, register_family, update
 
@@ -111,10 +111,6 @@ class CycleGAN(ModelFamily):
     def check_data(self, info):
         super().check_data(info)
         check_domain_sides(self.name, info, 4)
-
-    def prepare_data(self, data, hp):
-        diffaug_policies(hp.get("diffaug", "none"))  # an unknown policy fails before training
-        return data
 
     def build(self, hp, info):
         channels_a, channels_b = info["shape_a"][0], info["shape"][0]

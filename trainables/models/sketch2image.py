@@ -89,10 +89,6 @@ class Sketch2Image(ModelFamily):
         super().check_data(info)
         check_domain_sides(self.name, info, 4)
 
-    def prepare_data(self, data, hp):
-        diffaug_policies(hp.get("diffaug", "none"))  # an unknown policy fails before training
-        return data
-
     def build(self, hp, info):
         channels_a, size = info["shape_a"][0], info["shape"][1:]
         return {"translator": init_weights(SketchToImage(channels_a, info["shape"][0], size, int(hp["latent_dim"]),
