@@ -68,3 +68,57 @@ def test_a_reused_trial_process_keeps_its_evaluator_for_the_same_data_and_featur
         assert shared_evaluator(run(None), data, features, cpu) is not shared_evaluator(run(None), data, features, cpu)
     finally:
         ray.shutdown()
+
+
+class RecordingSession:
+    """The loop's session (trainables/loop.py's docstring) for one CPU worker, outside Ray: it keeps
+    each reported checkpoint's files, by step."""
+
+    rank, world, device = 0, 1, torch.device("cpu")
+
+    def __init__(self):
+        self.checkpoints = {}
+
+    @staticmethod
+    def prepare_model(module):
+        return module
+
+    @staticmethod
+    def worker_nodes():
+        return []
+
+    @staticmethod
+    def start_checkpoint():
+        import contextlib
+
+        return contextlib.nullcontext(None)
+
+    def report(self, metrics, folder=None):
+        if folder is not None:
+            self.checkpoints[metrics["step"]] = {p.name: p.read_bytes() for p in folder.iterdir()
+                                                 if p.suffix == ".safetensors"}
+
+
+def test_training_does_not_depend_on_how_often_the_trial_is_evaluated(cache_dir):
+    """Evaluations (KID's random subsets, the cost metrics) and building an Evaluator draw random
+    numbers; none of it may shift the trial's own stream: the same trial evaluated every 5 steps
+    or every 10 has the same weights at step 10, bit for bit."""
+    from trainables.loop import train_loop
+    from trainables.models import get_family
+    from trainables.settings import CheckpointConfig, LoopSettings, Resources, TrialRun, TrialSettings
+
+    data = load_dataset("digits")
+    features = get_feature_network(data)
+    weights = []
+    for eval_every in (5, 10):
+        settings = TrialSettings(
+            loop=LoopSettings(model="dcgan", seed=0, max_steps=10, eval_every=eval_every, log_every=5, eval_samples=50),
+            resources=Resources(), checkpoint=CheckpointConfig("dcgan", "digits", [1, 16, 16], {}, "classifier", "x"),
+            checkpoint_root="unused", keep_checkpoints=1, max_failures=0, report_checkpoints=True)
+        session = RecordingSession()
+        hp = {**get_family("dcgan").defaults, "batch_size": 16}
+        train_loop(TrialRun(settings, hp, settings.checkpoint.but(trial_id=f"every{eval_every}")), session, data,
+                   features)
+        assert sorted(session.checkpoints) == ([5, 10] if eval_every == 5 else [10])
+        weights.append(session.checkpoints[10])
+    assert weights[0] and weights[0] == weights[1]

@@ -96,6 +96,13 @@ def resume(folder: Path, modules: dict, optimizers: dict, best: float, best_key:
     return step, float(read_json(folder / METRICS).get(best_key, best))
 
 
+def rng_kept(device: torch.device):
+    """A block whose random draws (KID's subsets, a feature network built before its weights are
+    loaded, the cost metrics' inputs) leave the trial's own random stream as it was: its training
+    then doesn't depend on how often it is evaluated, or on whether its process built an Evaluator."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 class Reporter:
     """Reports a step's metrics to the session; at evaluation steps (rank 0) evaluates the model
     and, when asked, writes a checkpoint with the report. Keeps the best objective so far, and the
@@ -137,11 +144,14 @@ class Reporter:
     def evaluate(self, metrics: dict):
         for m in self.modules.values():
             m.eval()
-        start = time.perf_counter()
-        result = self.family.evaluate(self.modules, self.run.hp, self.evaluator, EVAL_SEED)
-        metrics.update(result.scores, eval_seconds=time.perf_counter() - start)
-        if not self.cost_measured:  # once per run of the trial, not counted in eval_seconds
-            self.cost, self.cost_measured = inference_cost(self.family, self.modules, self.run.hp, self.evaluator), True
+        with rng_kept(self.evaluator.device):
+            torch.manual_seed(EVAL_SEED)  # KID's subsets: the same draws at every evaluation
+            start = time.perf_counter()
+            result = self.family.evaluate(self.modules, self.run.hp, self.evaluator, EVAL_SEED)
+            metrics.update(result.scores, eval_seconds=time.perf_counter() - start)
+            if not self.cost_measured:  # once per run of the trial, not counted in eval_seconds
+                self.cost = inference_cost(self.family, self.modules, self.run.hp, self.evaluator)
+                self.cost_measured = True
         metrics.update(self.cost)
         for m in self.modules.values():
             m.train()
@@ -163,11 +173,13 @@ def shared_evaluator(run: TrialRun, data, features: tuple[dict, dict], device: t
     narrow the training images only). Without refs (a trial run outside a sweep): a new one."""
     settings = run.settings
     if settings.data_ref is None or settings.feature_ref is None:
-        return Evaluator(data, settings.loop.eval_samples, *features, device)
+        with rng_kept(device):
+            return Evaluator(data, settings.loop.eval_samples, *features, device)
     key = (settings.data_ref.hex(), settings.feature_ref.hex(), settings.loop.eval_samples, str(device))
     if key not in _EVALUATORS:
         _EVALUATORS.clear()
-        _EVALUATORS[key] = Evaluator(data, settings.loop.eval_samples, *features, device)
+        with rng_kept(device):
+            _EVALUATORS[key] = Evaluator(data, settings.loop.eval_samples, *features, device)
     return _EVALUATORS[key]
 
 
