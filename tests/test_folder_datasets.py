@@ -224,6 +224,8 @@ def test_unpaired_folders(tmp_path):
     swapped = load_dataset("unpaired_folders", root, options={"image_size": 8, "swap_domains": True})
     assert swapped.domains == ("zebra", "horse") and len(swapped.train_a) == 10 and len(swapped.train_x) == 12
     assert len(swapped.test_x) == 2 and len(swapped.test_a) == 2
+    with pytest.raises(DatasetError, match=r"has split folders \(testA/, testB/\); --heldout-fraction applies only"):
+        load_dataset("unpaired_folders", root, options={"image_size": 8, "heldout_fraction": 0.2})
     with pytest.raises(DatasetError, match="unpaired_folders: .*trainA has no trainA/"):
         load_dataset("unpaired_folders", root / "trainA")
     with pytest.raises(DatasetError, match="dataset unpaired_folders needs --data-root"):

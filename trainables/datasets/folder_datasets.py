@@ -190,19 +190,25 @@ def check_fraction(fraction) -> float:
     return float(fraction)
 
 
-def holdout_split(n: int, what: str, fraction: float = HOLDOUT) -> tuple[np.ndarray, np.ndarray]:
+def heldout_share(fraction: float | None) -> float:
+    """--heldout-fraction, checked; HOLDOUT where it wasn't given."""
+    return HOLDOUT if fraction is None else check_fraction(fraction)
+
+
+def holdout_split(n: int, what: str, fraction: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A deterministic share held out (seed 0's permutation of the sorted files: every reload of
-    the data, by --resume, rescore or infer, holds out the same images), both parts sorted."""
-    fraction = check_fraction(fraction)
+    the data, by --resume, rescore or infer, holds out the same images), both parts sorted;
+    `fraction` None: HOLDOUT."""
+    fraction = heldout_share(fraction)
     if n < 2:
         raise DatasetError(f"{what}: {n} image(s); need at least 2 to hold some out for evaluation")
     test = np.sort(np.random.default_rng(0).permutation(n)[:min(n - 1, max(1, round(n * fraction)))])
     return np.setdiff1d(np.arange(n), test), test
 
 
-def seeded_split(fraction: float) -> str:
+def seeded_split(fraction: float | None) -> str:
     """How a layout without test folders was split (ImageData.split, in sweep.json and checkpoints)."""
-    return f"seeded: {100 * check_fraction(fraction):g}% held out (seed 0)"
+    return f"seeded: {100 * heldout_share(fraction):g}% held out (seed 0)"
 
 
 def pooled_channels(*parts: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
@@ -548,9 +554,8 @@ def unpaired_folders(root: Path | None, image_size=64, fit: str = "crop", swap_d
     """Domain A -> B (trainB is the target, `train_x`); without testA/testB a seeded share of each
     (--heldout-fraction) is held out. The domains are named after the folder (horse2zebra) or A and B."""
     root = need_root("unpaired_folders", root, "a folder with trainA/ and trainB/ (and optionally testA/ testB/)")
-    if heldout_fraction is not None and all((root / f"test{d}").is_dir() for d in ("A", "B")):
-        raise DatasetError(f"{root} has testA/ and testB/; --heldout-fraction applies only to folders without them")
-    heldout_fraction = HOLDOUT if heldout_fraction is None else heldout_fraction
+    if all((root / f"test{d}").is_dir() for d in ("A", "B")):
+        no_fraction_with_folders(heldout_fraction, {d: root / f"test{d}" for d in ("A", "B")}, root)
     split = {}
     for d in ("A", "B"):
         if not (root / f"train{d}").is_dir():
@@ -595,7 +600,8 @@ def matching_folders(root: Path, folders) -> tuple[Path, Path] | None:
     return (b, a) if any(w in b.name.lower() for w in SOURCE_WORDS) and not any(w in a.name.lower() for w in SOURCE_WORDS) else (a, b)
 
 
-def _paired_from_folders(root: Path, folder_a: Path, folder_b: Path, image_size, fit: str, heldout_fraction: float):
+def _paired_from_folders(root: Path, folder_a: Path, folder_b: Path, image_size, fit: str,
+                         heldout_fraction: float | None):
     files_a, files_b = image_files(folder_a, "paired_folders"), image_files(folder_b, "paired_folders")
     by_stem_a, by_stem_b = {f.stem: f for f in files_a}, {f.stem: f for f in files_b}
     for folder, files, by_stem in ((folder_a, files_a, by_stem_a), (folder_b, files_b, by_stem_b)):
@@ -647,8 +653,7 @@ def paired_folders(root: Path | None, image_size=64, fit: str = "crop", folders=
                                              "with side-by-side A|B images")
     found = matching_folders(root, folders)
     if found is not None:
-        parts, domains, source, split = _paired_from_folders(root, *found, image_size, fit,
-                                                             HOLDOUT if heldout_fraction is None else heldout_fraction)
+        parts, domains, source, split = _paired_from_folders(root, *found, image_size, fit, heldout_fraction)
     elif (root / "train").is_dir():
         splits = split_folders(root)
         if splits:
@@ -704,7 +709,6 @@ def image_folder(root: Path | None, image_size=64, fit: str = "crop", heldout_fr
               for split, group in groups.items()}
     images = dict(zip(files, pooled_channels(*(decode_images(f, image_size, fit) for f in files.values()))))
     if found is None:
-        heldout_fraction = HOLDOUT if heldout_fraction is None else heldout_fraction
         train, test = holdout_split(len(files["all"]), "image_folder", heldout_fraction)
         parts = {"train": (images["all"][train], labels["all"][train]), "test": (images["all"][test], labels["all"][test])}
         split = seeded_split(heldout_fraction)
