@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import torch
 
@@ -89,8 +91,6 @@ class RecordingSession:
 
     @staticmethod
     def start_checkpoint():
-        import contextlib
-
         return contextlib.nullcontext(None)
 
     def report(self, metrics, folder=None):

@@ -172,14 +172,17 @@ def shared_evaluator(run: TrialRun, data, features: tuple[dict, dict], device: t
     trial's Evaluator, with its feature network and real-image features, serves it too (families
     narrow the training images only). Without refs (a trial run outside a sweep): a new one."""
     settings = run.settings
-    if settings.data_ref is None or settings.feature_ref is None:
+
+    def new_evaluator() -> Evaluator:
         with rng_kept(device):
             return Evaluator(data, settings.loop.eval_samples, *features, device)
+
+    if settings.data_ref is None or settings.feature_ref is None:
+        return new_evaluator()
     key = (settings.data_ref.hex(), settings.feature_ref.hex(), settings.loop.eval_samples, str(device))
     if key not in _EVALUATORS:
         _EVALUATORS.clear()
-        with rng_kept(device):
-            _EVALUATORS[key] = Evaluator(data, settings.loop.eval_samples, *features, device)
+        _EVALUATORS[key] = new_evaluator()
     return _EVALUATORS[key]
 
 
