@@ -27,7 +27,7 @@ demo: setup data
 	$(PY) -m orchestrator.sweep dcgan --quick
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # benchmarks (not tests): results printed and written to bench/results/, recorded in docs/benchmarks.md
 bench: setup data

@@ -12,6 +12,11 @@ is its best checkpoint's FID, final trials included. Benchmark 3 is read off the
 phases: the trial-steps TPE + ASHA needs to reach the best FID of random search's 16 full trials.
 
     python bench/baseline.py [--model dcgan] [--seeds 0 1 2] [--budget 12800]
+    python bench/baseline.py --search-only [--variant NAME --tpe-options="--multivariate ..."]
+
+--search-only runs the two searches alone (benchmark 3: no defaults run, no final phase), each
+search trial as long as under --budget. --variant names a run of TPE + ASHA with --tpe-options
+added (its rungs, TPE's start-up and mode); random search is the same for every variant.
 
 Prints Markdown tables and writes bench/results/baseline_<model>.json (after every run, so an
 interrupted bench keeps what it measured; a rerun skips the runs already there).
@@ -68,23 +73,51 @@ def summary(exp, wall: float, budget: int) -> dict:
             "search_best_fid": search[-1][1] if search else None, "search_curve": search}
 
 
+def search_steps(budget: int, trials: int, eval_every: int) -> int:
+    """A search trial's steps under --budget (orchestrator.sweep's split_budget)."""
+    from orchestrator.sweep import SEARCH_SHARE
+
+    per_trial = int(budget * SEARCH_SHARE) // trials
+    return per_trial // eval_every * eval_every
+
+
+def run_key(run: str, variant: str | None, search_only: bool) -> str:
+    """random search's runs are one whatever the variant; a search alone is named without '+final'."""
+    name = run.replace("+final", "") if search_only else run
+    return f"{name}[{variant}]" if variant and run.startswith("tpe") else name
+
+
 def run_seed(model: str, seed: int, budget: int, trials: int, eval_every: int, storage: Path, space: Path,
-             done: dict) -> None:
+             done: dict, search_only: bool = False, variant: str | None = None, tpe_options: tuple = (),
+             defaults_decay: bool = False, runs: tuple = tuple(RUNS)) -> None:
     common = ["--seed", str(seed), "--eval-every", str(eval_every), "--log-every", str(eval_every // 2),
               "--keep-checkpoints", "1"]
-    if f"defaults/{seed}" not in done:
+    size = (["--max-steps", str(search_steps(budget, trials, eval_every))] if search_only
+            else ["--budget", str(budget)])
+    if not search_only and f"defaults/{seed}" not in done:
         name = f"defaults_{seed}"
         wall = run_sweep(model, storage, name, "--space", str(space), "--trials", "1", "--max-steps", str(budget),
                          "--scheduler", "fifo", *common)
         done[f"defaults/{seed}"] = summary(load_experiment(storage / name), wall, budget)
         save_result(model, done)
+    if defaults_decay and f"defaults+decay/{seed}" not in done:  # the same, its last quarter a cooldown
+        name, cooldown = f"defaults_decay_{seed}", budget // 4
+        wall = run_sweep(model, storage, name, "--space", str(space), "--trials", "1", "--max-steps",
+                         str(budget - cooldown), "--final-steps", str(cooldown), "--final-decay", "--scheduler", "fifo",
+                         *common)
+        done[f"defaults+decay/{seed}"] = summary(load_experiment(storage / name), wall, budget)
+        save_result(model, done)
     for run, options in RUNS.items():
-        if f"{run}/{seed}" in done:
+        if run not in runs:
             continue
-        name = f"{run.replace('+', '_')}_{seed}"
-        wall = run_sweep(model, storage, name, "--budget", str(budget), "--trials", str(trials),
-                         "--max-concurrent", "2", *options, *common)
-        done[f"{run}/{seed}"] = summary(load_experiment(storage / name), wall, budget)
+        key = run_key(run, variant, search_only)
+        if f"{key}/{seed}" in done:
+            continue
+        extra = list(tpe_options) if run.startswith("tpe") else []
+        name = f"{key.replace('+', '_').replace('[', '_').replace(']', '')}_{seed}"
+        wall = run_sweep(model, storage, name, *size, "--trials", str(trials),
+                         "--max-concurrent", "2", *options, *extra, *common)
+        done[f"{key}/{seed}"] = summary(load_experiment(storage / name), wall, budget)
         save_result(model, done)
 
 
@@ -103,8 +136,17 @@ def spread(values: list[float], fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
-def print_tables(model: str, seeds: list[int], budget: int, done: dict) -> None:
-    names = ["defaults", *RUNS]
+def print_tables(model: str, seeds: list[int], budget: int, done: dict, search_only: bool = False,
+                 variant: str | None = None) -> None:
+    if not search_only:
+        print_row9(model, seeds, budget, done)
+    random, tpe = run_key("random+final", variant, search_only), run_key("tpe+asha+final", variant, search_only)
+    print_row3(seeds, done, random, tpe)
+
+
+def print_row9(model: str, seeds: list[int], budget: int, done: dict) -> None:
+    variants = sorted({key.split("/")[0] for key in done if key.startswith("tpe+asha+final[")})
+    names = ["defaults", "defaults+decay", *RUNS, *variants]
     print(f"\n9. {model}, {budget} trial-steps per run, seeds {seeds}: best FID, median (range)\n")
     print("| run | " + " | ".join(f"seed {s}" for s in seeds) + " | median (range) | FID vs defaults, median "
           "(target <= 0.8x) | wall s, median |")
@@ -120,17 +162,20 @@ def print_tables(model: str, seeds: list[int], budget: int, done: dict) -> None:
                            if s in runs else "-" for s in seeds)
         print(f"| {name} | {cells} | {spread(fids)} | {spread(ratios, '{:.2f}x') if name != 'defaults' else '1x'} "
               f"| {statistics.median(r['wall_seconds'] for r in runs.values()):.0f} |")
-    print("\n3. over the same seeds: trial-steps TPE + ASHA's search needs to reach random search's best "
-          "FID (its trials run in full)\n")
+
+
+def print_row3(seeds: list[int], done: dict, random: str, tpe: str) -> None:
+    print(f"\n3. {tpe} against {random}, over the same seeds: trial-steps TPE + ASHA's search needs to reach "
+          "random search's best FID (its trials run in full)\n")
     print("| seed | random's best FID | its trial-steps | TPE + ASHA: trial-steps to reach it | share (target <= 40%) |")
     print("|---|---|---|---|---|")
     shares = []
     for s in seeds:
-        rand, tpe = done.get(f"random+final/{s}"), done.get(f"tpe+asha+final/{s}")
-        if not (rand and tpe):
+        rand, guided = done.get(f"{random}/{s}"), done.get(f"{tpe}/{s}")
+        if not (rand and guided):
             continue
         target, full = rand["search_best_fid"], rand["search_trial_steps"]
-        reached = compute_to_reach([tuple(c) for c in tpe["search_curve"]], target)
+        reached = compute_to_reach([tuple(c) for c in guided["search_curve"]], target)
         shares.append(math.inf if reached is None else reached / full)
         print(f"| {s} | {target:.1f} | {full} | {reached or 'never'} | {share_text(shares[-1])} |")
     if shares:
@@ -148,16 +193,26 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=TRIALS, help=f"search trials per sweep (default {TRIALS})")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--fresh", action="store_true", help="forget earlier results of this model")
+    p.add_argument("--search-only", action="store_true", help="benchmark 3 alone: the two searches, no final phase")
+    p.add_argument("--defaults-decay", action="store_true",
+                   help="also train the defaults with their last quarter a cooldown (--final-decay)")
+    p.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="the sweeps to run (default both)")
+    p.add_argument("--variant", help="a name for the TPE + ASHA run made with --tpe-options")
+    p.add_argument("--tpe-options", default="", help="sweep options added to TPE + ASHA's run (with --variant)")
     args = p.parse_args()
+    if bool(args.variant) != bool(args.tpe_options):
+        p.error("--variant and --tpe-options go together")
     path = RESULTS / f"baseline_{args.model}.json"
     done = {} if args.fresh or not path.exists() else json.loads(path.read_text())
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         space = defaults_space(args.model, Path(tmp))
         for seed in args.seeds:
-            run_seed(args.model, seed, args.budget, args.trials, args.eval_every, Path(tmp), space, done)
+            run_seed(args.model, seed, args.budget, args.trials, args.eval_every, Path(tmp), space, done,
+                     args.search_only, args.variant, tuple(args.tpe_options.split()), args.defaults_decay,
+                     tuple(args.runs))
     print(f"bench wall {time.perf_counter() - start:.0f} s")
-    print_tables(args.model, args.seeds, args.budget, done)
+    print_tables(args.model, args.seeds, args.budget, done, args.search_only, args.variant)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,61 @@ TRIAL_DRIVER_CPU = 0.01
 REUSE_TRIAL_PROCESSES = True
 
 
+def startup_trials(spec: SweepSpec) -> int:
+    """TPE's random start: --startup-trials, else a third of the trials, 2..10."""
+    return spec.startup_trials if spec.startup_trials is not None else max(2, min(10, spec.trials // 3))
+
+
 def tpe_sampler(spec: SweepSpec):
-    """Optuna's Tree-structured Parzen Estimator; a third of the trials (2..10) start it at random."""
+    """Optuna's Tree-structured Parzen Estimator: --startup-trials random trials, then each draw from
+    a model of the finished ones. Optuna (>= 5) models the hyperparameters jointly (multivariate)
+    for one objective and one by one for a Pareto search, unless --[no-]multivariate says; trials
+    running at once count as bad (constant_liar), so they don't draw the same point."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=max(2, min(10, spec.trials // 3)))
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup_trials(spec),
+                                      multivariate=spec.multivariate, constant_liar=True)
+
+
+def multivariate(spec: SweepSpec) -> bool:
+    """Whether TPE models the hyperparameters jointly: --[no-]multivariate, else Optuna's default."""
+    return spec.multivariate if spec.multivariate is not None else not spec.objectives
+
+
+def grace_period(spec: SweepSpec) -> int:
+    """ASHA's first rung: --grace-period, else a quarter of --max-steps rounded down to a multiple of
+    --eval-every (at least one). The rungs then fall on evaluations, so each ranks trials on a
+    reading taken there, not on one up to --eval-every steps old (docs/benchmarks.md, row 3)."""
+    if spec.grace_period:
+        return spec.grace_period
+    return max(spec.eval_every, spec.max_steps // 4 // spec.eval_every * spec.eval_every)
+
+
+def search_description(spec: SweepSpec) -> str:
+    """The scheduler and sampler in words, with ASHA's rungs and TPE's start-up and mode."""
+    text = f"scheduler {spec.scheduler}"
+    if spec.scheduler == "asha":
+        rungs, rung = [], grace_period(spec)
+        while rung < spec.max_steps:
+            rungs.append(str(rung))
+            rung *= spec.reduction_factor
+        text += f" (rungs at step {', '.join(rungs)}: the top 1/{spec.reduction_factor} go on)" if rungs else ""
+    if spec.scheduler == "pbt":
+        return text
+    text += f", Optuna sampler {spec.searcher}"
+    if spec.searcher == "tpe":
+        mode = "multivariate" if multivariate(spec) else "one hyperparameter at a time"
+        text += f" ({startup_trials(spec)} random trials first, {mode})"
+    return text
+
+
+def asha_scheduler(spec: SweepSpec):
+    """ASHA with rungs at grace_period * reduction_factor**k below --max-steps; at each rung a trial
+    goes on only if it is in the top 1/reduction_factor of the trials that reached it."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="step", max_t=spec.max_steps, reduction_factor=spec.reduction_factor,
+                         grace_period=grace_period(spec))
 
 
 def random_sampler(spec: SweepSpec):
@@ -89,6 +139,9 @@ def build_parser() -> Parser:
                              f"{QUICK['final_steps']} with --quick)")
     budget.add_argument("--final-top", type=positive_int, default=1,
                         help="configurations the final phase trains on (default 1)")
+    budget.add_argument("--final-decay", action=argparse.BooleanOptionalAction, default=None,
+                        help="the final phase's learning rates fall linearly to 0 over its steps (a cooldown, as in "
+                             "warmup-stable-decay schedules) rather than staying at the searched values (default off)")
     budget.add_argument("--budget", type=positive_int, metavar="TRIAL_STEPS",
                         help=f"total training steps of all trials, search and final phase: each search trial gets "
                              f"{SEARCH_SHARE:.0%}% of it / --trials as --max-steps (a multiple of --eval-every), the "
@@ -133,6 +186,18 @@ def build_parser() -> Parser:
                         help="how Optuna picks each trial's hyperparameters: tpe (default: Tree-structured Parzen "
                              "Estimator, learns from finished trials) or random (plain random search, the baseline "
                              "bench/sweeps.py compares it with); ignored by pbt")
+    search.add_argument("--grace-period", type=positive_int, metavar="STEPS",
+                        help="ASHA's first rung: no trial stops before STEPS (default a quarter of --max-steps, "
+                             "rounded down to a multiple of --eval-every, at least one)")
+    search.add_argument("--reduction-factor", type=positive_int, metavar="N",
+                        help="ASHA: at each rung (grace period x N^k steps) a trial goes on only if it is in the "
+                             "top 1/N of the trials that reached it (default 2)")
+    search.add_argument("--startup-trials", type=non_negative_int, metavar="N",
+                        help="tpe: trials drawn at random before TPE models the finished ones (default a third of "
+                             "--trials, 2..10; the defaults trial counts)")
+    search.add_argument("--multivariate", action=argparse.BooleanOptionalAction, default=None,
+                        help="tpe: model the hyperparameters jointly (multivariate TPE) or, with --no-multivariate, "
+                             "one by one (default: jointly; one by one in a Pareto search, as Optuna does)")
     search.add_argument("--fid-features", choices=["classifier", "inception"], default="classifier",
                         help="feature network of FID/KID: a small classifier trained once on the dataset (default, "
                              "offline) or Inception-v3 (needs torch-fidelity and its weights: internet or $TORCH_HOME)")
@@ -278,6 +343,25 @@ def pareto_objectives(args: argparse.Namespace, family) -> list[str] | None:
     return names
 
 
+def search_tuning(args: argparse.Namespace, max_steps: int) -> dict:
+    """ASHA's rungs and TPE's start-up and mode, checked: each option belongs to one scheduler or
+    searcher, and the first rung must come before the last step."""
+    asha = {"grace_period": args.grace_period, "reduction_factor": args.reduction_factor}
+    tpe = {"startup_trials": args.startup_trials, "multivariate": args.multivariate}
+    for options, needs, used in ((asha, "--scheduler asha", args.scheduler == "asha"),
+                                 (tpe, "--searcher tpe", args.searcher == "tpe" and args.scheduler != "pbt")):
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+        if given and not used:
+            raise UsageError(f"{' and '.join(given)} tune{'s' if len(given) == 1 else ''} {needs}, which this sweep "
+                             f"doesn't use")
+    if args.reduction_factor is not None and args.reduction_factor < 2:
+        raise UsageError(f"--reduction-factor must be 2 or more (the share of trials a rung keeps is 1/N), "
+                         f"got {args.reduction_factor}")
+    if args.grace_period is not None and args.grace_period > max_steps:
+        raise UsageError(f"--grace-period {args.grace_period} is more than a trial's {max_steps} steps")
+    return {k: v for k, v in {**asha, **tpe}.items() if v is not None}
+
+
 def make_spec(args: argparse.Namespace) -> SweepSpec:
     """Everything that defines the sweep, saved as sweep.json (and reused by --resume)."""
     from search_spaces import default_space_path, defaults_point, load_space, parse_overrides, read_space
@@ -300,6 +384,10 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         sizes["final_steps"] = 0
     for note in fit_budget(sizes):
         print(f"[sweep] {note}", flush=True)
+    tuning = search_tuning(args, sizes["max_steps"])
+    final_phase = sizes["final_steps"] or (args.budget and args.scheduler != "pbt" and not objectives)
+    if args.final_decay and not final_phase:
+        raise UsageError("--final-decay shapes the final phase, and this sweep has none (give --final-steps or --budget)")
     space_file = Path(args.space) if args.space else default_space_path(args.model)
     space = load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
     mutated = list(pbt_mutations(family, space)) if args.scheduler == "pbt" else None
@@ -319,7 +407,8 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         precision=args.precision, channels_last=args.channels_last,
         objective=family.objective, mode=family.mode, metric_descriptions=metric_descriptions(args.model),
         keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated, baseline=baseline, final_top=args.final_top,
-        budget=args.budget if args.scheduler != "pbt" and not objectives else None, objectives=objectives,
+        budget=args.budget if args.scheduler != "pbt" and not objectives else None, objectives=objectives, **tuning,
+        final_decay=bool(args.final_decay),
         warm_start=[location(e).uri for e in args.warm_start or []])
 
 
@@ -412,7 +501,7 @@ def make_trainable(settings: TrialSettings):
 def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settings: TrialSettings, resume: bool):
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     from orchestrator.searcher import StudyStorage, fetch_study, warm_start
     from search_spaces import parse_space
@@ -448,11 +537,7 @@ def build_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
     searcher = DivergedIsPruned(metric=metric, mode=mode, sampler=sampler, study_name=spec.name,
                                 points_to_evaluate=[spec.baseline] if spec.baseline else None,
                                 storage=storage)
-    if spec.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="step", max_t=spec.max_steps, reduction_factor=2,
-                                  grace_period=max(spec.eval_every, spec.max_steps // 4))
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = asha_scheduler(spec) if spec.scheduler == "asha" else FIFOScheduler()
     search = ExtendableSearch(ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent), (exp / SPEC_FILE).uri)
     return tune.Tuner(
         trainable,
@@ -547,7 +632,7 @@ def final_tuner(spec: SweepSpec, args: argparse.Namespace, exp: Location, settin
 
     if not has_final_phase(spec):
         return None
-    trainable = make_trainable(settings)
+    trainable = make_trainable(replace(settings, loop=replace(settings.loop, final_decay=spec.final_decay)))
     if (exp / FINAL_DIR / "tuner.pkl").is_file():  # it started before this run of the sweep
         return tune.Tuner.restore((exp / FINAL_DIR).uri, trainable=trainable, resume_unfinished=True,
                                   resume_errored=False)
@@ -836,8 +921,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = trial_settings(spec, resources, args.max_failures, exp, refs)
     spec.max_concurrent = args.max_concurrent or default_concurrency(resources, local)
     log(f"experiment {exp}: {spec.trials} trials of up to {spec.max_steps} steps, "
-        f"{spec.max_concurrent} at a time, scheduler {spec.scheduler}"
-        + ("" if spec.scheduler == "pbt" else f", Optuna sampler {spec.searcher}"))
+        f"{spec.max_concurrent} at a time, {search_description(spec)}")
     if spec.scheduler == "pbt":
         log(f"PBT explores by itself (mutating {', '.join(spec.pbt_mutates)} every {spec.eval_every} steps "
             f"from other trials' checkpoints); Optuna is not used")

@@ -28,6 +28,10 @@ def test_help_explains_every_option():
     (["dcgan", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["dcgan", "--scheduler", "hyperband"], "invalid choice"),
     (["dcgan", "--searcher", "grid"], "invalid choice"),
+    (["dcgan", "--grace-period", "100", "--scheduler", "fifo"], "--grace-period tunes --scheduler asha"),
+    (["dcgan", "--reduction-factor", "1"], "--reduction-factor must be 2 or more"),
+    (["dcgan", "--max-steps", "600", "--grace-period", "601"], "--grace-period 601 is more than a trial's 600 steps"),
+    (["dcgan", "--no-multivariate", "--searcher", "random"], "--multivariate tunes --searcher tpe"),
 ])
 def test_bad_sweep_arguments(args, fragment):
     assert_one_line_error(run_cli("orchestrator.sweep", *args), fragment)

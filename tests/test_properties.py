@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import io
 import math
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -296,14 +297,15 @@ def test_zero_or_negative_counts_are_refused(option, value):
 @given(max_steps=st.integers(1, 10_000), eval_every=st.integers(1, 10_000), log_every=st.integers(1, 10_000))
 def test_any_budget_fits_its_intervals_and_ashas_grace_period(max_steps, eval_every, log_every):
     """`--max-steps 40` alone (eval-every 250 by default) once crashed ASHA (grace_period > max_t):
-    intervals above --max-steps are clamped to it, with a note; others are kept."""
-    from ray.tune.schedulers import ASHAScheduler
-
-    from orchestrator.sweep import fit_budget
+    intervals above --max-steps are clamped to it, with a note; others are kept. ASHA's default first
+    rung falls on an evaluation."""
+    from orchestrator.sweep import asha_scheduler, fit_budget, grace_period
 
     spec = {"max_steps": max_steps, "eval_every": eval_every, "log_every": log_every}
     notes = fit_budget(spec)
     assert spec["eval_every"] == min(eval_every, max_steps) and spec["log_every"] == min(log_every, max_steps)
     assert len(notes) == (eval_every > max_steps) + (log_every > max_steps)
-    ASHAScheduler(time_attr="step", max_t=max_steps, reduction_factor=2,
-                  grace_period=max(spec["eval_every"], max_steps // 4))  # raises if the grace period doesn't fit
+    settings = SimpleNamespace(**spec, grace_period=None, reduction_factor=2)
+    asha_scheduler(settings)  # raises if the grace period doesn't fit
+    rung = grace_period(settings)  # the first rung falls on an evaluation
+    assert rung % spec["eval_every"] == 0 and spec["eval_every"] <= rung <= max(spec["eval_every"], max_steps // 4)

@@ -287,6 +287,24 @@ def test_random_search_baseline(ray_address, tmp_path):
     assert [t.status(20) for t in exp.trials] == ["finished"] * 2
 
 
+def test_ashas_rungs_and_tpes_start_follow_their_options(ray_address, tmp_path):
+    """--grace-period 20 --reduction-factor 3: a trial stops only at its rung, step 20 of 60 (the
+    default rung would be 10), unless it is in the top third there; --startup-trials and
+    --no-multivariate reach TPE, and all four are said and kept in sweep.json."""
+    proc = run_cli("orchestrator.sweep", "gan", "--dataset", "digits", "--trials", "4", "--max-steps", "60",
+                   "--eval-every", "10", "--log-every", "5", "--eval-samples", "300", "--grace-period", "20",
+                   "--reduction-factor", "3", "--startup-trials", "2", "--no-multivariate", "--max-concurrent", "1",
+                   "--storage", str(tmp_path), "--name", "rungs", "--address", ray_address, "--no-dashboard",
+                   "--rescore-top", "0")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert ("scheduler asha (rungs at step 20: the top 1/3 go on), Optuna sampler tpe (2 random trials first, one "
+            "hyperparameter at a time)") in proc.stdout
+    spec = json.loads((tmp_path / "rungs" / "sweep.json").read_text())
+    assert [spec[k] for k in ("grace_period", "reduction_factor", "startup_trials", "multivariate")] == [20, 3, 2, False]
+    steps = sorted(t.last_step for t in load_experiment(tmp_path / "rungs").trials)
+    assert set(steps) <= {20, 60} and steps.count(20) >= 1, steps
+
+
 def test_defaults_are_trial_1_unless_the_space_excludes_them(tmp_path, capsys):
     """TPE and random sweeps try the family's defaults first; a space that excludes them says so in
     one line and samples as before; PBT, whose population starts at random, has no such trial."""
@@ -329,6 +347,31 @@ def test_the_final_phase_trains_the_best_configuration_on_from_its_best_checkpoi
     exported = json.loads((tmp_path / "fin" / "best" / "best.json").read_text())["checkpoints"]
     assert final.trial_id in {c["trial"] for c in exported}
     assert f"final of {parent.trial_id}" in (tmp_path / "fin" / "dashboard.html").read_text()
+
+
+def test_final_decay_lowers_the_final_phases_learning_rates_linearly_to_0(ray_address, tmp_path):
+    """--final-decay: a final trial's learning rates fall from the searched values at its parent's
+    checkpoint to 0 at its last step; the search's stay as searched."""
+    from trainables.checkpoints import read_training_state
+
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "1", "--max-steps", "20",
+                   "--eval-every", "10", "--eval-samples", "300", "--scheduler", "fifo", "--final-steps", "20",
+                   "--final-decay", "--storage", str(tmp_path), "--name", "decay", "--address", ray_address,
+                   "--no-dashboard", "--rescore-top", "0")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = load_experiment(tmp_path / "decay")
+    (search,), (final,) = exp.search_trials, [t for t in exp.trials if t.final_from]
+    start, end = final.final_until - 20, final.final_until
+
+    def rates(checkpoint) -> list[float]:
+        state = read_training_state(checkpoint.path)["optimizers"]
+        return [state[name]["param_groups"][0]["lr"] for name in ("generator", "discriminator")]
+
+    searched = [search.params["lr_g"], search.params["lr_d"]]
+    assert all(rates(c) == pytest.approx(searched) for c in search.checkpoints)
+    assert sorted(c.step for c in final.checkpoints) == [start + 10, end]
+    for checkpoint in final.checkpoints:  # the rate of the step before it: (end - (step - 1)) / 20 of the searched
+        assert rates(checkpoint) == pytest.approx([lr * (end - checkpoint.step + 1) / 20 for lr in searched])
 
 
 def test_budget_splits_between_search_and_final_phase(capsys):

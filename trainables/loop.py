@@ -96,6 +96,23 @@ def resume(folder: Path, modules: dict, optimizers: dict, best: float, best_key:
     return step, float(read_json(folder / METRICS).get(best_key, best))
 
 
+def lr_cooldown(optimizers: dict, start: int | None, end: int):
+    """The final phase's cooldown: a function that sets every learning rate to its value times
+    (end - step) / (end - start), from 1 at `start` down to 0 at `end` (Hägele et al. 2024, the
+    decay of a warmup-stable-decay schedule). A function of the step alone, so a trial resumed
+    mid-way needs no scheduler state; None when there is no cooldown."""
+    if start is None or end <= start:
+        return None
+    rates = [[group["lr"] for group in optimizer.param_groups] for optimizer in optimizers.values()]
+
+    def set_rates(step: int) -> None:
+        factor = max(0.0, (end - step) / (end - start))
+        for optimizer, lrs in zip(optimizers.values(), rates):
+            for group, lr in zip(optimizer.param_groups, lrs):
+                group["lr"] = lr * factor
+    return set_rates
+
+
 def rng_kept(device: torch.device):
     """A block whose random draws (KID's subsets, a feature network built before its weights are
     loaded, the cost metrics' inputs) leave the trial's own random stream as it was: its training
@@ -234,9 +251,12 @@ def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> Non
     fills = {key: background(images) for key, images in (("x", data.train_x), ("a", data.train_a)) if images is not None}
     # fp16 needs its losses scaled (bf16 has fp32's range); the scale starts anew on a resume
     scaler = torch.amp.GradScaler(device.type) if loop.precision == "fp16" else None
+    cooldown = lr_cooldown(optimizers, loop.decay_from, loop.max_steps)
     sums: dict[str, float] = {}
     interval_start, interval_steps = time.perf_counter(), 0
     while step < loop.max_steps:
+        if cooldown:
+            cooldown(step)
         batch = augment_batch(next_batch(data, family, batches, batches_a, device, loop.channels_last),
                               augment, family.data_kind == "paired", fills)
         with autocast(device, loop.precision), loss_scaling(scaler):

@@ -43,6 +43,8 @@ class LoopSettings:
     eval_samples: int
     precision: str = "fp32"  # the training step's autocast: fp32, bf16 or fp16 (with a GradScaler)
     channels_last: bool = False  # modules and batches in NHWC memory layout (faster convolutions on GPUs)
+    final_decay: bool = False  # a final-phase trial's learning rates fall linearly to 0 by its last step
+    decay_from: int | None = None  # ... from the step of the checkpoint it continues (set by run_trial)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,11 @@ class SweepSpec:
     budget: int | None = None  # --budget: trial-steps of search and final phase together
     warm_start: list = field(default_factory=list)  # --warm-start: the experiments whose trials seeded the study
     objectives: list | None = None  # --objectives: [objective, cost metric], a Pareto search (None: one objective)
+    grace_period: int | None = None  # ASHA's first rung (None: a quarter of max_steps, at least eval_every)
+    reduction_factor: int = 2  # ASHA keeps the top 1/N at each rung
+    startup_trials: int | None = None  # TPE's random start (None: a third of the trials, 2..10)
+    multivariate: bool | None = None  # TPE models the hyperparameters jointly (None: Optuna's default)
+    final_decay: bool = False  # the final phase's learning rates fall linearly to 0 (--final-decay)
     name: str = ""
     feature_network: dict = field(default_factory=dict)  # the FID feature network's name and facts
     dataset_info: dict = field(default_factory=dict)
