@@ -34,6 +34,7 @@ from pathlib import Path
 
 from common import ROOT, run_sweep  # noqa: E402  (puts the project on sys.path)
 from sweeps import best_vs_compute, compute_to_reach  # noqa: E402
+from orchestrator.sweep import search_trial_steps  # noqa: E402
 from trainables.experiment import load_experiment  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -73,14 +74,6 @@ def summary(exp, wall: float, budget: int) -> dict:
             "search_best_fid": search[-1][1] if search else None, "search_curve": search}
 
 
-def search_steps(budget: int, trials: int, eval_every: int) -> int:
-    """A search trial's steps under --budget (orchestrator.sweep's split_budget)."""
-    from orchestrator.sweep import SEARCH_SHARE
-
-    per_trial = int(budget * SEARCH_SHARE) // trials
-    return per_trial // eval_every * eval_every
-
-
 def run_key(run: str, variant: str | None, search_only: bool) -> str:
     """random search's runs are one whatever the variant; a search alone is named without '+final'."""
     name = run.replace("+final", "") if search_only else run
@@ -92,7 +85,7 @@ def run_seed(model: str, seed: int, budget: int, trials: int, eval_every: int, s
              defaults_decay: bool = False, runs: tuple = tuple(RUNS)) -> None:
     common = ["--seed", str(seed), "--eval-every", str(eval_every), "--log-every", str(eval_every // 2),
               "--keep-checkpoints", "1"]
-    size = (["--max-steps", str(search_steps(budget, trials, eval_every))] if search_only
+    size = (["--max-steps", str(search_trial_steps(budget, trials, eval_every))] if search_only
             else ["--budget", str(budget)])
     if not search_only and f"defaults/{seed}" not in done:
         name = f"defaults_{seed}"

@@ -309,11 +309,17 @@ def split_budget(args: argparse.Namespace, sizes: dict) -> dict:
     if args.max_steps or args.final_steps:
         raise UsageError("--budget divides the steps itself: give --budget or --max-steps / --final-steps, not both")
     share = 1.0 if args.scheduler == "pbt" or args.objectives else SEARCH_SHARE  # no final phase there
-    per_trial = int(args.budget * share) // sizes["trials"]
+    per_trial = search_trial_steps(args.budget, sizes["trials"], sizes["eval_every"], share)
     if per_trial < 1:
         raise UsageError(f"--budget {args.budget} is less than one step for each of {sizes['trials']} trials")
-    every = sizes["eval_every"]
-    return {"max_steps": per_trial // every * every if per_trial >= every else per_trial, "final_steps": 0}
+    return {"max_steps": per_trial, "final_steps": 0}
+
+
+def search_trial_steps(budget: int, trials: int, eval_every: int, share: float = SEARCH_SHARE) -> int:
+    """A search trial's steps under --budget: share * budget / trials, rounded down to a multiple of
+    --eval-every where it is one or more."""
+    per_trial = int(budget * share) // trials
+    return per_trial // eval_every * eval_every if per_trial >= eval_every else per_trial
 
 
 def objective_names(text: str) -> list[str]:
@@ -385,9 +391,6 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
     for note in fit_budget(sizes):
         print(f"[sweep] {note}", flush=True)
     tuning = search_tuning(args, sizes["max_steps"])
-    final_phase = sizes["final_steps"] or (args.budget and args.scheduler != "pbt" and not objectives)
-    if args.final_decay and not final_phase:
-        raise UsageError("--final-decay shapes the final phase, and this sweep has none (give --final-steps or --budget)")
     space_file = Path(args.space) if args.space else default_space_path(args.model)
     space = load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
     mutated = list(pbt_mutations(family, space)) if args.scheduler == "pbt" else None
@@ -399,7 +402,7 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         baseline, why = defaults_point(searched, family.defaults)
         if baseline is None:
             print(f"[sweep] the family's defaults are not trial 1: {why} in {space_file}", flush=True)
-    return SweepSpec(
+    spec = SweepSpec(
         **sizes, model=args.model, dataset=dataset, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
         subset=args.subset, data_options={k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k) is not None},
         space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
@@ -410,6 +413,9 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         budget=args.budget if args.scheduler != "pbt" and not objectives else None, objectives=objectives, **tuning,
         final_decay=bool(args.final_decay),
         warm_start=[location(e).uri for e in args.warm_start or []])
+    if spec.final_decay and not has_final_phase(spec):
+        raise UsageError("--final-decay shapes the final phase, and this sweep has none (give --final-steps or --budget)")
+    return spec
 
 
 AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml")  # where `ray up` leaves the cluster's config on the head

@@ -251,7 +251,9 @@ def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> Non
     fills = {key: background(images) for key, images in (("x", data.train_x), ("a", data.train_a)) if images is not None}
     # fp16 needs its losses scaled (bf16 has fp32's range); the scale starts anew on a resume
     scaler = torch.amp.GradScaler(device.type) if loop.precision == "fp16" else None
-    cooldown = lr_cooldown(optimizers, loop.decay_from, loop.max_steps)
+    # the final phase's cooldown starts at the step of the parent's checkpoint it continues from
+    decay_from = int(run.checkpoint.started_from["step"]) if loop.final_decay else None
+    cooldown = lr_cooldown(optimizers, decay_from, loop.max_steps)
     sums: dict[str, float] = {}
     interval_start, interval_steps = time.perf_counter(), 0
     while step < loop.max_steps:

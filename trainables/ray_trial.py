@@ -397,9 +397,6 @@ def run_trial(hp: dict, settings: TrialSettings) -> None:
     run = TrialRun(settings, hp, settings.checkpoint.but(hp=hp, trial_id=trial_id))
     if start is not None:
         run = started_from(start, run)
-    if final_from and settings.loop.final_decay:  # the cooldown starts where the parent's checkpoint was
-        loop = replace(settings.loop, decay_from=int(run.checkpoint.started_from["step"]))
-        run = replace(run, settings=replace(settings, loop=loop))
     resources = settings.resources
     if resources.in_process:
         train_loop(run, InProcessSession(run, family.objective, family.mode), *train_loop_data(run))

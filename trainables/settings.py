@@ -44,7 +44,6 @@ class LoopSettings:
     precision: str = "fp32"  # the training step's autocast: fp32, bf16 or fp16 (with a GradScaler)
     channels_last: bool = False  # modules and batches in NHWC memory layout (faster convolutions on GPUs)
     final_decay: bool = False  # a final-phase trial's learning rates fall linearly to 0 by its last step
-    decay_from: int | None = None  # ... from the step of the checkpoint it continues (set by run_trial)
 
 
 @dataclass(frozen=True)
