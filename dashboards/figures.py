@@ -150,6 +150,12 @@ def objective_figure(exp: Experiment, top: list[str], statuses: dict[str, str]) 
         if points:
             fig.add_trace(marker_trace(points, label, f"trial %{{customdata}} {status} at step %{{x}}<extra></extra>",
                                        symbol=symbol, size=11, color="#c62828", line=dict(width=2, color="#c62828")))
+    untrained = [(t, 0, float(r[key])) for t in exp.trials for r in [exp.untrained_of(t)] if r and key in r
+                 and isinstance(r[key], (int, float)) and math.isfinite(r[key])]
+    if untrained:  # a reference the training should beat, never a result
+        fig.add_trace(marker_trace(untrained, "untrained (reference)",
+                                   f"trial %{{customdata}}: the untrained model, {key} %{{y:.4g}} (a reference)<extra></extra>",
+                                   symbol="circle-open", size=10, color="#555", line=dict(width=1.5, color="#555")))
     best_ckpt = exp.best_checkpoints()
     points = [(t, c.step, float(c.metrics[key])) for t, c in ((t, best_ckpt.get(t.trial_id)) for t in exp.trials) if c]
     if points:
@@ -158,7 +164,7 @@ def objective_figure(exp: Experiment, top: list[str], statuses: dict[str, str]) 
             symbol="star", size=[13 if t.trial_id in top else 9 for t, _, _ in points],
             color=[color[t.trial_id] if t.trial_id in top else "#777" for t, _, _ in points], line=dict(width=1, color="#222")))
     log = spans_decades([v for _, _, values in curves for v in values])
-    fig.update_layout(title=f"{key} over training ({exp.mode} is better; step 0 = the untrained model)",
+    fig.update_layout(title=f"{key} over training ({exp.mode} is better; step 0 = the untrained model, a reference)",
                       xaxis_title="step", yaxis_title=key, yaxis_type="log" if log else "linear", height=440,
                       margin=MARGIN, hovermode="closest", updatemenus=log_buttons())
     fig.layout.updatemenus[0].active = 1 if log else 0

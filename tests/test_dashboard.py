@@ -6,6 +6,7 @@ leaves), a hand-made errored trial and one left RUNNING by a driver that went aw
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -97,7 +98,10 @@ def test_trial_table_and_curves(damaged):
         assert table.loc[ids[role], "status"] == status, role
     assert [table.loc[ids[k], "steps"] for k in expected] == [40, 20, 10, 20]
     fids = list(leaderboard(exp)["fid"])
-    assert fids == sorted(fids) and all(f > 0 for f in fids)  # best first
+    scored = fids[:3]  # best first; the errored trial has only its untrained reading, a reference: no result, last
+    assert scored == sorted(scored) and all(f > 0 for f in scored) and math.isnan(fids[3])
+    assert table.loc[ids["errored"], "untrained"] == trials[ids["errored"]].results[0]["fid"] > max(scored)
+    assert exp.best_of(trials[ids["errored"]]) is None
     assert Path(table.loc[ids["finished"], "checkpoint"]).parent.name == ids["finished"]
     assert table.loc[ids["errored"], "checkpoint"] == "" and table.loc[ids["interrupted"], "checkpoint"] == ""
     assert "non-finite at step 11" in trials[ids["errored"]].error
@@ -190,8 +194,9 @@ def test_page_renders_in_headless_chromium(sweep, damaged, tmp_path):
             assert p["drawn"] and p["traces"] == p["expected"] > 0 and p["svg"] > 0, p
         assert by_id["e0-losses"]["points"] >= 4 and by_id["e0-objective"]["points"] >= 3
         markers = set(by_id["e0-objective"]["names"])
-        assert {"stopped by the scheduler", "errored", "interrupted", "best checkpoint"} <= markers, markers
-        assert by_id["e0-parallel"]["traces"] == len(ids) + 1  # a line per trial with a score, and the colorbar
+        assert {"stopped by the scheduler", "errored", "interrupted", "best checkpoint", "untrained (reference)"} <= markers, markers
+        # a line per trial with a score of a trained model (the errored one has only its untrained reading), and the colorbar
+        assert by_id["e0-parallel"]["traces"] == (len(ids) - 1) + 1
 
         # sample grids decoded: the best 2 checkpoints and the best trial's checkpoints over time, per experiment
         widths = driver.execute_script("return Array.from(document.images).map(function (i) { return i.naturalWidth; })")

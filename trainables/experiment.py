@@ -16,7 +16,7 @@ from pathlib import Path
 from trainables.cli import UsageError
 from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, FINAL_DIR, FINAL_FROM,
                                FINAL_UNTIL, METRICS, PARAMS_FILE, PROGRESS_FILE, RESCORE_FILE, RESTART_BACKUP,
-                               RESULT_FILE, RESUME_BACKUP, SPEC_FILE, SWEEP_STATUS, TRIAL_ID)
+                               RESULT_FILE, RESUME_BACKUP, SPEC_FILE, SWEEP_STATUS, TRIAL_ID, UNTRAINED)
 from trainables.storage import Location, is_complete, local_copy, location
 LIVE_SECONDS = 600  # an unfinished trial that reported within this long is taken as still running
 
@@ -133,8 +133,15 @@ class Experiment:
         return value if self.mode == "min" else -value
 
     def best_of(self, trial: Trial) -> dict | None:
-        scored = [r for r in trial.results if math.isfinite(self.score(r))]
+        """A trial's best report of a trained model (the untrained model's step-0 reading is a
+        reference, not a result: see untrained_of)."""
+        scored = [r for r in trial.results if math.isfinite(self.score(r)) and not is_untrained(r)]
         return min(scored, key=self.score) if scored else None
+
+    def untrained_of(self, trial: Trial) -> dict | None:
+        """The trial's report of its untrained model (step 0), where it has one: the reference its
+        training should beat."""
+        return next((r for r in trial.results if is_untrained(r)), None)
 
     def params_at_best(self, trial: Trial) -> dict:
         """The hyperparameters behind a trial's best report: its config then (Population Based
@@ -267,6 +274,12 @@ def non_dominated(points: list[tuple[float, float]]) -> list[int]:
     readers read checkpoints' files.) Equal points are all kept."""
     return [i for i, (a, b) in enumerate(points)
             if not any(x <= a and y <= b and (x < a or y < b) for x, y in points)]
+
+
+def is_untrained(report: dict) -> bool:
+    """Whether a report is the untrained model's (UNTRAINED; a sweep older than that flag marks it
+    by its step, 0: the loop evaluates at step 0 only before training)."""
+    return bool(report.get(UNTRAINED)) or _step(report.get("step"), -1) == 0
 
 
 def _number(value) -> float | None:
@@ -454,8 +467,9 @@ def read_json_dict(path: Path) -> dict:
 
 
 def leaderboard(exp: Experiment, now: float | None = None):
-    """One row per trial, best first: hyperparameters, best objective, status, best checkpoint; for a
-    Pareto sweep also the cost and the trial's place on the front ("front", or "knee")."""
+    """One row per trial, best first: hyperparameters, best objective (of a trained model), the
+    untrained model's reading beside it as a reference (where the family scores one), status, best
+    checkpoint; for a Pareto sweep also the cost and the trial's place on the front ("front", or "knee")."""
     import pandas as pd
 
     best_ckpt = exp.best_checkpoints()
@@ -467,8 +481,10 @@ def leaderboard(exp: Experiment, now: float | None = None):
         best = exp.best_of(t) or {}
         ckpt = best_ckpt.get(t.trial_id)
         cost = {exp.cost: best.get(exp.cost, math.nan), "pareto": places.get(t.trial_id, "")} if exp.cost else {}
+        untrained = exp.untrained_of(t)
+        reference = {"untrained": untrained.get(exp.objective, math.nan)} if untrained else {}
         rows.append({"trial": t.trial_id, **exp.params_at_best(t), exp.objective: best.get(exp.objective, math.nan),
-                     **cost, "at_step": best.get("step"), "steps": t.last_step,
+                     **reference, **cost, "at_step": best.get("step"), "steps": t.last_step,
                      "status": statuses[t.trial_id], "seconds": round(t.wall_seconds, 1),
                      "checkpoint": str(ckpt.path) if ckpt else "",
                      **({"role": roles.get(t.trial_id, "")} if roles else {})})

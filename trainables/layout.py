@@ -55,6 +55,10 @@ COST_METRICS = {
 # A trial whose loss became NaN or infinite ends with a report of this metric, the reason: the
 # orchestrator's tools show it as errored, the searcher learns it as a bad (pruned) trial.
 DIVERGED = "diverged"
+# The untrained model's report (step 0) carries this metric (1): its scores are a reference that
+# every curve starts from, never a result: the objective's running best (`<objective>_best`, what
+# Tune, Optuna and ASHA rank on), the leaderboard, `best`, fANOVA and the plots skip it.
+UNTRAINED = "untrained"
 # A trial whose checkpoint did not fit its storage reports this metric, what is full and how much
 # was needed, and waits: the sweep stops every trial as Ctrl-C would, so `--resume` continues them.
 STORAGE_FULL = "storage_full"

@@ -25,7 +25,7 @@ from trainables.blocks import diffaug_policies
 from trainables.checkpoints import load_training_state, read_json, save_checkpoint
 from trainables.family import inference_cost, loss_scaling
 from trainables.features import Evaluator, to_float
-from trainables.layout import COST_METRICS, DIVERGED, METRICS
+from trainables.layout import COST_METRICS, DIVERGED, METRICS, UNTRAINED
 from trainables.models import get_family
 from trainables.settings import TrialRun
 
@@ -135,14 +135,19 @@ class Reporter:
         self.cost = dict.fromkeys(COST_METRICS, math.nan)
         self.cost_measured = False
 
-    def report(self, step: int, losses: dict, images_per_s: float, evaluate: bool, checkpoint: bool) -> None:
+    def report(self, step: int, losses: dict, images_per_s: float, evaluate: bool, checkpoint: bool,
+               untrained: bool = False) -> None:
+        """`untrained`: the reading of the model before its first step, reported as a reference
+        (UNTRAINED) that never becomes the trial's best."""
         family, hp = self.family, self.run.hp
         metrics = {"step": step, "epoch": step * hp["batch_size"] / self.train_size,
                    **{k: losses.get(k, math.nan) for k in family.loss_names},
                    "images_per_s": images_per_s, "eval_seconds": math.nan,
                    **{k: math.nan for k in family.metric_names}, **self.cost}
         evaluated = self.evaluate(metrics) if self.session.rank == 0 and evaluate else None
-        if evaluated:
+        if untrained:
+            metrics[UNTRAINED] = 1
+        elif evaluated:
             self.best = self.better(self.best, metrics[family.objective])
         metrics[self.best_key] = self.best
         folder = None
@@ -243,7 +248,7 @@ def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> Non
                  if family.data_kind == "unpaired" else None)
 
     if step == 0 and family.scores_untrained:  # the untrained model's score: the baseline every curve starts from
-        reporter.report(step, {}, math.nan, evaluate=True, checkpoint=False)
+        reporter.report(step, {}, math.nan, evaluate=True, checkpoint=False, untrained=True)
     elif step >= loop.max_steps:  # PBT started this trial from one that had finished: its last report
         reporter.report(step, {}, math.nan, evaluate=True, checkpoint=True)
 
