@@ -143,20 +143,43 @@ def space_html(spec: dict) -> str:
             f'<div class="note">from <code>{source}</code>; every other hyperparameter keeps the family\'s default</div>')
 
 
+def feature_check_html(check) -> str:
+    """The feature space's check before the sweep (trainables.feature_checks.quick_check), in a sentence."""
+    if not isinstance(check, dict) or not isinstance(check.get("sequences"), dict):
+        return ""
+    readings = "; ".join(f"{esc(k)} {esc(', '.join(f'{v:.3g}' for v in vs if isinstance(v, (int, float))))}"
+                         for k, vs in check["sequences"].items() if isinstance(vs, list))
+    verdict = "passed" if check.get("passed") else "<b>failed</b>"
+    if isinstance(check.get("instead_of"), list) and check["instead_of"]:
+        verdict += f" (used instead of {esc(', '.join(map(str, check['instead_of'])))}, which failed theirs)"
+    floor = check.get("floor")
+    return (f". Its check before the sweep {verdict}: FID of another real split {esc(f'{floor:.3g}' if isinstance(floor, (int, float)) else floor)} "
+            f"(the floor), rising with each level of {readings} ({esc(check.get('images'))} images, "
+            f"{esc(check.get('seconds'))} s)")
+
+
 def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged: list[str],
                 evaluated: list[str]) -> str:
     spec = exp.spec
     info = spec.get("dataset_info") or {}
     feature = spec.get("feature_network") or {}
     name = str(feature.get("name", "?"))
-    if name.startswith("inception"):
+    if feature.get("arch"):  # the user's own weights file
+        features = (f"<code>{esc(name)}</code>: the {esc(feature.get('feature_dim'))}-d pooled features (layer "
+                    f"<code>{esc(feature.get('layer'))}</code>) of a torchvision {esc(feature['arch'])} with the weights "
+                    f"of <code>{esc(feature.get('file'))}</code>; {esc(spec.get('eval_samples'))} generated vs held-out "
+                    f"real images per evaluation")
+    elif name.startswith("inception"):
         features = (f"Inception-v3 pool features ({feature.get('feature_dim', 2048)}-d), as in published FID; "
                     f"{spec.get('eval_samples')} generated vs held-out real images per evaluation")
     else:
-        features = (f"<code>{esc(name)}</code>: the {esc(feature.get('feature_dim'))}-d penultimate layer of a small "
-                    f"classifier trained on the dataset (held-out accuracy {esc(feature.get('test_accuracy'))}); "
+        made = {"simclr": "a small CNN trained by contrastive self-supervision (SimCLR) on the dataset's own images",
+                "random": "a small randomly initialised CNN"}.get(
+            feature.get("kind"), f"a small classifier trained on the dataset (held-out accuracy {esc(feature.get('test_accuracy'))})")
+        features = (f"<code>{esc(name)}</code>: the {esc(feature.get('feature_dim'))}-d penultimate layer of {made}; "
                     f"{esc(spec.get('eval_samples'))} generated vs held-out real images per evaluation. "
-                    f"Comparable between trials on this dataset, <b>not</b> with published Inception FID")
+                    f"Comparable between trials on this dataset, <b>not</b> with published Inception FID"
+                    + feature_check_html(feature.get("check")))
     names = list(dict.fromkeys([exp.objective, *(labels.get("metric_names") or evaluated),
                                 *(labels.get("loss_names") or logged)]))
     # the family's own words: recorded in sweep.json, or from the family itself for older sweeps

@@ -139,7 +139,9 @@ def rescore(exp: Experiment, top: int = TOP, seeds: int = SEEDS, samples: int | 
     spec = exp.spec
     samples = samples or get_family(spec["model"]).rescore_samples
     data = load_dataset(spec["dataset"], spec.get("data_root"), spec.get("subset"), spec.get("data_options") or None)
-    feature_state, feature_meta = feature_network(spec.get("fid_features", "classifier"), data, log=log,
+    # the space the sweep measured in (where `auto` fell back, the one it fell back to)
+    kind = (spec.get("feature_network") or {}).get("kind") or spec.get("fid_features", "classifier")
+    feature_state, feature_meta = feature_network(kind, data, log=log,
                                                   data_root=spec.get("data_root"), data_options=spec.get("data_options"),
                                                   subset=spec.get("subset"))
     gpus = float((spec.get("resources") or {}).get("gpus_per_worker") or 0)

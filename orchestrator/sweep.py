@@ -23,13 +23,13 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from orchestrator.cluster import init_ray
-from trainables.cli import (Parser, UsageError, fraction, image_size, non_negative_float, non_negative_int, positive_int,
-                            run)
+from trainables.cli import (Parser, UsageError, feature_space, fraction, image_size, non_negative_float, non_negative_int,
+                            positive_int, run)
 from trainables.experiment import (is_spec, keep_results_before_resume, leaderboard, load_experiment, write_histories,
                                    write_sweep_status)
 from trainables.layout import (CHECKPOINTS_DIR, DASHBOARD_FILE, ERROR_FILE, FINAL_DIR, FINAL_FROM, FINAL_UNTIL,
                                SPEC_FILE, STORAGE_FULL)
-from trainables.settings import CheckpointConfig, LoopSettings, Resources, SweepSpec, TrialSettings
+from trainables.settings import FEATURE_KINDS, CheckpointConfig, LoopSettings, Resources, SweepSpec, TrialSettings
 from trainables.storage import Location, check_reachable, first_line, full_cause, location
 
 QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000, "final_steps": 600}
@@ -198,9 +198,16 @@ def build_parser() -> Parser:
     search.add_argument("--multivariate", action=argparse.BooleanOptionalAction, default=None,
                         help="tpe: model the hyperparameters jointly (multivariate TPE) or, with --no-multivariate, "
                              "one by one (default: jointly; one by one in a Pareto search, as Optuna does)")
-    search.add_argument("--fid-features", choices=["classifier", "inception"], default="classifier",
-                        help="feature network of FID/KID: a small classifier trained once on the dataset (default, "
-                             "offline) or Inception-v3 (needs torch-fidelity and its weights: internet or $TORCH_HOME)")
+    search.add_argument("--fid-features", type=feature_space, default="auto", metavar="|".join(FEATURE_KINDS) + "|FILE",
+                        help="feature network of FID/KID, trained once on the dataset and cached: "
+                             + "; ".join(f"{k}: {v}" for k, v in FEATURE_KINDS.items())
+                             + "; FILE.safetensors: your own torchvision inception_v3, resnet50 or resnet18 weights "
+                               "(its pooled features, comparable with published numbers for Inception-v3). "
+                               "Checked before Ray starts (docs/results.md: the disturbance tests), but for "
+                               "Inception and FILE")
+    search.add_argument("--skip-feature-check", action="store_true",
+                        help="sweep without checking that the feature space tells noise and blur from real images "
+                             "(a check of seconds; with `auto`, a space that fails gives way to the next)")
     search.add_argument("--objectives", metavar="OBJECTIVE,COST",
                         help="a Pareto search of two objectives with Optuna's multi-objective TPE (or random) "
                              "sampler: the family's objective against what its model costs, params (parameters of "
@@ -407,6 +414,7 @@ def make_spec(args: argparse.Namespace) -> SweepSpec:
         subset=args.subset, data_options={k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k) is not None},
         space_toml=space_file.read_text(), space_file=str(space_file), overrides=overrides,
         scheduler=args.scheduler, searcher=args.searcher, seed=args.seed, fid_features=args.fid_features,
+        feature_check=not args.skip_feature_check,
         precision=args.precision, channels_last=args.channels_last,
         objective=family.objective, mode=family.mode, metric_descriptions=metric_descriptions(args.model),
         keep_checkpoints=args.keep_checkpoints, pbt_mutates=mutated, baseline=baseline, final_top=args.final_top,
@@ -895,7 +903,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from trainables.datasets import load_dataset
     from trainables.models import get_family
-    from trainables.features import feature_network
+    from trainables.feature_checks import checked_feature_network
 
     data = load_dataset(spec.dataset, spec.data_root, spec.subset, spec.data_options)
     val = "" if data.val_x is None else f"{len(data.val_x)} validation (what trials are scored on) / "
@@ -904,9 +912,9 @@ def main(argv: list[str] | None = None) -> int:
     family = get_family(spec.model)
     family.check_data(data.info())
     check_hyperparameters(family, data, spec)  # e.g. --set normal_class=12 fails here
-    feature_state, spec.feature_network = feature_network(spec.fid_features, data, log=log,
-                                                             data_root=spec.data_root,
-                                                             data_options=spec.data_options, subset=spec.subset)
+    feature_state, spec.feature_network = checked_feature_network(
+        spec.fid_features, data, spec.eval_samples, log=log, check=spec.feature_check, data_root=spec.data_root,
+        data_options=spec.data_options, subset=spec.subset)
     spec.dataset_info = {**data.info(), "options": spec.data_options or {}}  # checkpoints keep the options
     resources = trial_resources(args, spec)
     spec.resources = asdict(resources)
@@ -938,6 +946,9 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.ray_trial import HideTuneRestoreHint
 
     logging.getLogger("ray.tune.tune").addFilter(HideTuneRestoreHint())
+    # Tune's TensorBoard logger warns of every infinite value: the running best of a trial that has
+    # only its untrained reading (a reference, never its best) is one
+    logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
     write_sweep_status(exp, "running")
     live = start_live_dashboard(spec, args, exp, log)
     stopped = False
@@ -1052,8 +1063,9 @@ def report(where: Location, elapsed: float, dashboard: bool, resume: str, stoppe
         print(f"export the front: python -m orchestrator.best {where} --pareto")
     if ranked:
         trial, ckpt = ranked[0]
+        features = (exp.spec.get("feature_network") or {}).get("name") if exp.objective in ("fid", "kid") else None
         print(f"best checkpoint: {exp.where(ckpt.path)}  ({exp.objective} {ckpt.metrics[exp.objective]:.4g} "
-              f"at step {ckpt.step}, trial {trial.trial_id}" + (", ranked by the re-scored mean" if exp.rescored_entries() else "")
+              f"at step {ckpt.step}, trial {trial.trial_id}" + (f", {features} features" if features else "") + (", ranked by the re-scored mean" if exp.rescored_entries() else "")
               + ")")
         if where.remote:
             print(f"pull it: python -m orchestrator.best {where} --top 3")

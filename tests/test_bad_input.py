@@ -98,6 +98,16 @@ def test_malformed_addresses_are_refused(capsys, tmp_path, address, fragment):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("features, fragment", [
+    ("nonsense", "'nonsense' is none of auto, classifier"),
+    ("missing.safetensors", "no such weights file: missing.safetensors"),
+])
+def test_unknown_feature_spaces_are_refused(capsys, tmp_path, features, fragment):
+    proc = cli(capsys, sweep.main, "dcgan", "--dataset", "digits", "--storage", str(tmp_path), "--fid-features", features)
+    assert_one_line_error(proc, "--fid-features", fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", "."])
 def test_name_must_be_one_folder(capsys, tmp_path, name):
     proc = cli(capsys, sweep.main, "dcgan", "--dataset", "digits", "--storage", str(tmp_path / "s"), "--name", name)

@@ -1,6 +1,7 @@
 import contextlib
 
 import numpy as np
+import pytest
 import torch
 
 from trainables.datasets import load_dataset
@@ -122,3 +123,35 @@ def test_training_does_not_depend_on_how_often_the_trial_is_evaluated(cache_dir)
         assert sorted(session.checkpoints) == ([5, 10] if eval_every == 5 else [10])
         weights.append(session.checkpoints[10])
     assert weights[0] and weights[0] == weights[1]
+
+
+def test_a_backbone_from_the_users_weights_file_is_loaded_and_measures(tmp_path, cache_dir):
+    """--fid-features FILE.safetensors: a torchvision ResNet's weights (here a fresh resnet18 of the
+    test's own; a lab would give its ImageNet weights), read without unpickling, its layer named."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    from trainables.errors import BadInput
+    from trainables.features import Evaluator, feature_network
+
+    torch.manual_seed(0)
+    weights = tmp_path / "my-resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in torchvision.models.resnet18(weights=None).state_dict().items()}, str(weights))
+    data = load_dataset("digits")
+    state, meta = feature_network(str(weights), data)
+    assert meta["arch"] == "resnet18" and meta["name"] == "resnet18.avgpool-my-resnet" and meta["feature_dim"] == 512
+    network = build_feature_network(state, meta)
+    first = next(iter(network.net.state_dict()))
+    assert torch.equal(network.net.state_dict()[first], torch.from_numpy(state[first]))  # the file's weights, not new ones
+    evaluator = Evaluator(data, 32, state, meta, torch.device("cpu"))
+    real = evaluator.quality(to_float(torch.from_numpy(data.train_x[:32])))
+    noise_images = torch.rand(32, 1, 16, 16) * 2 - 1
+    noise = evaluator.quality(noise_images)
+    assert np.isfinite(real["fid"]) and real["fid"] < noise["fid"] and evaluator.classify(noise_images) is None
+    # anything else is refused with what it is
+    save_file({"weight": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(BadInput, match="not the state dict of a torchvision inception_v3, resnet50, resnet18"):
+        feature_network(str(tmp_path / "other.safetensors"), data)
+    (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(BadInput, match="not a readable safetensors file"):
+        feature_network(str(tmp_path / "broken.safetensors"), data)

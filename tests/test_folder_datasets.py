@@ -374,14 +374,16 @@ def test_dcgan_sweeps_an_image_folder(ray_address, tmp_path):
                      'low = 1e-4\nhigh = 1e-3\n')
     exp = family_sweep(ray_address, tmp_path / "exp", "dcgan", "--dataset", "image_folder", "--data-root",
                        str(tmp_path / "strokes"), "--image-size", "16", "--fit", "stretch", "--space", str(space),
-                       max_steps=20, eval_every=20)
+                       "--skip-feature-check", max_steps=20, eval_every=20)  # 20 held-out images: too few to check
     spec = json.loads((exp / "sweep.json").read_text())
     assert spec["dataset"] == "image_folder" and spec["data_options"] == {"image_size": 16, "fit": "stretch"}
     assert spec["dataset_info"]["shape"] == [1, 16, 16]
     config = json.loads(next(exp.glob("checkpoints/*/checkpoint_*/config.json")).read_text())
     assert config["data"]["options"] == spec["data_options"]  # so infer reloads the same held-out images
-    assert spec["feature_network"]["name"] == "classifier-image_folder_rotations"
+    # no labels: SimCLR features of the folder's own images (unchecked, as asked)
+    assert spec["feature_network"]["name"] == "simclr-image_folder" and "check" not in spec["feature_network"]
+    assert spec["feature_check"] is False
     results = [json.loads(line) for p in exp.glob("run_trial_*/result.json") for line in p.read_text().splitlines()]
     assert len({r["trial_id"] for r in results}) == 2
     assert all(np.isfinite(r["fid"]) for r in results if r["step"] == 20)
-    assert all(r["fid"] > 1 for r in results if r["step"] == 0)  # the features tell noise from strokes
+    assert all(r["untrained"] == 1 and r["fid"] > 0 for r in results if r["step"] == 0)  # a reference, flagged

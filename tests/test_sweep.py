@@ -81,8 +81,16 @@ def test_best_checkpoint_beats_an_untrained_generator(digits_sweep, cache_dir):
     untrained = {k: m.eval() for k, m in model.family.build(model.hp, data.info()).items()}
     baseline = quality(model.family.generate(untrained, len(data.test_x), model.hp, 3))["fid"]
     assert trained < 0.7 * baseline, (trained, baseline)
-    # the loop measured the untrained model too: its first report (step 0)
-    assert best_trial.results[0]["step"] == 0 and best_trial.results[0]["fid"] > best.metrics["fid"]
+    # the loop measured the untrained model too: its first report (step 0), a reference that never
+    # becomes the trial's best (fid_best, what Tune, Optuna and ASHA rank on), and the sweep checked
+    # its feature space before Ray started
+    first = best_trial.results[0]
+    assert first["step"] == 0 and first["untrained"] == 1 and first["fid"] > best.metrics["fid"]
+    assert first["fid_best"] == math.inf
+    for trial in exp.trials:
+        trained = [r["fid"] for r in trial.results if r["step"] > 0 and math.isfinite(r.get("fid", math.nan))]
+        assert trial.results[-1]["fid_best"] == min(trained) == exp.best_of(trial)["fid"]
+    assert exp.spec["feature_network"]["check"]["passed"]
 
 
 def test_best_exports_and_infer_samples_a_grid(digits_sweep, tmp_path):

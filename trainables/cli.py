@@ -89,3 +89,18 @@ def fraction(text: str) -> float:
         return check_fraction(value)
     except BadInput as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def feature_space(text: str) -> str:
+    """--fid-features: one of FEATURE_KINDS, or an existing FILE.safetensors (a backbone's weights)."""
+    from pathlib import Path
+
+    from trainables.settings import FEATURE_KINDS, WEIGHTS_SUFFIX
+
+    if text in FEATURE_KINDS:
+        return text
+    if text.endswith(WEIGHTS_SUFFIX):
+        if not Path(text).is_file():
+            raise argparse.ArgumentTypeError(f"no such weights file: {text}")
+        return str(Path(text).resolve())
+    raise argparse.ArgumentTypeError(f"{text!r} is none of {', '.join(FEATURE_KINDS)}, nor a FILE{WEIGHTS_SUFFIX}")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from torch import nn
 
 from trainables.datasets import ImageData, cache_dir
 from trainables.errors import BadInput
+from trainables.settings import FEATURE_KINDS, UNLABELED_DEFAULT, WEIGHTS_SUFFIX
 
 FEATURE_DIM = 64
 FEATURE_VERSION = 2  # bump when the architecture or training recipe changes
@@ -38,6 +41,7 @@ class FeatureClassifier(nn.Module):
     def __init__(self, channels: int, num_classes: int, feature_dim: int = FEATURE_DIM):
         super().__init__()
         self.num_features = feature_dim  # read by torchmetrics
+        self.channels = channels  # what it takes (a backbone takes any: BackboneFeatures)
         self.body = nn.Sequential(
             nn.Conv2d(channels, 16, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
@@ -113,9 +117,74 @@ def train_classifier(data: ImageData, epochs: int = 2, batch: int = 128, seed: i
     return model, correct / len(tx)
 
 
-def get_feature_network(data: ImageData, log=print) -> tuple[dict[str, np.ndarray], dict]:
-    """The dataset's feature classifier (trained now or read from the cache) as numpy weights + metadata."""
-    key = f"{data.name}-{fingerprint(data)}"
+def unlabeled_images(data: ImageData, cap: int = 5000) -> np.ndarray:
+    """The training images a label-free feature network learns from: both domains of two-domain
+    data of one shape, at most `cap` of each (evenly spaced)."""
+    parts = [data.train_x] + ([data.train_a] if data.train_a is not None and data.train_a.shape[1:] == data.shape else [])
+    return np.concatenate([images[::max(1, len(images) // cap)][:cap] for images in parts])
+
+
+def train_random(data: ImageData, seed: int = 0) -> tuple[FeatureClassifier, None]:
+    """A randomly initialised network of the classifier's layout, never trained: the feature
+    space Naeem et al. 2020 found workable where no trained network fits the domain."""
+    torch.manual_seed(seed)
+    return FeatureClassifier(data.shape[0], 1).eval(), None
+
+
+SIMCLR_STEPS, SIMCLR_BATCH, SIMCLR_TEMPERATURE = 300, 128, 0.2
+# trainables.augment's policies: the invariances the features learn. Not jitter: features blind to
+# brightness and contrast read an untrained generator's low-contrast grey close to ink on paper
+# (FID 2.2 against the trained DCGAN's 1.95 at step 90 on the example folder; without it 21 against 6.3)
+SIMCLR_VIEWS = "crop+rotate"
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's contrastive loss (Chen et al. 2020): each view's partner is its positive, the
+    other 2N - 2 views of the batch its negatives."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    similarity = z @ z.T / temperature
+    similarity.fill_diagonal_(-math.inf)
+    n = len(z1)
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    return F.cross_entropy(similarity, targets)
+
+
+def train_simclr(data: ImageData, steps: int = SIMCLR_STEPS, batch: int = SIMCLR_BATCH,
+                 seed: int = 0) -> tuple[FeatureClassifier, float]:
+    """Contrastive self-supervision on the dataset's own images (SimCLR): two augmented views of
+    each image (trainables.augment, torchvision v2) pulled together, other images pushed apart;
+    the classifier's `head` is the projection the loss sees, its `body` the features. Returns the
+    model and its last loss."""
+    from trainables.augment import augment_batch, background
+
+    torch.manual_seed(seed)
+    images = torch.from_numpy(unlabeled_images(data))
+    fills = {"x": background(images.numpy())}
+    model = FeatureClassifier(data.shape[0], 32)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    rng = torch.Generator().manual_seed(seed)
+    model.train()
+    loss = torch.tensor(math.nan)
+    for _ in range(steps):
+        x = to_float(images[torch.randint(len(images), (min(batch, len(images)),), generator=rng)])
+        views = [augment_batch({"x": x}, SIMCLR_VIEWS, False, fills)["x"] for _ in range(2)]
+        loss = nt_xent(model(views[0]), model(views[1]), SIMCLR_TEMPERATURE)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval(), loss.item()
+
+
+# how each kind of feature network is made from a dataset: (trainer, what its figure of merit is)
+TRAINERS = {"classifier": (train_classifier, "test accuracy"), "random": (train_random, None),
+            "simclr": (train_simclr, "contrastive loss")}
+
+
+def get_feature_network(data: ImageData, log=print, kind: str = "classifier") -> tuple[dict[str, np.ndarray], dict]:
+    """The dataset's feature network of `kind` (TRAINERS; trained now or read from the cache) as
+    numpy weights + metadata."""
+    recipe = {"classifier": "", "random": "-random", "simclr": f"-simclr-{SIMCLR_VIEWS}-{SIMCLR_STEPS}"}[kind]
+    key = f"{data.name}-{fingerprint(data)}{recipe}"
     folder = cache_dir() / "features"
     weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
     if weights.is_file() and meta_path.is_file():
@@ -123,13 +192,17 @@ def get_feature_network(data: ImageData, log=print) -> tuple[dict[str, np.ndarra
             return {k: v.numpy() for k, v in load_file(weights).items()}, json.loads(meta_path.read_text())
         except Exception:  # a damaged cache entry is retrained, not trusted
             pass
-    log(f"training the {data.name} feature network for FID/KID (once; cached in {folder}) ...")
+    trainer, merit = TRAINERS[kind]
+    log(f"training the {data.name} feature network ({kind}) for FID/KID (once; cached in {folder}) ...")
     start = time.time()
-    model, accuracy = train_classifier(data)
-    meta = {"name": f"classifier-{data.name}", "feature_dim": FEATURE_DIM, "test_accuracy": round(accuracy, 4),
+    model, figure = trainer(data)
+    meta = {"name": f"{kind}-{data.name}", "kind": kind, "feature_dim": FEATURE_DIM,
+            "test_accuracy": round(figure, 4) if kind == "classifier" else None,
             "train_seconds": round(time.time() - start, 1), "channels": data.shape[0],
-            "num_classes": len(data.classes), "version": FEATURE_VERSION, "key": key}
-    log(f"feature network: test accuracy {accuracy:.3f} in {meta['train_seconds']} s")
+            "num_classes": model.head.out_features, "version": FEATURE_VERSION, "key": key}
+    if kind == "simclr":
+        meta["contrastive_loss"] = round(figure, 4)
+    log(f"feature network: {f'{merit} {figure:.3f} ' if merit else ''}in {meta['train_seconds']} s")
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights))
@@ -137,10 +210,78 @@ def get_feature_network(data: ImageData, log=print) -> tuple[dict[str, np.ndarra
     return {k: v.numpy() for k, v in state.items()}, meta
 
 
-def build_feature_network(state: dict[str, np.ndarray], meta: dict) -> FeatureClassifier:
+def build_feature_network(state: dict[str, np.ndarray], meta: dict) -> nn.Module:
+    """The network of `meta` with the weights `state`: a backbone from the user's file, or one of
+    the project's small CNNs (a classifier, SimCLR's or a random one)."""
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    if meta.get("arch"):
+        return BackboneFeatures(meta["arch"], tensors)
     model = FeatureClassifier(meta["channels"], meta["num_classes"], meta["feature_dim"])
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    model.load_state_dict(tensors)
     return model.eval()
+
+
+# --- a pretrained backbone from the user's own weights file ---------------------------------------
+
+# torchvision architectures whose state dict a --fid-features FILE may hold: (input side, feature
+# dimension, builder options that give the pretrained weights' layout)
+BACKBONES = {
+    "inception_v3": (299, 2048, {"aux_logits": True, "init_weights": False, "transform_input": True}),
+    "resnet50": (224, 2048, {}),
+    "resnet18": (224, 512, {}),
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class BackboneFeatures(nn.Module):
+    """A torchvision classifier pretrained by the user (Inception-v3, as published FIDs use, or a
+    ResNet), its pooled features (the layer before `fc`) what FID/KID measure: images in [-1, 1]
+    become RGB at the input size, normalised as ImageNet's were."""
+
+    def __init__(self, arch: str, state: dict[str, torch.Tensor]):
+        import torchvision
+
+        super().__init__()
+        side, self.num_features, options = BACKBONES[arch]
+        self.side, self.channels = side, None
+        self.net = getattr(torchvision.models, arch)(weights=None, **options)
+        self.net.load_state_dict(state)
+        self.net.fc = nn.Identity()
+        self.net.eval()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() + 1) / 2
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False, antialias=True)
+        return self.net((x - self.mean) / self.std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+def backbone_network(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    """--fid-features FILE: a torchvision Inception-v3 or ResNet state dict in safetensors (read
+    without unpickling), its architecture told by its keys; the layer measured is named in the
+    network's name, which every output shows."""
+    import torchvision
+
+    from trainables.errors import BadInput
+
+    try:
+        tensors = load_file(path)
+    except Exception as e:  # missing, unreadable, or not safetensors
+        raise BadInput(f"--fid-features {path}: not a readable safetensors file ({type(e).__name__})") from None
+    for arch, (_, dim, options) in BACKBONES.items():
+        expected = getattr(torchvision.models, arch)(weights=None, **options).state_dict()
+        if set(expected) == set(tensors) and all(expected[k].shape == tensors[k].shape for k in expected):
+            name = f"{arch}.avgpool-{Path(path).stem}"
+            return ({k: v.numpy() for k, v in tensors.items()},
+                    {"name": name, "kind": str(Path(path).resolve()), "arch": arch, "feature_dim": dim,
+                     "test_accuracy": None, "layer": "avgpool", "file": str(Path(path).resolve())})
+    raise BadInput(f"--fid-features {path}: not the state dict of a torchvision {', '.join(BACKBONES)} "
+                   f"({len(tensors)} tensors, e.g. {next(iter(tensors), 'none')!r})")
 
 
 INCEPTION = "inception-v3"
@@ -154,26 +295,45 @@ def inception_network() -> tuple[dict, dict]:
         import torch_fidelity  # noqa: F401
     except ImportError:
         raise BadInput("--fid-features inception needs torch-fidelity: pip install 'gen-orchestrator[inception]'") from None
-    return {}, {"name": INCEPTION, "feature_dim": 2048, "test_accuracy": None}
+    return {}, {"name": INCEPTION, "kind": "inception", "feature_dim": 2048, "test_accuracy": None}
+
+
+def has_labels(data: ImageData) -> bool:
+    """Whether the dataset's labels can train a feature classifier: folders without class
+    sub-folders get a rotation dataset (`NAME_rotations`) instead."""
+    return not (data.feature_dataset or "").endswith("_rotations")
 
 
 def feature_network(kind: str, data: ImageData, log=print, data_root=None, data_options=None,
                     subset: int | None = None) -> tuple[dict, dict]:
-    """The FID/KID feature network a sweep asked for: `classifier` (default) or `inception`.
-    Data derived from another dataset (e.g. two of its classes) uses that dataset's classifier,
-    loaded with the options it shares with the derived one (e.g. celeba_split's image size). The
-    classifier is a measuring instrument, trained on every training image: a `subset` (--subset,
-    the data the generator learns from) gets the whole dataset's, or its FIDs would be measured
-    with a classifier trained on a few hundred images, and not comparable with any other sweep's."""
+    """The FID/KID feature network a sweep asked for (FEATURE_KINDS). Data derived from another
+    dataset (e.g. two of its classes) uses that dataset's classifier, loaded with the options it
+    shares with the derived one (e.g. celeba_split's image size). The network is a measuring
+    instrument, made from every training image: a `subset` (--subset, the data the generator
+    learns from) gets the whole dataset's, or its FIDs would be measured with a network trained on
+    a few hundred images, and not comparable with any other sweep's."""
+    from trainables.datasets import load_dataset
+
     if kind == "inception":
         return inception_network()
-    derived = data.feature_dataset and data.feature_dataset != data.name
-    if derived or subset:
-        from trainables.datasets import load_dataset
+    if kind.endswith(WEIGHTS_SUFFIX):
+        return backbone_network(kind)
+    if kind not in FEATURE_KINDS:
+        raise BadInput(f"--fid-features {kind!r}: one of {', '.join(FEATURE_KINDS)}")
+    if kind == "auto":
+        kind = "classifier" if has_labels(data) else UNLABELED_DEFAULT
+    whole = load_dataset(data.name, data_root, options=data_options, strict=False) if subset else data
+    if kind in ("simclr", "random"):  # the user's own images, both domains
+        return get_feature_network(whole, log=log, kind=kind)
+    if kind == "rotation" and has_labels(data):
+        from trainables.datasets.folder_datasets import rotated
 
-        data = load_dataset(data.feature_dataset if derived else data.name, data_root, options=data_options,
-                            strict=False)
-    return get_feature_network(data, log=log)
+        whole = rotated(whole, f"{whole.name}_rotations")
+    elif data.feature_dataset and data.feature_dataset != data.name:
+        whole = load_dataset(data.feature_dataset, data_root, options=data_options, strict=False)
+    state, meta = get_feature_network(whole, log=log)
+    # what was asked for, so orchestrator.rescore measures in the same space (a classifier of rotations either way)
+    return state, {**meta, "kind": kind}
 
 
 def to_inception_input(images: torch.Tensor) -> torch.Tensor:
@@ -240,6 +400,8 @@ class Evaluator:
         self.multilabel = data.multilabel
         self.paired = data.paired
         self.feature_name = feature_meta["name"]
+        # a classifier of the dataset's classes can label samples (cgan's label_accuracy); other spaces can't
+        self.classifies = feature_meta.get("kind", "classifier") == "classifier" and has_labels(data)
         self.classifier = None if feature_meta["name"] == INCEPTION else build_feature_network(feature_state, feature_meta).to(device)
         self._quality: dict[str, SampleQuality] = {}
 
@@ -253,15 +415,17 @@ class Evaluator:
     def quality(self, fake: torch.Tensor, domain: str = "x") -> dict[str, float]:
         """FID, KID and KID's spread of `fake` against the held-out images of `domain`."""
         if domain not in self._quality:
-            if self.classifier is not None and self.real_uint8[domain].shape[1] != self.classifier.body[0].in_channels:
+            takes = getattr(self.classifier, "channels", None)
+            if takes is not None and self.real_uint8[domain].shape[1] != takes:
                 raise ValueError(f"domain {domain!r} has {self.real_uint8[domain].shape[1]} channels; "
-                                 f"the feature network takes {self.classifier.body[0].in_channels}")
+                                 f"the feature network takes {takes}")
             self._quality[domain] = SampleQuality(self.classifier, self.real_uint8[domain], self.device)
         return self._quality[domain](fake)
 
     @torch.no_grad()
     def classify(self, images: torch.Tensor) -> torch.Tensor | None:
-        """The feature classifier's logits for images in [-1, 1] (None with Inception features)."""
-        if self.classifier is None:
+        """The feature classifier's logits for images in [-1, 1] (None unless the features are a
+    classifier of the dataset's own classes)."""
+        if self.classifier is None or not self.classifies:
             return None
         return torch.cat([self.classifier(chunk.float().to(self.device)) for chunk in images.split(500)])

@@ -16,6 +16,19 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
+# --fid-features: the feature network FID/KID measure in (trainables.features makes each)
+UNLABELED_DEFAULT = "simclr"  # for data without labels: chosen by bench/metric_validity.py's table (docs/results.md)
+FEATURE_KINDS = {
+    "auto": f"the dataset's classifier where it has labels, else {UNLABELED_DEFAULT} (the default)",
+    "classifier": "a classifier of the dataset's labels; of its images' rotations where it has none (RotNet)",
+    "rotation": "a classifier of the images' rotations (and domains): self-supervised, needs no labels",
+    "simclr": "contrastive self-supervision on the dataset's own images (SimCLR): needs no labels",
+    "random": "a randomly initialised network of the classifier's layout, never trained",
+    "inception": "Inception-v3 (torch-fidelity's weights, downloaded or in $TORCH_HOME): published FIDs",
+}
+WEIGHTS_SUFFIX = ".safetensors"  # --fid-features FILE.safetensors: a torchvision backbone's weights (the user's)
+
+
 @dataclass(frozen=True)
 class Resources:
     workers_per_trial: int = 1
@@ -112,7 +125,8 @@ class SweepSpec:
     scheduler: str = "asha"
     searcher: str = "tpe"
     seed: int = 0
-    fid_features: str = "classifier"
+    fid_features: str = "auto"  # FEATURE_KINDS
+    feature_check: bool = True  # the feature space is checked before Ray starts (--skip-feature-check: not)
     precision: str = "fp32"
     channels_last: bool = False
     data_options: dict = field(default_factory=dict)  # the loader's options, so --resume reloads the same data
