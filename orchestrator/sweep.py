@@ -985,13 +985,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_hyperparameters(family, data, spec: SweepSpec) -> None:
-    """What the family refuses of its hyperparameters on this data (prepare_data: e.g. a
-    normal_class the data lacks; the loop: an unknown augment or diffaug), before Ray starts: the
-    values the space and --set fix, then each value of a choice it searches, with the fixed ones."""
+    """What the family refuses of its hyperparameters on this data (their bounds: e.g. a batch size
+    of 0; prepare_data: e.g. a normal_class the data lacks; the loop: an unknown augment or
+    diffaug), before Ray starts: the values the space and --set fix, each value of a choice it
+    searches with the fixed ones, and the ends of every range it searches."""
     from search_spaces import read_space
+    from trainables.family import check_bounds, check_searched_bounds
     from trainables.loop import check_transforms
 
     def check(hp: dict) -> None:
+        check_bounds(family, hp)
         check_transforms(hp)
         family.prepare_data(data, hp)
 
@@ -1002,6 +1005,8 @@ def check_hyperparameters(family, data, spec: SweepSpec) -> None:
         if isinstance(table, dict) and table["distribution"] == "choice":
             for value in table["values"]:
                 check({**fixed, name: value})
+        elif isinstance(table, dict):
+            check_searched_bounds(family, name, table)
 
 
 def rescore_winners(exp: Location, top: int, log) -> None:

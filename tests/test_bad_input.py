@@ -108,6 +108,50 @@ def test_unknown_feature_spaces_are_refused(capsys, tmp_path, features, fragment
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("model, setting, fragment", [
+    ("dcgan", "batch_size=0", "dcgan: batch_size = 0 is out of range: it must be a whole number >= 2"),
+    ("dcgan", "lr_g=-1", "dcgan: lr_g = -1 is out of range: it must be a number > 0"),
+    ("dcgan", "beta1=1.5", "beta1 = 1.5 is out of range: it must be a number in [0, 1)"),
+    ("cyclegan", "lambda_cycle=-2", "lambda_cycle = -2 is out of range"),
+    ("ddpm", "eval_sample_share=0", "eval_sample_share = 0 is out of range: it must be a number in (0, 1]"),
+])
+def test_values_out_of_range_are_refused_before_ray_starts(capsys, tmp_path, model, setting, fragment):
+    """Values that would fail inside every trial (a batch of 0 images, a negative rate) are refused
+    in one line before Ray starts, from --set and from a search space alike."""
+    start = time.monotonic()
+    proc = cli(capsys, sweep.main, model, "--quick", "--set", setting, "--storage", str(tmp_path))
+    assert_one_line_error(proc, fragment)
+    assert time.monotonic() - start < 30 and list(tmp_path.iterdir()) == []
+    space = tmp_path.parent / f"{tmp_path.name}-space.toml"
+    space.write_text('[lr_g]\ndistribution = "uniform"\nlow = -0.001\nhigh = 0.001\n')
+    proc = cli(capsys, sweep.main, "dcgan", "--quick", "--space", str(space), "--storage", str(tmp_path))
+    assert_one_line_error(proc, "dcgan: lr_g searched over [-0.001, 0.001] leaves its range: it must be a number > 0")
+    space.write_text('[batch_size]\ndistribution = "choice"\nvalues = [64, 1]\n')
+    proc = cli(capsys, sweep.main, "dcgan", "--quick", "--space", str(space), "--storage", str(tmp_path))
+    assert_one_line_error(proc, "dcgan: batch_size = 1 is out of range")
+
+
+def test_every_shipped_space_and_default_is_within_bounds():
+    from search_spaces import read_space
+    from trainables.family import check_bounds, check_searched_bounds
+    from trainables.models import all_families, get_family
+
+    for name in all_families():
+        check_bounds(get_family(name), get_family(name).defaults)
+    spaces = sorted((Path(sweep.__file__).resolve().parents[1] / "search_spaces").glob("*.toml"))
+    assert len(spaces) >= len(all_families())
+    for path in spaces:
+        family = get_family({"signatures": "dcgan", "ddpm_steps": "ddpm"}.get(path.stem, path.stem))
+        for key, table in read_space(path.read_text(), set(family.defaults), str(path), {}).items():
+            if not isinstance(table, dict):
+                check_bounds(family, {key: table})
+            elif table["distribution"] == "choice":
+                for value in table["values"]:
+                    check_bounds(family, {key: value})
+            else:
+                check_searched_bounds(family, key, table)
+
+
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", "."])
 def test_name_must_be_one_folder(capsys, tmp_path, name):
     proc = cli(capsys, sweep.main, "dcgan", "--dataset", "digits", "--storage", str(tmp_path / "s"), "--name", name)

@@ -42,6 +42,71 @@ DATA_KINDS = ("images", "paired", "unpaired")
 LOOP_DEFAULTS = {"augment": "none"}  # hyperparameters the shared loop reads, in every family's defaults
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers a hyperparameter may take: between `low` and `high` (None: unbounded), each
+    end open or closed, whole numbers only where `integer`."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.integer else "a number"
+        if self.high is None:
+            return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+        return f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def admits(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return False
+        if self.integer and not float(value).is_integer():
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+
+POSITIVE, NON_NEGATIVE, SHARE = Bounds(0, low_open=True), Bounds(0), Bounds(0, 1, low_open=True)
+COUNT, SIZE = Bounds(0, integer=True), Bounds(1, integer=True)
+# What every family's hyperparameters of these names may take (a family's own `bounds` adds to or
+# overrides them): checked before Ray starts for --set and every value a search space can draw.
+BOUNDS = {
+    **dict.fromkeys(("lr", "lr_g", "lr_d", "lr_e", "grad_clip"), POSITIVE),
+    "batch_size": Bounds(2, integer=True),  # batch norm and the losses' means need two images
+    **dict.fromkeys(("beta1", "ema_decay"), Bounds(0, 1, high_open=True)),  # Adam's beta1, an EMA's decay
+    **dict.fromkeys(("encoder_share", "eval_sample_share"), SHARE),
+    "eta": Bounds(0, 1),  # DDIM's stochasticity
+    **dict.fromkeys(("beta", "adv_weight", "pair_weight", "lambda_cycle", "lambda_identity", "lambda_l1"), NON_NEGATIVE),
+    **dict.fromkeys(("latent_dim", "hidden", "width", "width_d", "embed_dim", "base_channels", "sample_steps"), SIZE),
+    "timesteps": Bounds(2, integer=True),
+    **dict.fromkeys(("n_blocks", "pool_size", "eval_sample_steps", "normal_class"), COUNT),
+}
+
+
+def bounds_of(family: "ModelFamily", name: str) -> Bounds | None:
+    return {**BOUNDS, **family.bounds}.get(name)
+
+
+def check_bounds(family: "ModelFamily", hp: dict) -> None:
+    """Refuse, before Ray starts, a hyperparameter value outside its bounds (one line, BadInput):
+    it would fail in every trial."""
+    for name, value in hp.items():
+        bounds = bounds_of(family, name)
+        if bounds and not bounds.admits(value):
+            raise BadInput(f"{family.name}: {name} = {value!r} is out of range: it must be {bounds.describe()}")
+
+
+def check_searched_bounds(family: "ModelFamily", name: str, table: dict) -> None:
+    """A searched hyperparameter's range (a search space's uniform/int/... table) within its bounds."""
+    bounds = bounds_of(family, name)
+    ends = [table[k] for k in ("low", "high") if k in table]
+    if bounds and ends and not all(bounds.admits(v) for v in ends):
+        raise BadInput(f"{family.name}: {name} searched over [{table['low']:g}, {table['high']:g}] leaves its "
+                       f"range: it must be {bounds.describe()}")
+
+
 def register_family(cls: type["ModelFamily"]) -> type["ModelFamily"]:
     check_family(cls)
     cls.defaults = {**cls.defaults, **{k: v for k, v in LOOP_DEFAULTS.items() if k not in cls.defaults}}
@@ -73,6 +138,11 @@ def check_family(cls) -> None:
     require(cls.mode in ("min", "max"), f"mode must be 'min' or 'max', got {cls.mode!r}")
     require(isinstance(cls.defaults, dict) and "batch_size" in cls.defaults,
             "defaults must be a dict of every hyperparameter, batch_size included")
+    require(isinstance(cls.bounds, dict) and all(isinstance(b, Bounds) for b in cls.bounds.values()),
+            "bounds must be a dict of Bounds")
+    outside = [k for k, v in cls.defaults.items() if k in {**BOUNDS, **cls.bounds}
+               and not {**BOUNDS, **cls.bounds}[k].admits(v)]
+    require(not outside, f"defaults outside their bounds: {outside}")
     require(set(cls.mutable) <= set(cls.defaults),
             f"mutable names hyperparameters without a default: {sorted(set(cls.mutable) - set(cls.defaults))}")
     described = cls.metric_descriptions if isinstance(cls.metric_descriptions, dict) else {}
@@ -143,6 +213,7 @@ class ModelFamily:
     metric_descriptions: dict[str, str] = QUALITY_METRICS  # what each metric and loss means (the dashboard's labels)
     defaults: dict = {}  # every hyperparameter with its default; the search space overrides some
     mutable: tuple[str, ...] = ()  # hyperparameters Population Based Training may mutate (learning rates)
+    bounds: dict[str, Bounds] = {}  # what its own hyperparameters may take, beyond the shared BOUNDS
     inference_modes: tuple[str, ...] = ("sample",)
     rescore_samples: int | None = None  # orchestrator.rescore's default samples per seed (None: every held-out image)
     inference_module: str = "generator"  # the module inference runs: its size is the `params` cost
