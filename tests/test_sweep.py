@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli
 from orchestrator.best import export_best
 from trainables.cli import UsageError
 from trainables.experiment import leaderboard, load_experiment
@@ -398,3 +398,36 @@ def test_budget_splits_between_search_and_final_phase(capsys):
     assert "no final phase under PBT" in capsys.readouterr().out
     with pytest.raises(UsageError, match="not both"):
         make_spec(build_parser().parse_args(["dcgan", "--budget", "1000", "--max-steps", "100"]))
+
+
+@pytest.mark.slow
+def test_resume_reuses_the_options_the_sweep_ran_with(ray_address, tmp_path):
+    """How a sweep runs (--rescore-top, --no-dashboard, --dashboard-every, --max-concurrent,
+    --max-failures, --mlflow) is saved in sweep.json and reused by --resume unless given again;
+    the first lines say which. (A --resume --trials 4 of a sweep made with --rescore-top 0 once
+    re-scored the top 5 over 10,000 images: 158 s of a 232 s command.)"""
+    def sweep(*args: str) -> subprocess.CompletedProcess:  # not run_cli: it would add --rescore-top 0
+        proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "vae", "--dataset", "digits",
+                               "--storage", str(tmp_path), "--name", "opts", "--address", ray_address, *args],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    sweep("--trials", "1", "--max-steps", "10", "--eval-every", "10", "--eval-samples", "100", "--scheduler", "fifo",
+          "--rescore-top", "0", "--no-dashboard", "--dashboard-every", "5", "--max-concurrent", "1",
+          "--max-failures", "2")
+    saved = json.loads((tmp_path / "opts" / "sweep.json").read_text())["run_options"]
+    assert saved == {"rescore_top": 0, "no_dashboard": True, "dashboard_every": 5.0, "mlflow": None,
+                     "max_concurrent": 1, "max_failures": 2}
+    proc = sweep("--resume", "--trials", "2")
+    assert ("[sweep] resuming with the options it was run with (sweep.json): --rescore-top 0 --no-dashboard "
+            "--dashboard-every 5.0 --max-concurrent 1 --max-failures 2") in proc.stdout
+    assert "re-scoring" not in proc.stdout and not (tmp_path / "opts" / "dashboard.html").exists()
+    assert len(load_experiment(tmp_path / "opts").trials) == 2
+    # given again, an option wins, and is what the next resume reuses
+    proc = sweep("--resume", "--trials", "3", "--rescore-top", "1")
+    assert "re-scoring the top 1 checkpoints" in proc.stdout and "--rescore-top 0" not in proc.stdout
+    spec = json.loads((tmp_path / "opts" / "sweep.json").read_text())
+    assert spec["run_options"]["rescore_top"] == 1 and spec["run_options"]["no_dashboard"] is True
+    # the feature space its trials were scored in, not chosen or checked again: its first check kept
+    assert "passed its check" not in proc.stdout and spec["feature_network"]["check"]["passed"]

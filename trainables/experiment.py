@@ -125,6 +125,12 @@ class Experiment:
     def mode(self) -> str:
         return self.spec["mode"]
 
+    @property
+    def feature_space(self) -> str | None:
+        """The feature network the objective was measured in (FID/KID objectives), for every output to name."""
+        name = (self.spec.get("feature_network") or {}).get("name")
+        return name if self.objective in ("fid", "kid") and isinstance(name, str) else None
+
     def score(self, metrics: dict) -> float:
         """Sort key: smaller is better whatever the mode; missing or NaN scores sort last."""
         value = _number(metrics.get(self.objective))

@@ -31,10 +31,10 @@ LEVELS = {
 }
 MODE_SHARES = (0.5, 0.25)  # mode dropping: the share of classes (or feature clusters) kept
 CLUSTERS = 8  # k-means clusters of the features, where the images have no classes
-FAR_ABOVE_FLOOR = 3.0
+FAR_ABOVE_FLOOR = 3.0  # an untrained generator's FID is at least this many times the floor's
 # the check's images: at least this many where there are (FID's bias at a few dozen images, in 64
 # dimensions, hides mild noise in every space: the space is checked, not the sweep's sample count)
-CHECK_IMAGES = 1000  # an untrained generator's FID is at least this many times the floor's
+CHECK_IMAGES = 1000
 
 
 def disturb(images: torch.Tensor, kind: str, level: float, seed: int = 0) -> torch.Tensor:
@@ -43,7 +43,8 @@ def disturb(images: torch.Tensor, kind: str, level: float, seed: int = 0) -> tor
     if kind == "noise":
         out = images + 2 * level * torch.randn(images.shape, generator=g)
     elif kind == "blur":
-        size = 2 * int(np.ceil(3 * level)) + 1
+        # 3 sigma each side, but no wider than the image (reflect padding needs a side above the pad)
+        size = min(2 * int(np.ceil(3 * level)) + 1, 2 * min(images.shape[2:]) - 1)
         out = TF.gaussian_blur(images, [size, size], [level, level])
     elif kind == "rectangles":
         out = images.clone()
@@ -171,15 +172,20 @@ def checked_feature_network(kind: str, data, n: int, log=print, check: bool = Tr
     from trainables.settings import FEATURE_KINDS
 
     chain, failed = fallbacks(kind, has_labels(data)), []
+    training = data.train_x
+    if where.get("subset"):  # the floor's split from every training image, as the network is made from them
+        from trainables.datasets import load_dataset
+
+        training = load_dataset(data.name, where.get("data_root"), options=where.get("data_options"), strict=False).train_x
     for i, option in enumerate(chain):
         state, meta = feature_network(option, data, log=log, **where)
         if not check or meta.get("kind") == "inception" or meta.get("arch"):
             return state, meta
         start = time.perf_counter()
         held_out = data.evaluated_on_val().test_x
-        n = min(max(n, CHECK_IMAGES), len(held_out), len(data.train_x))
+        n = min(max(n, CHECK_IMAGES), len(held_out), len(training))
         quality = SampleQuality(build_feature_network(state, meta), held_out[:n], torch.device("cpu"))
-        verdict = quick_check(quality, reference_split(data.train_x, n))
+        verdict = quick_check(quality, reference_split(training, n))
         seconds = time.perf_counter() - start
         meta = {**meta, "check": {**verdict.as_json(), "images": n, "seconds": round(seconds, 2), "instead_of": failed}}
         if verdict.passed:

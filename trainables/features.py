@@ -75,6 +75,8 @@ def fingerprint(data: ImageData) -> str:
     h = hashlib.sha256()
     h.update(repr((data.name, data.train_x.shape, data.test_x.shape, FEATURE_VERSION)).encode())
     h.update(data.train_x[:: max(1, len(data.train_x) // 256)].tobytes())
+    if data.train_a is not None:  # what a network of both domains learns from (single-domain keys as before)
+        h.update(data.train_a[:: max(1, len(data.train_a) // 256)].tobytes())
     return h.hexdigest()[:16]
 
 
@@ -252,8 +254,7 @@ class BackboneFeatures(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.float() + 1) / 2
-        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        x = to_inception_input(x)
         x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False, antialias=True)
         return self.net((x - self.mean) / self.std)
 
@@ -266,8 +267,6 @@ def backbone_network(path: str) -> tuple[dict[str, np.ndarray], dict]:
     without unpickling), its architecture told by its keys; the layer measured is named in the
     network's name, which every output shows."""
     import torchvision
-
-    from trainables.errors import BadInput
 
     try:
         tensors = load_file(path)

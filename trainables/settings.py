@@ -144,6 +144,7 @@ class SweepSpec:
     startup_trials: int | None = None  # TPE's random start (None: a third of the trials, 2..10)
     multivariate: bool | None = None  # TPE models the hyperparameters jointly (None: Optuna's default)
     final_decay: bool = False  # the final phase's learning rates fall linearly to 0 (--final-decay)
+    run_options: dict = field(default_factory=dict)  # how it runs (orchestrator.sweep.RUN_OPTIONS), reused by --resume
     name: str = ""
     feature_network: dict = field(default_factory=dict)  # the FID feature network's name and facts
     dataset_info: dict = field(default_factory=dict)

@@ -529,7 +529,8 @@ def rotated(data: ImageData, name: str) -> ImageData:
     are class d, the same index as the data's own labels."""
     domains = [(data.train_a, data.test_a)] if data.train_a is not None else []
     domains.append((data.train_x, data.test_x))
-    names = list(data.domains) if data.train_a is not None else list(data.classes)
+    # one name a domain: the folder's (its one class), or the dataset's where its labels are classes
+    names = list(data.domains) if data.train_a is not None else list(data.classes) if len(data.classes) == 1 else [data.name]
 
     def turned(split: int) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
