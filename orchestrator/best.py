@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     for path, entry in zip(exported, summary):
         metrics = json.loads((path / METRICS).read_text())
         cost = f" {exp.cost}={metrics.get(exp.cost):.4g}" + (" (knee)" if entry.get("knee") else "") if args.pareto else ""
-        print(f"{path}  {exp.objective}={metrics.get(exp.objective):.4g}{cost} step={metrics.get('step')}")
+        rescored = entry.get("rescored") if isinstance(entry.get("rescored"), dict) else {}
+        mean = f" (re-scored mean {rescored['mean']:.4g})" if isinstance(rescored.get("mean"), (int, float)) else ""
+        print(f"{path}  {exp.objective}={metrics.get(exp.objective):.4g}{mean}{cost} step={metrics.get('step')}")
     if args.register_mlflow:
         from orchestrator.tracking import register_best
 

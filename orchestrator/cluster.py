@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from trainables.cli import UsageError
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast where nothing listens at the Ray address: ray.init would retry for minutes, with
+    pages of warnings, before giving up."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"Ray address {address!r} is not auto or HOST:PORT (e.g. 10.0.0.5:6379); fix --address "
+                         f"or $RAY_ADDRESS")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach Ray at {address} ({e.strerror or str(e) or type(e).__name__}); start it with "
+                         f"`ray start --head` or fix --address / $RAY_ADDRESS") from None
 
 
 def init_ray(address: str | None, verbose: bool = False) -> tuple[str | None, bool]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from trainables.cli import Parser, UsageError, run
+from trainables.cli import Parser, UsageError, device, run
 from trainables.checkpoints import LoadedModel, load_checkpoint, save_grid
 from trainables.layout import BEST_DIR, SPEC_FILE
 
@@ -97,9 +97,12 @@ def inputs(model: LoadedModel, args: argparse.Namespace, domain: str = "x") -> t
 
 
 def parse_labels(model: LoadedModel, text: str | None, n: int) -> torch.Tensor | None:
-    """--labels: class names or indices (repeated to fill n), or attribute names to switch on."""
+    """--labels: class names or indices (repeated to fill n), or attribute names to switch on;
+    refused for a family whose samples take no labels (they would be ignored)."""
     if text is None:
         return None
+    if not model.family.conditional:
+        raise UsageError(f"--labels: {model.family.name} samples take no labels (a conditional family such as cgan does)")
     classes = model.info["classes"]
     names = [t.strip() for t in text.split(",") if t.strip()]
 
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output file (default: samples.png, interpolation.png, ... per mode)")
     p.add_argument("--scale", type=int, default=1, help="enlarge each image of a PNG K times, nearest neighbour "
                                                         "(e.g. 4 for 16x16 digits; default 1)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--device", type=device, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--labels", help="sample: class names/indices, comma-separated and repeated to fill --n "
                                     "(conditional models); attribute names to switch on for attribute models")
     p.add_argument("--input", nargs="+", help="image files or folders (default: the dataset's held-out split)")

@@ -193,7 +193,7 @@ def describe(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from orchestrator.cluster import init_ray
+    from orchestrator.cluster import check_address, init_ray
 
     p = Parser(prog="python -m orchestrator.rescore", description=__doc__.split("\n\n")[1])
     p.add_argument("experiment", help="experiment directory or URI (STORAGE/NAME, e.g. s3://bucket/experiments/NAME)")
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                                                        "ddpm 2000, its sampling being slow)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     args = p.parse_args(argv)
+    check_address(args.address)  # ray.init would retry an address where nothing listens for minutes
     exp = load_experiment(args.experiment)  # bad paths fail here, before Ray starts
     if not exp.ranked_checkpoints(rescored=False):
         raise UsageError(f"{exp.source} has no checkpoint with a finite {exp.objective} to re-score")

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator.cluster import init_ray
+from orchestrator.cluster import check_address, init_ray
 from trainables.cli import (Parser, UsageError, feature_space, fraction, image_size, non_negative_float, non_negative_int,
                             positive_int, run)
 from trainables.experiment import (is_spec, keep_results_before_resume, leaderboard, load_experiment, write_histories,
@@ -621,6 +620,10 @@ def run_config(spec: SweepSpec, args: argparse.Namespace, exp: Location, final: 
         callbacks.append(LogToMLflow(args.mlflow, spec.name, None if exp.remote else exp.local / CHECKPOINTS_DIR,
                                      spec.max_steps))
     name, where = (FINAL_DIR, exp) if final else (spec.name, exp.parent)  # the final phase: NAME/final
+    if not args.verbose:
+        # Tune's new output engine prints its boxed configuration, the results folder and a TensorBoard
+        # hint into Ray's temporary folder whatever the verbosity; its older one is silent at 0
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     return tune.RunConfig(name=name, storage_path=where.uri, callbacks=callbacks,
                           verbose=None if args.verbose else 0,
                           failure_config=tune.FailureConfig(max_failures=args.max_failures))
@@ -873,23 +876,6 @@ def check_shared(root: Location) -> None:
                          f"cluster's other nodes ({', '.join(blind)}) don't see it, and their trials would keep "
                          f"checkpoints there; pass --storage s3://BUCKET/PATH (or set ${STORAGE_ENV}) or a path "
                          f"every node mounts")
-
-
-def check_address(address: str | None) -> None:
-    """Fail fast where nothing listens at the Ray address: ray.init would retry for minutes, with
-    pages of warnings, before giving up."""
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address or address in ("auto", "local"):
-        return
-    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"Ray address {address!r} is not auto or HOST:PORT (e.g. 10.0.0.5:6379); fix --address "
-                         f"or $RAY_ADDRESS")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
-    except OSError as e:
-        raise UsageError(f"cannot reach Ray at {address} ({e.strerror or str(e) or type(e).__name__}); start it with "
-                         f"`ray start --head` or fix --address / $RAY_ADDRESS") from None
 
 
 def main(argv: list[str] | None = None) -> int:

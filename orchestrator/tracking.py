@@ -19,15 +19,24 @@ REACH_SECONDS = 10
 REGISTERED_FILES = (WEIGHTS, CONFIG, METRICS, SAMPLES)  # what infer needs (weights, config), and what shows it
 
 
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "databricks")  # MLflow's SQLAlchemy stores, and Databricks
+
+
 def check_mlflow(uri: str) -> None:
-    """Refuse, before Ray starts, an MLflow that isn't installed or a tracking server that doesn't
-    answer (MLflow's own client retries for minutes). Local URIs (a folder, sqlite:///) need no server."""
+    """Refuse, before Ray starts (or `best` exports anything), an MLflow that isn't installed, a URI
+    MLflow won't take, or a tracking server that doesn't answer (MLflow's own client retries for
+    minutes). A database URI (sqlite:///FILE, postgresql://...) needs no server. A plain folder is
+    MLflow's file store, which MLflow 3 refuses ('maintenance mode'): said here in one line."""
     try:
         import mlflow  # noqa: F401
     except ImportError:
         raise UsageError("--mlflow needs MLflow: pip install 'gen-orchestrator[mlflow]'") from None
-    if not uri.startswith(("http://", "https://")):
-        return
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme not in ("http", "https"):
+        if scheme.split("+")[0] in DATABASE_SCHEMES:
+            return
+        raise UsageError(f"MLflow URI {uri!r}: give a tracking server (http://HOST:PORT) or a database "
+                         f"(sqlite:///FILE); MLflow no longer takes a folder")
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACH_SECONDS) as answer:
             answer.read()

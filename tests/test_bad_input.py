@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, family_sweep, free_port, run_cli
-from orchestrator import best, infer, sweep
+from orchestrator import best, infer, rescore, sweep
 from trainables.cli import run
 from trainables.experiment import load_experiment
 
@@ -324,3 +324,55 @@ def test_images_a_family_cannot_take_are_refused_before_ray_starts(monkeypatch, 
                        "--image-size", size, "--storage", str(storage), timeout=60)
         assert_one_line_error(proc, "--image-size")
         assert not storage.exists()
+
+
+# --- what the second hour hit (issue 30 items 3 and 4) ---------------------------------------------
+
+def test_a_device_the_machine_lacks_is_one_line(capsys, checkpoint, tmp_path):
+    import torch
+
+    proc = cli(capsys, infer.main, str(checkpoint), "sample", "--device", "tpu", "--out", str(tmp_path / "a.png"))
+    assert_one_line_error(proc, "--device", "'tpu' is not a device; use cpu, cuda, cuda:N or mps")
+    if not torch.cuda.is_available():
+        proc = cli(capsys, infer.main, str(checkpoint), "sample", "--device", "cuda", "--out", str(tmp_path / "a.png"))
+        assert_one_line_error(proc, "--device", "cuda: this machine has no CUDA GPU; use --device cpu")
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_labels_for_a_family_without_them_are_refused(capsys, checkpoint, tmp_path):
+    proc = cli(capsys, infer.main, str(checkpoint), "sample", "--labels", "3", "--out", str(tmp_path / "a.png"))
+    assert_one_line_error(proc, "--labels: dcgan samples take no labels")
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_an_mlflow_uri_mlflow_would_refuse_is_refused_before_the_export(capsys, experiment, tmp_path):
+    pytest.importorskip("mlflow")
+    copy = Path(shutil.copytree(experiment, tmp_path / "exp"))
+    before = hashes(copy)
+    proc = cli(capsys, best.main, str(copy), "--register-mlflow", "not-a-uri", "--model-name", "x")
+    assert_one_line_error(proc, "MLflow URI 'not-a-uri'", "sqlite:///FILE")
+    assert hashes(copy) == before and not (copy / "best").exists()
+
+
+def test_rescore_gives_up_on_an_address_where_nothing_listens(capsys, experiment):
+    port = free_port()
+    start = time.monotonic()
+    proc = cli(capsys, rescore.main, str(experiment), "--address", f"127.0.0.1:{port}")
+    assert_one_line_error(proc, f"cannot reach Ray at 127.0.0.1:{port}")
+    assert time.monotonic() - start < 15
+
+
+@pytest.mark.parametrize("storage", ["s3://", "s3:///", "gs://"])
+def test_storage_that_names_no_bucket_says_so(capsys, storage):
+    proc = cli(capsys, sweep.main, "dcgan", "--dataset", "digits", "--storage", storage)
+    assert_one_line_error(proc, f"storage {storage!r} names no bucket", "://BUCKET[/PREFIX]")
+
+
+@pytest.mark.parametrize("command", ["orchestrator.best", "dashboards.build"])
+def test_readers_of_unreachable_storage_give_up_in_one_line(command):
+    """Without a network to GCS (CI has none) its client retries for minutes, silent: best and the
+    dashboard bound their probe as the sweep does (issue 30 item 3: 60 and 150 s of nothing)."""
+    start = time.monotonic()
+    proc = run_cli(command, "gs://no-such-bucket-gen-orchestrator/exp", timeout=120)
+    assert_one_line_error(proc, "gs://no-such-bucket-gen-orchestrator/exp")
+    assert time.monotonic() - start < 40

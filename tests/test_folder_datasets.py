@@ -331,6 +331,13 @@ def test_folder_bad_input(tmp_path):
     (tmp_path / "one" / "b.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(DatasetError, match="b.png is not a readable image"):
         load_dataset("image_folder", tmp_path / "one")
+    # several bad files: all named in one pass (the first ten, and how many), not one a run (issue 30 item 5)
+    for i in range(12):
+        (tmp_path / "one" / f"c{i:02d}.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DatasetError, match=r"13 of 14 files are not readable images: .*b\.png, .*c00\.png.* \.\.\.; fix or remove"):
+        load_dataset("image_folder", tmp_path / "one")
+    for i in range(12):
+        (tmp_path / "one" / f"c{i:02d}.png").unlink()
     with pytest.raises(DatasetError, match="unknown fit 'zoom'"):
         load_dataset("image_folder", tmp_path / "one", options={"fit": "zoom"})
     with pytest.raises(DatasetError, match="dataset image_folder takes no --attribute"):

@@ -69,6 +69,9 @@ def test_best_follows_the_rescored_order(rescored, tmp_path):
     expected = [e["checkpoint"] for e in report["checkpoints"]]
     assert [str((copy / e).resolve()) for e in expected] == [c["source"] for c in exported["checkpoints"]]
     assert [c["rescored"]["mean"] for c in exported["checkpoints"]] == [e["mean"] for e in report["checkpoints"]]
+    # each line gives the sweep's reading and the re-scored mean it is ranked by (issue 30 item 5)
+    for line, e in zip([l for l in proc.stdout.splitlines() if "/rank" in l], report["checkpoints"]):
+        assert f"(re-scored mean {e['mean']:.4g})" in line and f"fid={e['sweep_value']:.4g}" in line, line
     # a rescore.json of another objective is not followed
     report["metric"] = "kid"
     (copy / "rescore.json").write_text(json.dumps(report))

@@ -39,6 +39,9 @@ def digits_sweep(ray_address, tmp_path_factory):
 def test_sweep_writes_a_complete_experiment(digits_sweep):
     path, proc = digits_sweep
     assert "best checkpoint:" in proc.stdout and "dashboard:" in proc.stdout
+    # our own lines only: none of Tune's boxed configuration, results folder or TensorBoard hint (issue 30 item 5)
+    assert "Configuration for experiment" not in proc.stdout and "View detailed results here" not in proc.stdout
+    assert "To visualize your results with TensorBoard" not in proc.stdout
     spec = json.loads((path / "sweep.json").read_text())
     assert spec["feature_network"]["name"] == "classifier-digits" and spec["objective"] == "fid"
     exp = load_experiment(path)

@@ -332,8 +332,6 @@ class AdversarialFamily(ModelFamily):
     def optimizers(self, modules, hp):
         return two_adams(modules, hp, "generator", "discriminator")
 
-    conditional: bool = False  # G and D take the batch's labels too (cgan)
-
     def train_step(self, modules, optimizers, batch, hp):
         return self.adversarial_step(modules, optimizers, batch["x"], hp, batch["y"] if self.conditional else None)[0]
 

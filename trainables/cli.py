@@ -104,3 +104,22 @@ def feature_space(text: str) -> str:
             raise argparse.ArgumentTypeError(f"no such weights file: {text}")
         return str(Path(text).resolve())
     raise argparse.ArgumentTypeError(f"{text!r} is none of {', '.join(FEATURE_KINDS)}, nor a FILE{WEIGHTS_SUFFIX}")
+
+
+def device(text: str) -> str:
+    """--device: a torch device this machine has (cpu, cuda, cuda:N, mps), refused in one line otherwise."""
+    import torch
+
+    try:
+        chosen = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA GPU; use --device cpu")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: MPS is not available on this machine; use --device cpu")
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text}: use cpu, cuda, cuda:N or mps")
+    return text

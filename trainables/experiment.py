@@ -483,12 +483,13 @@ def leaderboard(exp: Experiment, now: float | None = None):
     roles = exp.roles()
     places = exp.pareto_places()
     rows = []
+    references = {t.trial_id: exp.untrained_of(t) for t in exp.trials}
     for t in exp.trials:
         best = exp.best_of(t) or {}
         ckpt = best_ckpt.get(t.trial_id)
         cost = {exp.cost: best.get(exp.cost, math.nan), "pareto": places.get(t.trial_id, "")} if exp.cost else {}
-        untrained = exp.untrained_of(t)
-        reference = {"untrained": untrained.get(exp.objective, math.nan)} if untrained else {}
+        untrained = references[t.trial_id] or {}  # the column wherever some trial has the reading (a final trial has none)
+        reference = {"untrained": untrained.get(exp.objective, math.nan)} if any(references.values()) else {}
         rows.append({"trial": t.trial_id, **exp.params_at_best(t), exp.objective: best.get(exp.objective, math.nan),
                      **reference, **cost, "at_step": best.get("step"), "steps": t.last_step,
                      "status": statuses[t.trial_id], "seconds": round(t.wall_seconds, 1),

@@ -214,6 +214,7 @@ class ModelFamily:
     defaults: dict = {}  # every hyperparameter with its default; the search space overrides some
     mutable: tuple[str, ...] = ()  # hyperparameters Population Based Training may mutate (learning rates)
     bounds: dict[str, Bounds] = {}  # what its own hyperparameters may take, beyond the shared BOUNDS
+    conditional: bool = False  # generate takes class labels or attributes (cgan): infer's --labels
     inference_modes: tuple[str, ...] = ("sample",)
     rescore_samples: int | None = None  # orchestrator.rescore's default samples per seed (None: every held-out image)
     inference_module: str = "generator"  # the module inference runs: its size is the `params` cost

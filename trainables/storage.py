@@ -148,6 +148,9 @@ def location(text: str | Path) -> Location:
         if "?" in text or "#" in text:
             raise StorageError(f"storage {text!r}: give the store's options in the environment (e.g. "
                                f"AWS_ENDPOINT_URL, AWS_REGION), not in the URI")
+        scheme, rest = text.split("://", 1)
+        if not rest.strip("/"):
+            raise StorageError(f"storage {text!r} names no bucket: give {scheme}://BUCKET[/PREFIX]")
         fs, path = _bounded(lambda: pyarrow.fs.FileSystem.from_uri(text), f"storage {text}")
         return Location(fs, path.rstrip("/"), text.rstrip("/"))
     path = str(Path(text.removeprefix("file://")).expanduser().resolve())
@@ -343,7 +346,8 @@ def local_copy(text: str | Path) -> tuple[Path, Location]:
     loc = location(text)
     if not loc.remote:
         return loc.local, loc
-    if not loc.exists():
+    # bounded, as the sweep's probe is: an unreachable store's client retries for minutes, silent
+    if not _bounded(loc.exists, f"storage {loc.uri}"):
         raise StorageError(f"{loc.uri} does not exist")
     return pull(loc), loc
 

@@ -162,9 +162,25 @@ def decode_images(files: list[Path], size, fit: str = "crop", halves: bool = Fal
               file=sys.stderr, flush=True)
     images = np.empty((len(files), *((2,) if halves else ()), 3, *size), dtype=np.uint8)
     grey = np.empty(len(files), dtype=bool)
+
+    def decode(file: Path):
+        try:
+            return decode_image(file, size, fit, halves)
+        except DatasetError as e:  # every bad file is named in one pass, not one a run
+            return e
+
+    bad = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for i, (image, is_grey) in enumerate(pool.map(lambda f: decode_image(f, size, fit, halves), files)):
-            images[i], grey[i] = image, is_grey
+        for i, outcome in enumerate(pool.map(decode, files)):
+            if isinstance(outcome, DatasetError):
+                bad.append(files[i])
+            elif not bad:
+                images[i], grey[i] = outcome
+    if len(bad) == 1:
+        decode_image(bad[0], size, fit, halves)  # its own message: what is wrong with it
+    if bad:
+        raise DatasetError(f"{len(bad)} of {len(files)} files are not readable images: "
+                           f"{', '.join(str(f) for f in bad[:10])}{' ...' if len(bad) > 10 else ''}; fix or remove them")
     if long:
         print(f"decoded {len(files)} images in {time.time() - start:.1f} s", file=sys.stderr, flush=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
