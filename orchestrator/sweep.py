@@ -293,7 +293,8 @@ def fit_budget(spec: dict) -> list[str]:
 def run_options(args: argparse.Namespace, spec: SweepSpec, log) -> None:
     """The options of how a sweep runs (RUN_OPTIONS; what it searches is the rest of the spec): a
     new sweep's from the command line or their defaults, saved in sweep.json; a resumed one's from
-    there unless given again (the first lines say which were reused). Sets them on `args`."""
+    there unless given again for this run (the first lines say which were reused; sweep.json is
+    written once, as for resources, but by an extension). Sets them on `args`."""
     defaults = {**RUN_OPTIONS, "rescore_top": QUICK_RESCORE_TOP if args.quick else RESCORE_TOP}
     given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
     saved = {k: v for k, v in spec.run_options.items() if k in RUN_OPTIONS} if args.resume else {}
@@ -908,7 +909,6 @@ def main(argv: list[str] | None = None) -> int:
         args.warm_from = warm_start_experiments(args, spec)
         if (exp / SPEC_FILE).exists():
             raise UsageError(f"{exp} already exists; pass --resume to continue it or choose another --name")
-    saved_options = dict(spec.run_options)
     run_options(args, spec, log)
     check_address(args.address)
     if args.mlflow:
@@ -943,7 +943,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     check_shared(exp.parent)  # before anything is written there
-    if not args.resume or extended or spec.run_options != saved_options:  # an extended sweep's searcher reads the new count there
+    if not args.resume or extended:  # an extended sweep's searcher reads the new count there
         spec.created = spec.created or time.strftime("%Y-%m-%d %H:%M:%S")
         try:
             (exp / SPEC_FILE).write_text(json.dumps(spec.to_json(), indent=1))

@@ -427,9 +427,10 @@ def test_resume_reuses_the_options_the_sweep_ran_with(ray_address, tmp_path):
             "--dashboard-every 5.0 --max-concurrent 1 --max-failures 2") in proc.stdout
     assert "re-scoring" not in proc.stdout and not (tmp_path / "opts" / "dashboard.html").exists()
     assert len(load_experiment(tmp_path / "opts").trials) == 2
-    # given again, an option wins, and is what the next resume reuses
+    # given again, an option wins (the others are still reused); an extension saves them
     proc = sweep("--resume", "--trials", "3", "--rescore-top", "1")
     assert "re-scoring the top 1 checkpoints" in proc.stdout and "--rescore-top 0" not in proc.stdout
+    assert "--no-dashboard" in proc.stdout
     spec = json.loads((tmp_path / "opts" / "sweep.json").read_text())
     assert spec["run_options"]["rescore_top"] == 1 and spec["run_options"]["no_dashboard"] is True
     # the feature space its trials were scored in, not chosen or checked again: its first check kept
