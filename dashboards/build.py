@@ -165,20 +165,25 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
     info = spec.get("dataset_info") or {}
     feature = spec.get("feature_network") or {}
     name = str(feature.get("name", "?"))
+    sizes = info.get("sizes") if isinstance(info.get("sizes"), dict) else {}
+    held_out = sizes.get("val") or sizes.get("test")  # what trials are scored against: val/ where there is one
+    scored = spec.get("eval_samples")
+    if isinstance(held_out, int) and isinstance(scored, int):
+        scored = min(scored, held_out)
     if feature.get("arch"):  # the user's own weights file
         features = (f"<code>{esc(name)}</code>: the {esc(feature.get('feature_dim'))}-d pooled features (layer "
                     f"<code>{esc(feature.get('layer'))}</code>) of a torchvision {esc(feature['arch'])} with the weights "
-                    f"of <code>{esc(feature.get('file'))}</code>; {esc(spec.get('eval_samples'))} generated vs held-out "
+                    f"of <code>{esc(feature.get('file'))}</code>; {esc(scored)} generated vs held-out "
                     f"real images per evaluation")
     elif name.startswith("inception"):
         features = (f"Inception-v3 pool features ({feature.get('feature_dim', 2048)}-d), as in published FID; "
-                    f"{spec.get('eval_samples')} generated vs held-out real images per evaluation")
+                    f"{esc(scored)} generated vs held-out real images per evaluation")
     else:
         made = {"simclr": "a small CNN trained by contrastive self-supervision (SimCLR) on the dataset's own images",
                 "random": "a small randomly initialised CNN"}.get(
             feature.get("kind"), f"a small classifier trained on the dataset (held-out accuracy {esc(feature.get('test_accuracy'))})")
         features = (f"<code>{esc(name)}</code>: the {esc(feature.get('feature_dim'))}-d penultimate layer of {made}; "
-                    f"{esc(spec.get('eval_samples'))} generated vs held-out real images per evaluation. "
+                    f"{esc(scored)} generated vs held-out real images per evaluation. "
                     f"Comparable between trials on this dataset, <b>not</b> with published Inception FID"
                     + feature_check_html(feature.get("check")))
     names = list(dict.fromkeys([exp.objective, *(labels.get("metric_names") or evaluated),
