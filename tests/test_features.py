@@ -155,3 +155,13 @@ def test_a_backbone_from_the_users_weights_file_is_loaded_and_measures(tmp_path,
     (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(BadInput, match="not a readable safetensors file"):
         feature_network(str(tmp_path / "broken.safetensors"), data)
+
+
+def test_a_feature_network_in_training_says_how_long_it_has_left():
+    """A first feature network took 647 s on a busy machine with no word (issue 30 item 5): after a
+    few seconds (here at once) its training says about how long the rest will take."""
+    from trainables.features import train_classifier
+
+    said = []
+    train_classifier(load_dataset("digits"), epochs=1, log=said.append, eta_after=0)
+    assert len(said) == 1 and said[0].startswith("feature network: about ") and "of 12 steps" in said[0], said

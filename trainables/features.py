@@ -89,7 +89,26 @@ def classifier_training_set(data: ImageData) -> tuple[np.ndarray, np.ndarray, np
     return data.train_x, data.train_y, data.test_x, data.test_y
 
 
-def train_classifier(data: ImageData, epochs: int = 2, batch: int = 128, seed: int = 0) -> tuple[FeatureClassifier, float]:
+ETA_AFTER_SECONDS = 5.0  # a feature network still training after this long says how long it has left
+
+
+def time_left(log, total_steps: int, after: float = ETA_AFTER_SECONDS):
+    """A function of the steps done that, once `after` seconds have passed, says once (through
+    `log`) about how long the rest of `total_steps` will take: a first network can take minutes on
+    a busy machine."""
+    start, said = time.perf_counter(), []
+
+    def tick(done: int) -> None:
+        elapsed = time.perf_counter() - start
+        if log and not said and done and elapsed >= after:
+            log(f"feature network: about {elapsed / done * (total_steps - done):.0f} s to go "
+                f"({done} of {total_steps} steps in {elapsed:.0f} s)")
+            said.append(True)
+    return tick
+
+
+def train_classifier(data: ImageData, epochs: int = 2, batch: int = 128, seed: int = 0, log=None,
+                     eta_after: float = ETA_AFTER_SECONDS) -> tuple[FeatureClassifier, float]:
     """Cross-entropy on class labels, or binary cross-entropy on multi-hot attributes (CelebA).
     Returns the model and its held-out accuracy (per attribute, for multi-hot labels)."""
     torch.manual_seed(seed)
@@ -100,6 +119,7 @@ def train_classifier(data: ImageData, epochs: int = 2, batch: int = 128, seed: i
     loss_fn = (lambda logits, t: F.binary_cross_entropy_with_logits(logits, t.float())) if data.multilabel \
         else F.cross_entropy
     rng = torch.Generator().manual_seed(seed)
+    tick, done = time_left(log, epochs * -(-len(x) // batch), eta_after), 0
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=rng).split(batch):
@@ -107,6 +127,8 @@ def train_classifier(data: ImageData, epochs: int = 2, batch: int = 128, seed: i
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            done += 1
+            tick(done)
     model.eval()
     with torch.no_grad():
         tx, ty = torch.from_numpy(test_x), torch.from_numpy(test_y)
@@ -126,7 +148,7 @@ def unlabeled_images(data: ImageData, cap: int = 5000) -> np.ndarray:
     return np.concatenate([images[::max(1, len(images) // cap)][:cap] for images in parts])
 
 
-def train_random(data: ImageData, seed: int = 0) -> tuple[FeatureClassifier, None]:
+def train_random(data: ImageData, seed: int = 0, log=None) -> tuple[FeatureClassifier, None]:
     """A randomly initialised network of the classifier's layout, never trained: the feature
     space Naeem et al. 2020 found workable where no trained network fits the domain."""
     torch.manual_seed(seed)
@@ -152,7 +174,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 
 def train_simclr(data: ImageData, steps: int = SIMCLR_STEPS, batch: int = SIMCLR_BATCH,
-                 seed: int = 0) -> tuple[FeatureClassifier, float]:
+                 seed: int = 0, log=None) -> tuple[FeatureClassifier, float]:
     """Contrastive self-supervision on the dataset's own images (SimCLR): two augmented views of
     each image (trainables.augment, torchvision v2) pulled together, other images pushed apart;
     the classifier's `head` is the projection the loss sees, its `body` the features. Returns the
@@ -166,14 +188,15 @@ def train_simclr(data: ImageData, steps: int = SIMCLR_STEPS, batch: int = SIMCLR
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     rng = torch.Generator().manual_seed(seed)
     model.train()
-    loss = torch.tensor(math.nan)
-    for _ in range(steps):
+    loss, tick = torch.tensor(math.nan), time_left(log, steps)
+    for step in range(steps):
         x = to_float(images[torch.randint(len(images), (min(batch, len(images)),), generator=rng)])
         views = [augment_batch({"x": x}, SIMCLR_VIEWS, False, fills)["x"] for _ in range(2)]
         loss = nt_xent(model(views[0]), model(views[1]), SIMCLR_TEMPERATURE)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        tick(step + 1)
     return model.eval(), loss.item()
 
 
@@ -197,7 +220,7 @@ def get_feature_network(data: ImageData, log=print, kind: str = "classifier") ->
     trainer, merit = TRAINERS[kind]
     log(f"training the {data.name} feature network ({kind}) for FID/KID (once; cached in {folder}) ...")
     start = time.time()
-    model, figure = trainer(data)
+    model, figure = trainer(data, log=log)
     meta = {"name": f"{kind}-{data.name}", "kind": kind, "feature_dim": FEATURE_DIM,
             "test_accuracy": round(figure, 4) if kind == "classifier" else None,
             "train_seconds": round(time.time() - start, 1), "channels": data.shape[0],
