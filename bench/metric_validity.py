@@ -96,6 +96,7 @@ def untrained_readings(data, state: dict, meta: dict, n: int, kind: str) -> dict
     """FID of each applicable family's untrained model (its defaults, seed 0), as its sweep's
     step-0 evaluation reads it."""
     out = {}
+    evaluator = Evaluator(data.evaluated_on_val(), n, state, meta, torch.device("cpu"))  # its real features once
     for name in FAMILIES[kind]:
         family = get_family(name)
         hp = dict(family.defaults)
@@ -105,7 +106,6 @@ def untrained_readings(data, state: dict, meta: dict, n: int, kind: str) -> dict
         except Exception as e:  # a family that can't train on this data (e.g. cgan without classes)
             print(f"  {name}: skipped ({type(e).__name__}: {e})", flush=True)
             continue
-        evaluator = Evaluator(data.evaluated_on_val(), n, state, meta, torch.device("cpu"))
         torch.manual_seed(1234)
         out[name] = family.evaluate(modules, hp, evaluator, 1234).scores["fid"]
     return out
@@ -162,11 +162,16 @@ def measure(name: str, spaces: list[str] | None, trained_steps: list[int], work:
         row = {"dataset": name, "loaded_as": dataset, "space": meta["name"], "images": n,
                "network_seconds": round(made, 1), "check_seconds": round(time.perf_counter() - start - made, 1),
                **verdict.as_json(), "trained_dcgan": {str(k): round(v, 4) for k, v in trained.items()}}
-        if trained and verdict.untrained:  # what the sweep's first rungs need: training reads better
-            row["trained_beats_untrained"] = max(trained.values()) < min(verdict.untrained.values())
+        row["trained_beats_untrained"] = trained_beats_untrained(row)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
+
+
+def trained_beats_untrained(row: dict) -> bool | None:
+    """What the sweep's first rungs need: every trained DCGAN reading below every untrained model's."""
+    trained, untrained = row.get("trained_dcgan"), row.get("untrained")
+    return max(trained.values()) < min(untrained.values()) if trained and untrained else None
 
 
 def table(rows: list[dict]) -> str:
@@ -184,7 +189,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['dataset']} | {r['space']} | {r['images']} | {r['floor']:.3g} | {seq(s['noise'])} | "
                      f"{seq(s['blur'])} | {seq(s['rectangles'])} | {seq(s['salt_pepper'])} | {seq(s['modes'])} | "
                      f"{untrained} | {trained} | {'yes' if r['passed'] else 'no: ' + '; '.join(r['failures'])} | "
-                     f"{ {True: 'yes', False: '**no**', None: ''}[r.get('trained_beats_untrained')]} |")
+                     f"{ {True: 'yes', False: '**no**', None: ''}[trained_beats_untrained(r)]} |")
     return "\n".join(lines)
 
 
@@ -197,11 +202,7 @@ def main() -> int:
     p.add_argument("--table", metavar="JSON", help="print the table of an earlier run's results and stop")
     args = p.parse_args()
     if args.table:
-        rows = json.loads(Path(args.table).read_text())
-        for r in rows:
-            if r.get("trained_dcgan") and r.get("untrained"):
-                r["trained_beats_untrained"] = max(r["trained_dcgan"].values()) < min(r["untrained"].values())
-        print(table(rows))
+        print(table(json.loads(Path(args.table).read_text())))
         return 0
     torch.set_num_threads(args.threads)
     steps = [int(s) for s in args.trained_steps.split(",") if s]

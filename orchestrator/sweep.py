@@ -886,6 +886,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.model:
         raise UsageError("name a model family to sweep (see --list)")
+
     def log(message: str) -> None:
         print(f"[sweep] {message}", flush=True)
 

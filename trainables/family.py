@@ -140,8 +140,7 @@ def check_family(cls) -> None:
             "defaults must be a dict of every hyperparameter, batch_size included")
     require(isinstance(cls.bounds, dict) and all(isinstance(b, Bounds) for b in cls.bounds.values()),
             "bounds must be a dict of Bounds")
-    outside = [k for k, v in cls.defaults.items() if k in {**BOUNDS, **cls.bounds}
-               and not {**BOUNDS, **cls.bounds}[k].admits(v)]
+    outside = [k for k, v in cls.defaults.items() if (b := bounds_of(cls, k)) and not b.admits(v)]
     require(not outside, f"defaults outside their bounds: {outside}")
     require(set(cls.mutable) <= set(cls.defaults),
             f"mutable names hyperparameters without a default: {sorted(set(cls.mutable) - set(cls.defaults))}")

@@ -163,8 +163,8 @@ def checked_feature_network(kind: str, data, n: int, log=print, check: bool = Tr
     """The sweep's feature network (trainables.features.feature_network; `where`: data_root,
     data_options, subset), checked before Ray starts with `quick_check` on the images trials are
     scored against (`data`'s held-out or val/ images: `n`, the sweep's count, or CHECK_IMAGES
-    where there are more) and as many training images as the floor. The check's figures go into the network's metadata (`check`, in sweep.json and on the
-    dashboard). A space that fails gives way to the next of `fallbacks`, said in one line; when none
+    where there are more) and as many training images as the floor. The check's figures go into
+    the network's metadata (`check`, in sweep.json and on the dashboard). A space that fails gives way to the next of `fallbacks`, said in one line; when none
     is left, BadInput names what to do. Inception features and a backbone of the user's file are not
     checked (seconds become minutes on a CPU for networks of their size)."""
     from trainables.errors import BadInput
@@ -177,13 +177,13 @@ def checked_feature_network(kind: str, data, n: int, log=print, check: bool = Tr
         from trainables.datasets import load_dataset
 
         training = load_dataset(data.name, where.get("data_root"), options=where.get("data_options"), strict=False).train_x
+    held_out = data.evaluated_on_val().test_x
+    n = min(max(n, CHECK_IMAGES), len(held_out), len(training))
     for i, option in enumerate(chain):
         state, meta = feature_network(option, data, log=log, **where)
         if not check or meta.get("kind") == "inception" or meta.get("arch"):
             return state, meta
         start = time.perf_counter()
-        held_out = data.evaluated_on_val().test_x
-        n = min(max(n, CHECK_IMAGES), len(held_out), len(training))
         quality = SampleQuality(build_feature_network(state, meta), held_out[:n], torch.device("cpu"))
         verdict = quick_check(quality, reference_split(training, n))
         seconds = time.perf_counter() - start

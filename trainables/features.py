@@ -200,15 +200,16 @@ def train_simclr(data: ImageData, steps: int = SIMCLR_STEPS, batch: int = SIMCLR
     return model.eval(), loss.item()
 
 
-# how each kind of feature network is made from a dataset: (trainer, what its figure of merit is)
-TRAINERS = {"classifier": (train_classifier, "test accuracy"), "random": (train_random, None),
-            "simclr": (train_simclr, "contrastive loss")}
+# how each kind of feature network is made from a dataset: (trainer, the metadata key of the figure
+# it returns, what its cache key adds: the recipe, so a changed recipe trains anew)
+TRAINERS = {"classifier": (train_classifier, "test_accuracy", ""), "random": (train_random, None, "-random"),
+            "simclr": (train_simclr, "contrastive_loss", f"-simclr-{SIMCLR_VIEWS}-{SIMCLR_STEPS}")}
 
 
 def get_feature_network(data: ImageData, log=print, kind: str = "classifier") -> tuple[dict[str, np.ndarray], dict]:
     """The dataset's feature network of `kind` (TRAINERS; trained now or read from the cache) as
     numpy weights + metadata."""
-    recipe = {"classifier": "", "random": "-random", "simclr": f"-simclr-{SIMCLR_VIEWS}-{SIMCLR_STEPS}"}[kind]
+    trainer, merit, recipe = TRAINERS[kind]
     key = f"{data.name}-{fingerprint(data)}{recipe}"
     folder = cache_dir() / "features"
     weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
@@ -217,17 +218,13 @@ def get_feature_network(data: ImageData, log=print, kind: str = "classifier") ->
             return {k: v.numpy() for k, v in load_file(weights).items()}, json.loads(meta_path.read_text())
         except Exception:  # a damaged cache entry is retrained, not trusted
             pass
-    trainer, merit = TRAINERS[kind]
     log(f"training the {data.name} feature network ({kind}) for FID/KID (once; cached in {folder}) ...")
     start = time.time()
     model, figure = trainer(data, log=log)
-    meta = {"name": f"{kind}-{data.name}", "kind": kind, "feature_dim": FEATURE_DIM,
-            "test_accuracy": round(figure, 4) if kind == "classifier" else None,
-            "train_seconds": round(time.time() - start, 1), "channels": data.shape[0],
-            "num_classes": model.head.out_features, "version": FEATURE_VERSION, "key": key}
-    if kind == "simclr":
-        meta["contrastive_loss"] = round(figure, 4)
-    log(f"feature network: {f'{merit} {figure:.3f} ' if merit else ''}in {meta['train_seconds']} s")
+    meta = {"name": f"{kind}-{data.name}", "kind": kind, "feature_dim": FEATURE_DIM, "test_accuracy": None,
+            **({merit: round(figure, 4)} if merit else {}), "train_seconds": round(time.time() - start, 1),
+            "channels": data.shape[0], "num_classes": model.head.out_features, "version": FEATURE_VERSION, "key": key}
+    log(f"feature network: {merit.replace('_', ' ') + f' {figure:.3f} ' if merit else ''}in {meta['train_seconds']} s")
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights))
@@ -344,15 +341,17 @@ def feature_network(kind: str, data: ImageData, log=print, data_root=None, data_
         raise BadInput(f"--fid-features {kind!r}: one of {', '.join(FEATURE_KINDS)}")
     if kind == "auto":
         kind = "classifier" if has_labels(data) else UNLABELED_DEFAULT
-    whole = load_dataset(data.name, data_root, options=data_options, strict=False) if subset else data
+    own_images = kind in ("simclr", "random") or (kind == "rotation" and has_labels(data))
+    if own_images or not data.feature_dataset or data.feature_dataset == data.name:
+        whole = load_dataset(data.name, data_root, options=data_options, strict=False) if subset else data
+    else:  # the classifier of the dataset this one derives from, or the rotations of a folder without labels
+        whole = load_dataset(data.feature_dataset, data_root, options=data_options, strict=False)
     if kind in ("simclr", "random"):  # the user's own images, both domains
         return get_feature_network(whole, log=log, kind=kind)
-    if kind == "rotation" and has_labels(data):
+    if own_images:  # rotations of labeled data
         from trainables.datasets.folder_datasets import rotated
 
         whole = rotated(whole, f"{whole.name}_rotations")
-    elif data.feature_dataset and data.feature_dataset != data.name:
-        whole = load_dataset(data.feature_dataset, data_root, options=data_options, strict=False)
     state, meta = get_feature_network(whole, log=log)
     # what was asked for, so orchestrator.rescore measures in the same space (a classifier of rotations either way)
     return state, {**meta, "kind": kind}
@@ -447,7 +446,7 @@ class Evaluator:
     @torch.no_grad()
     def classify(self, images: torch.Tensor) -> torch.Tensor | None:
         """The feature classifier's logits for images in [-1, 1] (None unless the features are a
-    classifier of the dataset's own classes)."""
+        classifier of the dataset's own classes)."""
         if self.classifier is None or not self.classifies:
             return None
         return torch.cat([self.classifier(chunk.float().to(self.device)) for chunk in images.split(500)])

@@ -173,14 +173,14 @@ def decode_images(files: list[Path], size, fit: str = "crop", halves: bool = Fal
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for i, outcome in enumerate(pool.map(decode, files)):
             if isinstance(outcome, DatasetError):
-                bad.append(files[i])
+                bad.append((files[i], outcome))
             elif not bad:
                 images[i], grey[i] = outcome
     if len(bad) == 1:
-        decode_image(bad[0], size, fit, halves)  # its own message: what is wrong with it
+        raise bad[0][1]  # its own message: what is wrong with it
     if bad:
         raise DatasetError(f"{len(bad)} of {len(files)} files are not readable images: "
-                           f"{', '.join(str(f) for f in bad[:10])}{' ...' if len(bad) > 10 else ''}; fix or remove them")
+                           f"{', '.join(str(f) for f, _ in bad[:10])}{' ...' if len(bad) > 10 else ''}; fix or remove them")
     if long:
         print(f"decoded {len(files)} images in {time.time() - start:.1f} s", file=sys.stderr, flush=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
