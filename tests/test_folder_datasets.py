@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import family_sweep
 from trainables.datasets import DatasetError, load_dataset
-from trainables.datasets.folder_datasets import decode_images, image_files
+from trainables.datasets.images import decode_images, image_files
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CELEBA_ATTRIBUTES = (

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import assert_one_line_error, family_sweep, run_cli
 from trainables.augment import AUGMENT_GROUP, augment_batch, augment_policies, background
 from trainables.datasets import DatasetError, ImageData, load_dataset
-from trainables.datasets.folder_datasets import decode_images, parse_size
+from trainables.datasets.images import decode_images, parse_size
 from trainables.errors import BadInput
 from trainables.features import Evaluator, get_feature_network, to_float
 from trainables.models import FAMILIES

@@ -66,7 +66,7 @@ def non_negative_float(text: str) -> float:
 
 def image_size(text: str) -> int | str:
     """--image-size: N or HxW, checked as the loaders check it; a square is kept as its side (int), else 'HxW'."""
-    from trainables.datasets.folder_datasets import parse_size
+    from trainables.datasets.images import parse_size
     from trainables.errors import BadInput
 
     try:
@@ -78,7 +78,7 @@ def image_size(text: str) -> int | str:
 
 def fraction(text: str) -> float:
     """--heldout-fraction, checked as the loaders check it."""
-    from trainables.datasets.folder_datasets import check_fraction
+    from trainables.datasets.splits import check_fraction
     from trainables.errors import BadInput
 
     try:

@@ -349,7 +349,7 @@ def feature_network(kind: str, data: ImageData, log=print, data_root=None, data_
     if kind in ("simclr", "random"):  # the user's own images, both domains
         return get_feature_network(whole, log=log, kind=kind)
     if own_images:  # rotations of labeled data
-        from trainables.datasets.folder_datasets import rotated
+        from trainables.datasets.rotations import rotated
 
         whole = rotated(whole, f"{whole.name}_rotations")
     state, meta = get_feature_network(whole, log=log)
