@@ -53,7 +53,7 @@ def test_a_labeled_datasets_classifier_passes_the_disturbance_tests(cache_dir):
 
 
 def test_an_unlabeled_folders_simclr_features_pass_the_disturbance_tests(cache_dir, tmp_path):
-    """The README's own example of your own images (no labels): SimCLR features, the default there."""
+    """docs/data.md's own example of your own images (no labels): SimCLR features, the default there."""
     from trainables.datasets.example_folder import build
 
     build(tmp_path / "sigs")
