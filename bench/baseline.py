@@ -34,7 +34,7 @@ from pathlib import Path
 
 from common import ROOT, run_sweep  # noqa: E402  (puts the project on sys.path)
 from sweeps import best_vs_compute, compute_to_reach  # noqa: E402
-from orchestrator.sweep import search_trial_steps  # noqa: E402
+from orchestrator.spec import search_trial_steps  # noqa: E402
 from trainables.experiment import load_experiment  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -45,9 +45,9 @@ def family_labels(spec: dict) -> dict:
     if "trainables.models" not in sys.modules:
         return {}
     try:
-        from trainables.models import get_family
+        from trainables.models import family_for
 
-        family = get_family(spec["model"])
+        family = family_for(spec["model"], spec.get("family_source"))
     except Exception:  # an unknown or broken family must not stop the page
         return {}
     return {"description": family.description, "loss_names": list(family.loss_names),

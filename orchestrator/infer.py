@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from trainables.cli import Parser, UsageError, device, run
+from trainables.cli import Parser, UsageError, add_family_module, device, load_family_modules, run
 from trainables.checkpoints import LoadedModel, load_checkpoint, save_grid
 from trainables.layout import BEST_DIR, SPEC_FILE
 
@@ -290,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, default=200, help="arithmetic: images averaged per class (default 200)")
     p.add_argument("--direction", choices=["a2b", "b2a"], default="a2b",
                    help="translate: a2b = source (sketch, domain A) -> image (domain B), b2a = back (default a2b)")
+    add_family_module(p)
     args = p.parse_args(argv)
+    load_family_modules(args)
     if args.n is None:
         args.n = 8 if args.mode in ("interpolate", "reconstruct") else 64
     for name in ("n", "steps", "per_class", "scale"):

@@ -1,6 +1,6 @@
-"""Where experiments pickled before 0.3.0 find the sweep's Tune callbacks: their tuner.pkl refers to
-this module, and `--resume` unpickles it. The callbacks live in trainables.ray_trial."""
+"""Where the oldest pickled experiments find the sweep's Tune callbacks: their tuner.pkl refers to
+this module, and `--resume` unpickles it. The callbacks live in orchestrator.tune_plugins."""
 
-from trainables.ray_trial import KeepResultsOnRestart, StopWhenStorageFull
+from orchestrator.tune_plugins import KeepResultsOnRestart, StopWhenStorageFull
 
 __all__ = ["KeepResultsOnRestart", "StopWhenStorageFull"]

@@ -16,7 +16,7 @@ import json
 import math
 import time
 
-from trainables.cli import Parser, UsageError, positive_int, run
+from trainables.cli import Parser, UsageError, add_family_module, load_family_modules, positive_int, run
 from trainables.experiment import Experiment, load_experiment
 from trainables.layout import RESCORE_FILE
 from trainables.storage import first_line
@@ -131,13 +131,13 @@ def rescore(exp: Experiment, top: int = TOP, seeds: int = SEEDS, samples: int | 
 
     from trainables.datasets import load_dataset
     from trainables.features import feature_network
-    from trainables.models import get_family
+    from trainables.models import family_for
 
     ranked = exp.ranked_checkpoints(rescored=False)[:top]
     if not ranked:
         raise UsageError(f"{exp.source} has no checkpoint with a finite {exp.objective} to re-score")
     spec = exp.spec
-    samples = samples or get_family(spec["model"]).rescore_samples
+    samples = samples or family_for(spec["model"], spec.get("family_source")).rescore_samples
     data = load_dataset(spec["dataset"], spec.get("data_root"), spec.get("subset"), spec.get("data_options") or None)
     # the space the sweep measured in (where `auto` fell back, the one it fell back to)
     kind = (spec.get("feature_network") or {}).get("kind") or spec.get("fid_features", "classifier")
@@ -202,12 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=positive_int, help="held-out images (and samples) per seed (default: all; "
                                                        "ddpm 2000, its sampling being slow)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    add_family_module(p)
     args = p.parse_args(argv)
+    load_family_modules(args)
     check_address(args.address)  # ray.init would retry an address where nothing listens for minutes
     exp = load_experiment(args.experiment)  # bad paths fail here, before Ray starts
     if not exp.ranked_checkpoints(rescored=False):
         raise UsageError(f"{exp.source} has no checkpoint with a finite {exp.objective} to re-score")
-    init_ray(args.address)
+    init_ray(args.address, family_source=exp.spec.get("family_source"))
     try:
         report = rescore(exp, args.top, args.seeds, args.samples)
     except Exception as e:  # a task's error arrives wrapped by Ray: its first line says what failed

@@ -1,6 +1,6 @@
 """Where the sweep's Optuna study lives: the experiment's optuna.db, on remote storage a working
-copy uploaded as trials end. (The searcher, DivergedIsPruned, is in trainables.ray_trial with the
-rest of the Ray glue; it is imported here too, where experiments pickled before 0.3.0 find it.)"""
+copy uploaded as trials end. (The searcher, DivergedIsPruned, is in orchestrator.tune_plugins with
+the sweep's other Tune plug-ins; it is imported here too, where the oldest pickled experiments find it.)"""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import optuna
 from ray.tune import Callback
 
+from orchestrator.tune_plugins import DivergedIsPruned
 from trainables.layout import STUDY_FILE
-from trainables.ray_trial import DivergedIsPruned
 from trainables.storage import Location, cache_root, first_line, location
 
 __all__ = ["DivergedIsPruned", "StudyStorage", "UploadStudy", "fetch_study", "study_copy", "study_url", "upload_study",

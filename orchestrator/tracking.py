@@ -12,7 +12,8 @@ from pathlib import Path
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from trainables.cli import UsageError
-from trainables.layout import CONFIG, FINAL_UNTIL, METRICS, SAMPLES, WEIGHTS
+from trainables.layout import CONFIG, METRICS, SAMPLES, WEIGHTS
+from trainables.settings import FinalStart
 from trainables.storage import first_line
 
 REACH_SECONDS = 10
@@ -68,7 +69,8 @@ class LogToMLflow(MLflowLoggerCallback):
         run_id = self._trial_runs[trial]
         client = self.mlflow_util._get_client()
         step = (trial.last_result or {}).get("step", 0)
-        until = trial.config.get(FINAL_UNTIL) or self.max_steps  # a final trial trains to its own step
+        final = FinalStart.split(trial.config)[1]
+        until = final.until if final else self.max_steps  # a final trial trains to its own step
         status = "errored" if failed else ("finished" if step >= until else "stopped early")
         client.set_tag(run_id, "status", status)
         if self.checkpoints is not None:

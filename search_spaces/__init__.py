@@ -1,6 +1,9 @@
 """Declarative search spaces: one TOML file per model family, parsed into Ray Tune domains.
 
-A table is a searched hyperparameter, a bare value a fixed one:
+A table is a searched hyperparameter, a bare value a fixed one. Bare values come first: after a
+[table] line, TOML reads every key as the table's own.
+
+    width = 64                  # fixed for every trial
 
     [lr_g]                      # searched: log-uniform between low and high
     distribution = "loguniform"
@@ -10,8 +13,6 @@ A table is a searched hyperparameter, a bare value a fixed one:
     [latent_dim]                # searched: one of the values
     distribution = "choice"
     values = [16, 32, 64, 128]
-
-    width = 64                  # fixed for every trial
 
 Distributions: uniform, loguniform (floats, low < high), int, logint (integers, low <= high,
 both inclusive), choice (a non-empty list of numbers, strings or booleans).
@@ -36,7 +37,24 @@ class SpaceError(BadInput):
 
 
 def default_space_path(model: str) -> Path:
+    """A built-in family's search space."""
     return HERE / f"{model}.toml"
+
+
+def space_path(family) -> Path:
+    """A family's search space by default: a built-in one's here; one of the user's own in the TOML
+    file named after the family beside its module (e.g. wgan_gp.toml beside wgan_gp.py)."""
+    import sys
+
+    module = sys.modules.get(type(family).__module__)
+    file = getattr(module, "__file__", None)
+    if type(family).__module__.startswith("trainables.models.") or not file:
+        return default_space_path(family.name)
+    path = Path(file).with_name(f"{family.name}.toml")
+    if not path.is_file():
+        raise SpaceError(f"model family {family.name} has no search space: write {path} beside {Path(file).name} "
+                         f"(docs/extending.md) or pass --space")
+    return path
 
 
 def _number(where: str, spec: dict, key: str, integer: bool) -> float:

@@ -109,3 +109,14 @@ def family_sweep(ray_address: str, storage: Path, model: str, *args: str, trials
                    "--address", ray_address, *args)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return storage / name
+
+
+def sweep_spec(*argv: str):
+    """The spec `python -m orchestrator.sweep ARGV` would build, its notes printed as the command
+    line prints them (capsys sees them)."""
+    from orchestrator.options import SweepOptions
+    from orchestrator.spec import make_spec
+    from orchestrator.sweep import build_parser, command_line_logging
+
+    with command_line_logging():
+        return make_spec(SweepOptions.from_args(build_parser().parse_args(list(argv))))

@@ -23,10 +23,47 @@ import pytest
 import yaml
 
 from trainables.experiment import load_experiment
-from orchestrator.sweep import autoscaler_capacity
-from conftest import ROOT, family_sweep, run_cli
+from orchestrator.cluster import autoscaler_capacity
+from conftest import ROOT, assert_one_line_error, family_sweep, run_cli
 
 CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
+
+
+def test_a_family_of_the_users_own_runs_on_both_nodes_through_rays_runtime_env(ray_address, second_node, tmp_path):
+    """examples/wgan_gp.py copied outside the package: --family-module ships it to every node
+    (runtime_env py_modules), where the trials import it from Ray's copy, not from its folder;
+    then best, infer, rescore (Ray tasks on the cluster) and the dashboard work on its results."""
+    family = tmp_path / "my_models" / "wgan_gp.py"
+    family.parent.mkdir()
+    imported = tmp_path / "imported-from.txt"
+    family.write_text((ROOT / "examples" / "wgan_gp.py").read_text()
+                      + f"\nwith open({str(imported)!r}, 'a') as _f:\n    _f.write(__file__ + '\\n')\n")
+    shutil.copy(ROOT / "examples" / "wgan_gp.toml", family.parent)
+    path = family_sweep(ray_address, tmp_path, "wgan_gp", "--family-module", str(family), "--dataset", "digits",
+                        "--cpus-per-worker", "2", "--max-concurrent", "2", max_steps=40, eval_every=20)
+    nodes = {n for ckpts in worker_nodes(path).values() for ckpt in ckpts for n in ckpt}
+    assert second_node.node_id in nodes and len(nodes) == 2, nodes
+    copies = set(imported.read_text().split())
+    assert str(family) in copies  # the driver
+    shipped = [c for c in copies if "runtime_resources" in c and "py_modules_files" in c]
+    assert shipped, copies  # the trials: Ray's copy of the module on their node
+    exported = tmp_path / "best"
+    assert run_cli("orchestrator.best", str(path), "--top", "1", "--dst", str(exported)).returncode == 0
+    (checkpoint,) = exported.glob("rank1-*")
+    grid = tmp_path / "samples.png"
+    proc = run_cli("orchestrator.infer", str(checkpoint), "sample", "--n", "8", "--out", str(grid), cwd=tmp_path)
+    assert proc.returncode == 0 and grid.is_file(), proc.stderr
+    proc = run_cli("orchestrator.rescore", str(path), "--top", "1", "--seeds", "2", "--address", ray_address,
+                   cwd=tmp_path)
+    assert proc.returncode == 0 and "re-scored (2 seeds" in proc.stdout, proc.stdout + proc.stderr
+    proc = run_cli("dashboards.build", str(path), cwd=tmp_path)
+    assert proc.returncode == 0 and (path / "dashboard.html").is_file(), proc.stderr
+    family.unlink()  # a checkpoint whose family is gone: refused in one line, --family-module points elsewhere
+    assert_one_line_error(run_cli("orchestrator.infer", str(checkpoint), "sample", "--out", str(grid), cwd=tmp_path),
+                          "model family 'wgan_gp' came from", "--family-module")
+    proc = run_cli("orchestrator.infer", str(checkpoint), "sample", "--out", str(grid), "--family-module",
+                   str(ROOT / "examples" / "wgan_gp.py"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -10,7 +10,7 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from trainables.cli import UsageError
 from trainables.experiment import load_experiment
-from orchestrator.sweep import pbt_mutations
+from orchestrator.spec import pbt_mutations
 from trainables.family import ModelFamily
 from trainables.ray_trial import TUNE_COPIES
 

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ray import tune
 
-from orchestrator.sweep import build_parser, non_negative_float, positive_int
+from orchestrator.sweep import build_parser
+from trainables.cli import non_negative_float, positive_int
 from search_spaces import SpaceError, parse_overrides, parse_space
 from trainables.errors import BadInput
 from trainables.models import get_family
@@ -299,7 +300,8 @@ def test_any_budget_fits_its_intervals_and_ashas_grace_period(max_steps, eval_ev
     """`--max-steps 40` alone (eval-every 250 by default) once crashed ASHA (grace_period > max_t):
     intervals above --max-steps are clamped to it, with a note; others are kept. ASHA's default first
     rung falls on an evaluation."""
-    from orchestrator.sweep import asha_scheduler, fit_budget, grace_period
+    from orchestrator.spec import fit_budget
+    from orchestrator.tuners import asha_scheduler, grace_period
 
     spec = {"max_steps": max_steps, "eval_every": eval_every, "log_every": log_every}
     notes = fit_budget(spec)

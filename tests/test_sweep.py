@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli, sweep_spec
 from orchestrator.best import export_best
 from trainables.cli import UsageError
+from trainables.errors import BadInput
 from trainables.experiment import leaderboard, load_experiment
 from trainables.models import get_family
 from trainables.checkpoints import load_checkpoint
@@ -242,7 +243,7 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
         """Trials with a checkpoint whose report has reached Tune (the checkpoint is on disk first)."""
         try:
             trials = load_experiment(path).trials
-        except UsageError:  # sweep.json not written yet
+        except BadInput:  # sweep.json not written yet
             return 0
         return sum(1 for t in trials if t.checkpoints and t.last_step >= t.checkpoints[0].step)
 
@@ -319,20 +320,18 @@ def test_ashas_rungs_and_tpes_start_follow_their_options(ray_address, tmp_path):
 def test_defaults_are_trial_1_unless_the_space_excludes_them(tmp_path, capsys):
     """TPE and random sweeps try the family's defaults first; a space that excludes them says so in
     one line and samples as before; PBT, whose population starts at random, has no such trial."""
-    from orchestrator.sweep import build_parser, make_spec
-
-    spec = make_spec(build_parser().parse_args(["vae", "--searcher", "random"]))
+    spec = sweep_spec("vae", "--searcher", "random")
     defaults = get_family("vae").defaults
     assert spec.baseline and spec.baseline == {k: defaults[k] for k in spec.baseline}
     narrow = tmp_path / "narrow.toml"
     narrow.write_text('[lr]\ndistribution = "loguniform"\nlow = 1e-2\nhigh = 1e-1\n')
     capsys.readouterr()
-    spec = make_spec(build_parser().parse_args(["vae", "--space", str(narrow)]))
+    spec = sweep_spec("vae", "--space", str(narrow))
     assert spec.baseline is None
     said = capsys.readouterr().out.strip().splitlines()
     assert said == [f"[sweep] the family's defaults are not trial 1: lr's default {defaults['lr']!r} is not in "
                     f"[0.01, 0.1] in {narrow}"], said
-    assert make_spec(build_parser().parse_args(["dcgan", "--scheduler", "pbt"])).baseline is None
+    assert sweep_spec("dcgan", "--scheduler", "pbt").baseline is None
 
 
 def test_the_final_phase_trains_the_best_configuration_on_from_its_best_checkpoint(ray_address, tmp_path):
@@ -388,19 +387,19 @@ def test_final_decay_lowers_the_final_phases_learning_rates_linearly_to_0(ray_ad
 def test_budget_splits_between_search_and_final_phase(capsys):
     """--budget B: each search trial may train 3/4 B / trials steps (a multiple of --eval-every), the
     final phase gets what the search left; PBT, which has no final phase, gets all of it."""
-    from orchestrator.sweep import build_parser, final_steps, make_spec
+    from orchestrator.tuners import final_steps
 
-    spec = make_spec(build_parser().parse_args(["dcgan", "--budget", "1000", "--trials", "4", "--eval-every", "50"]))
+    spec = sweep_spec("dcgan", "--budget", "1000", "--trials", "4", "--eval-every", "50")
     assert (spec.max_steps, spec.final_steps, spec.budget, spec.final_top) == (150, 0, 1000, 1)
     assert final_steps(spec, spent=4 * 150) == 400 and final_steps(spec, spent=300) == 700  # ASHA stopped some
     spec.final_top = 2
     assert final_steps(spec, spent=600) == 200 and final_steps(spec, spent=1200) == 0
-    pbt = make_spec(build_parser().parse_args(["dcgan", "--scheduler", "pbt", "--budget", "1000", "--trials", "4",
-                                               "--eval-every", "50"]))
+    pbt = sweep_spec("dcgan", "--scheduler", "pbt", "--budget", "1000", "--trials", "4",
+                                               "--eval-every", "50")
     assert (pbt.max_steps, pbt.final_steps, pbt.budget) == (250, 0, None)
     assert "no final phase under PBT" in capsys.readouterr().out
     with pytest.raises(UsageError, match="not both"):
-        make_spec(build_parser().parse_args(["dcgan", "--budget", "1000", "--max-steps", "100"]))
+        sweep_spec("dcgan", "--budget", "1000", "--max-steps", "100")
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from torchvision.utils import save_image
 from trainables.errors import BadInput
 from trainables.family import ModelFamily, UnknownFamily
 from trainables.layout import COMPLETE, CONFIG, EVALUATION, METRICS, SAMPLES, STATE, WEIGHTS
-from trainables.models import get_family
+from trainables.models import family_for
 from trainables.settings import CheckpointConfig
 from trainables.storage import is_complete, is_uri, location, pull
 
@@ -188,7 +188,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device | None = None
         if not isinstance(config.get(key), kind):
             raise CheckpointError(f"{folder / CONFIG} lacks {key!r} ({kind.__name__}): not a checkpoint of this project")
     try:
-        family = get_family(config["model"])
+        family = family_for(config["model"], config.get("family_source"))
     except UnknownFamily as e:
         raise CheckpointError(f"{folder}: {e.args[0]}") from None
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

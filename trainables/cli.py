@@ -123,3 +123,17 @@ def device(text: str) -> str:
     if chosen.type not in ("cpu", "cuda", "mps"):
         raise argparse.ArgumentTypeError(f"{text}: use cpu, cuda, cuda:N or mps")
     return text
+
+
+def add_family_module(parser: argparse.ArgumentParser) -> None:
+    """--family-module, for commands that load a family of the user's own whose file has moved."""
+    parser.add_argument("--family-module", action="append", default=[], metavar="FILE.py|MODULE",
+                        help="a file or module defining model families of your own (default: where the "
+                             "sweep or checkpoint says its family came from)")
+
+
+def load_family_modules(args: argparse.Namespace) -> None:
+    from trainables.models import load_family_module
+
+    for module in args.family_module:
+        load_family_module(module)

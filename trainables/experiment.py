@@ -13,11 +13,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainables.cli import UsageError
-from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, FINAL_DIR, FINAL_FROM,
-                               FINAL_UNTIL, METRICS, PARAMS_FILE, PROGRESS_FILE, RESCORE_FILE, RESTART_BACKUP,
-                               RESULT_FILE, RESUME_BACKUP, SPEC_FILE, SWEEP_STATUS, TRIAL_ID, UNTRAINED)
+from trainables.errors import BadInput
+from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, FINAL_DIR, METRICS, PARAMS_FILE,
+                               PROGRESS_FILE, RESCORE_FILE, RESTART_BACKUP, RESULT_FILE, RESUME_BACKUP, SPEC_FILE,
+                               SWEEP_STATUS, TRIAL_ID, UNTRAINED)
+from trainables.settings import FinalStart
 from trainables.storage import Location, is_complete, local_copy, location
+
+
+class NotAnExperiment(BadInput):
+    """A path or URI that holds no experiment of this project (one line, exit 2 in every CLI)."""
+
+
 LIVE_SECONDS = 600  # an unfinished trial that reported within this long is taken as still running
 
 # What each status means, for the leaderboard and the dashboard's legend.
@@ -155,7 +162,7 @@ class Experiment:
         config = (self.best_of(trial) or {}).get("config")
         if not isinstance(config, dict):
             return trial.params
-        return {**trial.params, **{k: v for k, v in config.items() if k not in (FINAL_FROM, FINAL_UNTIL)}}
+        return {**trial.params, **FinalStart.split(config)[0]}
 
     @property
     def baseline_trial(self) -> str | None:
@@ -413,13 +420,13 @@ def load_experiment(path: str | Path) -> Experiment:
     path, source = local_copy(path)
     spec_path = path / SPEC_FILE
     if not spec_path.is_file():
-        raise UsageError(f"{source} is not an experiment directory ({SPEC_FILE} is missing)")
+        raise NotAnExperiment(f"{source} is not an experiment directory ({SPEC_FILE} is missing)")
     try:
         spec = json.loads(spec_path.read_text())
     except (OSError, ValueError) as e:
-        raise UsageError(f"{spec_path} is not readable JSON ({e})") from None
+        raise NotAnExperiment(f"{spec_path} is not readable JSON ({e})") from None
     if not is_spec(spec):
-        raise UsageError(f"{spec_path} does not describe a sweep (objective, mode, max_steps); "
+        raise NotAnExperiment(f"{spec_path} does not describe a sweep (objective, mode, max_steps); "
                          f"is {path} an experiment of this project?")
     tune_trials, runner = read_tune_state(path)
     tune_trials.update(read_tune_state(path / FINAL_DIR)[0])
@@ -442,7 +449,7 @@ def load_experiment(path: str | Path) -> Experiment:
         except ValueError:
             params = {}
         params = dict(params) if isinstance(params, dict) else {}
-        final_from, final_until = params.pop(FINAL_FROM, None), params.pop(FINAL_UNTIL, None)
+        params, final = FinalStart.split(params)
         checkpoints = []
         for metrics_file in sorted((path / CHECKPOINTS_DIR / trial_id).glob(f"{CHECKPOINT_PREFIX}*/{METRICS}")):
             if not is_complete(location(metrics_file.parent)):
@@ -457,8 +464,8 @@ def load_experiment(path: str | Path) -> Experiment:
         if error is None and results and results[-1].get(DIVERGED):
             error = f"diverged: {results[-1][DIVERGED]}"
         trials.append(Trial(trial_id, folder, params, results, error, sorted(checkpoints, key=lambda c: c.step),
-                            tune_trials.get(trial_id), final_from if isinstance(final_from, str) else None,
-                            _step(final_until, -1) if final_until is not None else None))
+                            tune_trials.get(trial_id), final.checkpoint if final else None,
+                            final.until if final else None))
     return Experiment(path, spec, trials, source, runner, read_json_dict(path / SWEEP_STATUS),
                       read_json_dict(path / RESCORE_FILE))
 

@@ -108,10 +108,18 @@ def check_searched_bounds(family: "ModelFamily", name: str, table: dict) -> None
 
 
 def register_family(cls: type["ModelFamily"]) -> type["ModelFamily"]:
+    """Class decorator: adds a ModelFamily subclass to the registry, once it keeps the contract. A
+    class registered again from the same module (a module or notebook cell run again) replaces it."""
+    earlier = FAMILIES.get(getattr(cls, "name", None))
+    if earlier is not None and (type(earlier).__module__, type(earlier).__qualname__) == (cls.__module__, cls.__qualname__):
+        del FAMILIES[cls.name]
     check_family(cls)
     cls.defaults = {**cls.defaults, **{k: v for k, v in LOOP_DEFAULTS.items() if k not in cls.defaults}}
     FAMILIES[cls.name] = cls()
     return cls
+
+
+REQUIRED_METHODS = ("build", "optimizers", "train_step")  # ModelFamily's own raise NotImplementedError
 
 
 def check_family(cls) -> None:
@@ -124,6 +132,11 @@ def check_family(cls) -> None:
         if not ok:
             raise ValueError(f"model family {cls.__name__}: {message}")
 
+    missing = [m for m in REQUIRED_METHODS if getattr(cls, m) is getattr(ModelFamily, m)]
+    require(not missing, f"define {', '.join(missing)} (the methods every family has its own of)")
+    if "sample" in cls.inference_modes or cls.evaluate is ModelFamily.evaluate:
+        require(cls.generate is not ModelFamily.generate,
+                "define generate (evaluate's default and inference's `sample` draw images with it)")
     require(isinstance(cls.name, str) and cls.name.isidentifier(),
             f"name must be an identifier (letters, digits, _), got {cls.name!r}")
     require(cls.name not in FAMILIES, f"the name {cls.name!r} is registered already")

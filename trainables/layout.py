@@ -33,8 +33,9 @@ TRIAL_ID = re.compile(r"^run_trial_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})_")  # and its
 RESULT_FILE, PROGRESS_FILE, PARAMS_FILE, ERROR_FILE = "result.json", "progress.csv", "params.json", "error.txt"
 RESUME_BACKUP = "result-before-resume-"  # result.json kept aside by --resume (Tune rewrites it)
 RESTART_BACKUP = "result-before-restart-"  # and when Tune restarts a trial from a checkpoint
-# a final trial's own parameters, beside its hyperparameters: the checkpoint it continues from (a
-# path or URI) and the step it trains to
+# a final trial's start (trainables.settings.FinalStart), in its config beside its hyperparameters;
+# before 0.3, two keys: the checkpoint it continues from and the step it trains to
+FINAL_START = "final_start"
 FINAL_FROM, FINAL_UNTIL = "final_from", "final_until"
 
 # a checkpoint folder (trainables.checkpoints writes it, trainables.storage marks it complete)

@@ -26,7 +26,7 @@ from trainables.checkpoints import load_training_state, read_json, save_checkpoi
 from trainables.family import inference_cost, loss_scaling
 from trainables.features import Evaluator, to_float
 from trainables.layout import COST_METRICS, DIVERGED, METRICS, UNTRAINED
-from trainables.models import get_family
+from trainables.models import family_for
 from trainables.settings import TrialRun
 
 EVAL_SEED = 1234  # the same latent draws at every evaluation, so scores over steps are comparable
@@ -218,7 +218,8 @@ def check_transforms(hp: dict) -> None:
 
 def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> None:
     """Trains one trial's model family on `data` and reports metrics and checkpoints to `session`."""
-    loop, family, hp = run.settings.loop, get_family(run.settings.loop.model), run.hp
+    loop, hp = run.settings.loop, run.hp
+    family = family_for(loop.model, loop.family_source)
     torch.set_num_threads(max(1, int(run.settings.resources.cpus_per_worker)))
     rank, world, device = session.rank, session.world, session.device
     torch.manual_seed(loop.seed + rank)

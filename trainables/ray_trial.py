@@ -23,13 +23,8 @@ Every use of Ray's private API or undocumented behaviour is in this file, each c
 - ReportToTune.abort: the TorchTrainer's controller actor's `abort` method;
 - run_trial.__mixins__: how a function trainable gets a cleanup hook (AbortTrainingOnStop);
 - RAY_TRAIN_HEALTH_CHECK_INTERVAL_S: the controller's polling interval, an environment variable;
-- prune_tune_copies: Tune's names for its checkpoint copies (TUNE_COPY);
-- DivergedIsPruned: OptunaSearch's `_ot_study`, `_ot_trials` and `_completed_trials`;
-- StopWhenStorageFull: SIGUSR1 is Tune's own interrupt (ray/tune/tune.py's signal handler);
-- KeepResultsOnRestart: user callbacks run before Tune's JSON logger;
-- HideTuneRestoreHint: the wording of Tune's log lines after an interrupted run;
-- ExtendableSearch: SearchGenerator's `_total_samples` and `_finished`, and that a restored run
-  hands the saved state to `set_state` (Tune keeps no public way to raise num_samples on restore).
+- prune_tune_copies: Tune's names for its checkpoint copies (TUNE_COPY).
+The driver's own Tune plug-ins (searcher, callbacks) are in orchestrator/tune_plugins.py.
 """
 
 from __future__ import annotations
@@ -40,8 +35,6 @@ import logging
 import math
 import os
 import re
-import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -54,17 +47,13 @@ import ray.train
 import ray.train.torch
 import ray.tune
 import torch
-from optuna.trial import TrialState
-from ray.tune.search.optuna import OptunaSearch
-from ray.tune.search.search_generator import SearchGenerator
 
 from trainables import storage
 from trainables.checkpoints import read_json
-from trainables.layout import (CHECKPOINT_PREFIX, CONFIG, DIVERGED, FINAL_FROM, FINAL_UNTIL, METRICS, RESTART_BACKUP,
-                               RESULT_FILE, STORAGE_FULL, TRIAL_DIR_PREFIX)
+from trainables.layout import CHECKPOINT_PREFIX, CONFIG, METRICS, STORAGE_FULL, TRIAL_DIR_PREFIX
 from trainables.loop import train_loop
-from trainables.models import get_family
-from trainables.settings import TrialRun, TrialSettings
+from trainables.models import family_for
+from trainables.settings import FinalStart, TrialRun, TrialSettings
 
 TUNE_COPIES = 3  # Tune's copies of a trial's checkpoints kept under PBT (see prune_tune_copies)
 TUNE_COPY = re.compile(r"^checkpoint_\d{6}$")  # Tune's names for them
@@ -376,24 +365,23 @@ def run_trial(hp: dict, settings: TrialSettings) -> None:
 
     Checkpoints are kept per trial id, so a restored trial (driver restart, `--resume`, a trial
     Tune restarted after its node or process died) continues from its latest one. A trial of the
-    final phase (hp has FINAL_FROM and FINAL_UNTIL) starts from a search trial's best checkpoint
-    and trains to FINAL_UNTIL steps. Under PBT
+    final phase (its config has a FinalStart) starts from a search trial's best checkpoint and
+    trains to its step. Under PBT
     (`settings.report_checkpoints`) Tune also gets the checkpoints, and a trial restarted from
     one (PBT's exploit: another trial's weights and optimizer state, with mutated learning
     rates) starts there.
     """
     from ray.train.torch import TorchTrainer
 
-    family = get_family(settings.loop.model)
+    family = family_for(settings.loop.model, settings.loop.family_source)
     trial_id = ray.tune.get_context().get_trial_id()
-    hp = dict(hp)
-    final_from, final_until = hp.pop(FINAL_FROM, None), hp.pop(FINAL_UNTIL, None)
+    hp, final = FinalStart.split(hp)
     hp = {**family.defaults, **hp}
     start = ray.tune.get_checkpoint()  # None unless Tune has checkpoints: PBT
-    if final_from:  # the final phase: a top trial's best checkpoint, trained on to `final_until`
-        parent = storage.location(final_from)
+    if final:  # the final phase: a top trial's best checkpoint, trained on to `final.until`
+        parent = storage.location(final.checkpoint)
         start = ray.train.Checkpoint(parent.path, parent.fs)
-        settings = replace(settings, loop=replace(settings.loop, max_steps=int(final_until)))
+        settings = replace(settings, loop=replace(settings.loop, max_steps=final.until))
     run = TrialRun(settings, hp, settings.checkpoint.but(hp=hp, trial_id=trial_id))
     if start is not None:
         run = started_from(start, run)
@@ -430,111 +418,3 @@ def run_trial(hp: dict, settings: TrialSettings) -> None:
 
 
 run_trial.__mixins__ = (AbortTrainingOnStop,)
-
-
-class DivergedIsPruned(OptunaSearch):
-    """A trial that diverged (its last result has trainables.layout.DIVERGED) is told to Optuna as
-    PRUNED. Told as it ended, with its best score so far, it would look good; told as failed,
-    Optuna's TPE would ignore it and sample near it again. TPE ranks pruned trials below every
-    complete one, so it learns that region is bad."""
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if result and result.get(DIVERGED) and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result, error)
-
-
-class KeepResultsOnRestart(ray.tune.Callback):
-    """When Tune starts a trial again from one of its checkpoints (PBT's exploit, a recovered
-    failure), its JSON logger first copies the stored result.json over the trial's local one. The
-    stored copy is only as fresh as Tune's last sync to the experiment folder, often empty early in
-    a sweep, so the trial's reports so far were lost (seen with PBT on 2 trials). This callback
-    runs before the logger (user callbacks come first) and copies them aside."""
-
-    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        path = Path(trial.local_path) / RESULT_FILE
-        if path.is_file() and path.stat().st_size:
-            shutil.copyfile(path, path.with_name(f"{RESTART_BACKUP}{time.time_ns()}.json"))
-
-
-class StopWhenStorageFull(ray.tune.Callback):
-    """A trial whose checkpoint did not fit its storage reports trainables.layout.STORAGE_FULL and
-    waits. Then every trial is stopped as Ctrl-C stops them: Tune saves its state and leaves them
-    unfinished, so `--resume` continues each from its last complete checkpoint once there is
-    space (stopping them as finished would lose that). Tune's own interrupt is SIGUSR1 to this
-    process."""
-
-    def __init__(self):
-        self.stopping = False
-
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        if result.get(STORAGE_FULL) and not self.stopping:
-            self.stopping = True
-            print(f"[sweep] {result[STORAGE_FULL]}; stopping every trial", flush=True)
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-
-class SweepProgress(ray.tune.Callback):
-    """One line as each trial ends: how many of the sweep's trials are done and the best so far (the
-    sweep runs Tune silent: its status tables ran to ~117 lines for 2 trials; `--verbose` shows them)."""
-
-    def __init__(self, trials: int, objective: str, mode: str, spec_uri: str | None = None):
-        self.trials, self.objective, self.mode, self.spec_uri = trials, objective, mode, spec_uri
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self.say(trials, trial, errored=False)
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self.say(trials, trial, errored=True)
-
-    def say(self, trials: list, ending, errored: bool) -> None:
-        """`ending` has not got its final status yet when Tune calls back."""
-        done = [t for t in trials if t.status in ("TERMINATED", "ERROR") and t is not ending]
-        errored = sum(t.status == "ERROR" for t in done) + errored
-        done.append(ending)
-        key = f"{self.objective}_best"
-        scored = [(t.last_result[key], t) for t in trials
-                  if isinstance((t.last_result or {}).get(key), (int, float)) and math.isfinite(t.last_result[key])]
-        best = ""
-        if scored:
-            value, trial = (min if self.mode == "min" else max)(scored, key=lambda s: s[0])
-            best = f"; best {self.objective} so far {value:.4g} (trial {trial.trial_id})"
-        total = self.trials
-        if getattr(self, "spec_uri", None):  # the sweep's count, which an extended sweep raised (ExtendableSearch)
-            total = max(total, spec_trials(self.spec_uri))
-        print(f"[sweep] {len(done)} of {total} trials done" + (f", {errored} errored" if errored else "") + best,
-              flush=True)
-
-
-class ExtendableSearch(SearchGenerator):
-    """Tune's wrapper of the sweep's searcher, whose trial count `--resume --trials N` may raise:
-    a restored run gets the count saved with the searcher's state, and this takes sweep.json's
-    `trials` where that is larger (the sweep writes it before restoring). The Optuna study goes
-    on, so TPE learns from every earlier trial."""
-
-    def __init__(self, searcher, spec_uri: str):
-        super().__init__(searcher)
-        self.spec_uri = spec_uri
-
-    def set_state(self, state: dict) -> None:
-        super().set_state(state)
-        wanted = spec_trials(self.spec_uri)
-        if wanted > self._total_samples:
-            self._total_samples, self._finished = wanted, False
-
-
-def spec_trials(spec_uri: str) -> int:
-    """The trial count in sweep.json (0 where it is not a whole number)."""
-    trials = json.loads(storage.location(spec_uri).read_text()).get("trials", 0)
-    return trials if isinstance(trials, int) and not isinstance(trials, bool) else 0
-
-
-class HideTuneRestoreHint(logging.Filter):
-    """An interrupted Tune run logs `Tuner.restore(...)` as the way to resume; the sweep says its own
-    `--resume` command instead (the hint's wording, in ray/tune/tune.py)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "Tuner.restore" not in message and "Trials did not complete" not in message

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from trainables.layout import FINAL_FROM, FINAL_START, FINAL_UNTIL
+
 
 # --fid-features: the feature network FID/KID measure in (trainables.features makes each)
 UNLABELED_DEFAULT = "simclr"  # for data without labels: chosen by bench/metric_validity.py's table (docs/results.md)
@@ -57,6 +59,7 @@ class LoopSettings:
     precision: str = "fp32"  # the training step's autocast: fp32, bf16 or fp16 (with a GradScaler)
     channels_last: bool = False  # modules and batches in NHWC memory layout (faster convolutions on GPUs)
     final_decay: bool = False  # a final-phase trial's learning rates fall linearly to 0 by its last step
+    family_source: dict | None = None  # a family of the user's own: where it is imported from (trainables.models)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class CheckpointConfig:
     worker_nodes: list = field(default_factory=list)  # the Ray node of each worker
     started_from: dict | None = None  # PBT: the Tune checkpoint this run of the trial started from
     precision: str | None = None  # what the weights were trained in (the weights are saved in fp32)
+    family_source: dict | None = None  # a family of the user's own: its module (and file), for best and infer
 
     def to_json(self, step: int, code_version: str) -> dict:
         config = {k: v for k, v in asdict(self).items() if v is not None}
@@ -93,6 +97,33 @@ class TrialSettings:
     report_checkpoints: bool  # PBT: Tune gets the checkpoints too, to restart trials from
     data_ref: Any = None  # Ray object refs of the dataset and the FID feature network
     feature_ref: Any = None
+
+
+@dataclass(frozen=True)
+class FinalStart:
+    """Where a trial of the final phase starts: a search trial's best checkpoint (a path or URI),
+    trained on to step `until`. Tune gives a trial nothing of its own but its config, so it travels
+    there under one key (FINAL_START), beside the hyperparameters; `split` takes it out."""
+    checkpoint: str
+    until: int
+
+    def config(self, hp: dict) -> dict:
+        return {**hp, FINAL_START: asdict(self)}
+
+    @classmethod
+    def split(cls, config: dict) -> tuple[dict, FinalStart | None]:
+        """A trial's hyperparameters and its final start (None for a search trial). Experiments
+        written before 0.3 kept the start as two keys, FINAL_FROM and FINAL_UNTIL."""
+        hp = dict(config)
+        start, old_from, old_until = hp.pop(FINAL_START, None), hp.pop(FINAL_FROM, None), hp.pop(FINAL_UNTIL, None)
+        try:
+            if isinstance(start, dict):
+                return hp, cls(str(start["checkpoint"]), int(start["until"]))
+            if isinstance(old_from, str):
+                return hp, cls(old_from, int(old_until))
+        except (KeyError, TypeError, ValueError):
+            pass
+        return hp, None
 
 
 @dataclass(frozen=True)
@@ -144,7 +175,8 @@ class SweepSpec:
     startup_trials: int | None = None  # TPE's random start (None: a third of the trials, 2..10)
     multivariate: bool | None = None  # TPE models the hyperparameters jointly (None: Optuna's default)
     final_decay: bool = False  # the final phase's learning rates fall linearly to 0 (--final-decay)
-    run_options: dict = field(default_factory=dict)  # how it runs (orchestrator.sweep.RUN_OPTIONS), reused by --resume
+    family_source: dict | None = None  # a family of the user's own: its module (and file); None: built in
+    run_options: dict = field(default_factory=dict)  # how it runs (orchestrator.spec.RunOptions), reused by --resume
     name: str = ""
     feature_network: dict = field(default_factory=dict)  # the FID feature network's name and facts
     dataset_info: dict = field(default_factory=dict)

@@ -1,0 +1,152 @@
+"""The sweep driver's own Ray Tune plug-ins: the Optuna searcher that tells diverged trials as
+pruned, a trial count that a resume may raise, and the callbacks (progress lines, reports kept
+across restarts, a stop when storage is full, Tune's restore hint hidden).
+
+Uses of Tune's private API or undocumented behaviour, each checked on Ray 2.60:
+- DivergedIsPruned: OptunaSearch's `_ot_study`, `_ot_trials` and `_completed_trials`;
+- StopWhenStorageFull: SIGUSR1 is Tune's own interrupt (ray/tune/tune.py's signal handler);
+- KeepResultsOnRestart: user callbacks run before Tune's JSON logger;
+- HideTuneRestoreHint: the wording of Tune's log lines after an interrupted run;
+- ExtendableSearch: SearchGenerator's `_total_samples` and `_finished`, and that a restored run
+  hands the saved state to `set_state` (Tune keeps no public way to raise num_samples on restore).
+Tune pickles the searcher and callbacks with a sweep: experiments written by version 0.2 name these
+classes in trainables.ray_trial, where `legacy_names` puts them again on --resume (the oldest
+find them in orchestrator.searcher and orchestrator.keep_results).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import ray.tune
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.search_generator import SearchGenerator
+
+from trainables import storage
+from trainables.layout import DIVERGED, RESTART_BACKUP, RESULT_FILE, STORAGE_FULL
+
+log = logging.getLogger("orchestrator.sweep")
+
+
+class DivergedIsPruned(OptunaSearch):
+    """A trial that diverged (its last result has trainables.layout.DIVERGED) is told to Optuna as
+    PRUNED. Told as it ended, with its best score so far, it would look good; told as failed,
+    Optuna's TPE would ignore it and sample near it again. TPE ranks pruned trials below every
+    complete one, so it learns that region is bad."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and result.get(DIVERGED) and trial_id not in self._completed_trials:
+            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+
+class KeepResultsOnRestart(ray.tune.Callback):
+    """When Tune starts a trial again from one of its checkpoints (PBT's exploit, a recovered
+    failure), its JSON logger first copies the stored result.json over the trial's local one. The
+    stored copy is only as fresh as Tune's last sync to the experiment folder, often empty early in
+    a sweep, so the trial's reports so far were lost (seen with PBT on 2 trials). This callback
+    runs before the logger (user callbacks come first) and copies them aside."""
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        path = Path(trial.local_path) / RESULT_FILE
+        if path.is_file() and path.stat().st_size:
+            shutil.copyfile(path, path.with_name(f"{RESTART_BACKUP}{time.time_ns()}.json"))
+
+
+class StopWhenStorageFull(ray.tune.Callback):
+    """A trial whose checkpoint did not fit its storage reports trainables.layout.STORAGE_FULL and
+    waits. Then every trial is stopped as Ctrl-C stops them: Tune saves its state and leaves them
+    unfinished, so `--resume` continues each from its last complete checkpoint once there is
+    space (stopping them as finished would lose that). Tune's own interrupt is SIGUSR1 to this
+    process."""
+
+    def __init__(self):
+        self.stopping = False
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if result.get(STORAGE_FULL) and not self.stopping:
+            self.stopping = True
+            log.info(f"{result[STORAGE_FULL]}; stopping every trial")
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+class SweepProgress(ray.tune.Callback):
+    """One line as each trial ends: how many of the sweep's trials are done and the best so far (the
+    sweep runs Tune silent: its status tables ran to ~117 lines for 2 trials; `--verbose` shows them)."""
+
+    def __init__(self, trials: int, objective: str, mode: str, spec_uri: str | None = None):
+        self.trials, self.objective, self.mode, self.spec_uri = trials, objective, mode, spec_uri
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.say(trials, trial, errored=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.say(trials, trial, errored=True)
+
+    def say(self, trials: list, ending, errored: bool) -> None:
+        """`ending` has not got its final status yet when Tune calls back."""
+        done = [t for t in trials if t.status in ("TERMINATED", "ERROR") and t is not ending]
+        errored = sum(t.status == "ERROR" for t in done) + errored
+        done.append(ending)
+        key = f"{self.objective}_best"
+        scored = [(t.last_result[key], t) for t in trials
+                  if isinstance((t.last_result or {}).get(key), (int, float)) and math.isfinite(t.last_result[key])]
+        best = ""
+        if scored:
+            value, trial = (min if self.mode == "min" else max)(scored, key=lambda s: s[0])
+            best = f"; best {self.objective} so far {value:.4g} (trial {trial.trial_id})"
+        total = self.trials
+        if getattr(self, "spec_uri", None):  # the sweep's count, which an extended sweep raised (ExtendableSearch)
+            total = max(total, spec_trials(self.spec_uri))
+        log.info(f"{len(done)} of {total} trials done" + (f", {errored} errored" if errored else "") + best)
+
+
+class ExtendableSearch(SearchGenerator):
+    """Tune's wrapper of the sweep's searcher, whose trial count `--resume --trials N` may raise:
+    a restored run gets the count saved with the searcher's state, and this takes sweep.json's
+    `trials` where that is larger (the sweep writes it before restoring). The Optuna study goes
+    on, so TPE learns from every earlier trial."""
+
+    def __init__(self, searcher, spec_uri: str):
+        super().__init__(searcher)
+        self.spec_uri = spec_uri
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        wanted = spec_trials(self.spec_uri)
+        if wanted > self._total_samples:
+            self._total_samples, self._finished = wanted, False
+
+
+def spec_trials(spec_uri: str) -> int:
+    """The trial count in sweep.json (0 where it is not a whole number)."""
+    trials = json.loads(storage.location(spec_uri).read_text()).get("trials", 0)
+    return trials if isinstance(trials, int) and not isinstance(trials, bool) else 0
+
+
+class HideTuneRestoreHint(logging.Filter):
+    """An interrupted Tune run logs `Tuner.restore(...)` as the way to resume; the sweep says its own
+    `--resume` command instead (the hint's wording, in ray/tune/tune.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "Tuner.restore" not in message and "Trials did not complete" not in message
+
+
+def legacy_names() -> None:
+    """Experiments written before 0.3 pickled these plug-ins as trainables.ray_trial's: a resume
+    of one unpickles them from there."""
+    import trainables.ray_trial
+
+    for cls in (DivergedIsPruned, KeepResultsOnRestart, StopWhenStorageFull, SweepProgress, ExtendableSearch):
+        setattr(trainables.ray_trial, cls.__name__, cls)
