@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from common import ROOT, run_sweep  # noqa: E402  (puts the project on sys.path)
-from trainables.experiment import is_untrained, load_experiment  # noqa: E402
+from trainables.experiment import load_experiment  # noqa: E402
+from trainables.trials import is_untrained  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SEARCHES = {  # name: sweep options

@@ -28,10 +28,11 @@ from pathlib import Path
 from dashboards import figures
 from dashboards.page import LiveState, document, esc, facts, image_figure, plot_div
 from trainables.cli import Parser, UsageError, run
-from trainables.experiment import STATUSES, Experiment, load_experiment
+from trainables.experiment import load_experiment
 from trainables.layout import (COMPARISON_FILE, COST_METRICS, DASHBOARD_FILE, EVALUATION, SAMPLES, STUDY_FILE,
                                UNTRAINED)
 from trainables.storage import first_line, megabytes
+from trainables.trials import STATUSES, Experiment
 
 TOP = 4
 LIVE_KEEP_FREE = 64 * 2**20  # a live page is not rebuilt on a disk this close to full: checkpoints come first

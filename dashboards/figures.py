@@ -20,7 +20,7 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from search_spaces import SpaceError, read_space
-from trainables.experiment import Experiment, Trial
+from trainables.trials import Experiment, Trial
 from trainables.layout import STUDY_FILE
 
 PALETTE = qualitative.Plotly + qualitative.D3

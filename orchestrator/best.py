@@ -17,9 +17,10 @@ import shutil
 from pathlib import Path
 
 from trainables.cli import Parser, UsageError, run
-from trainables.experiment import Experiment, load_experiment
+from trainables.experiment import load_experiment
 from trainables.layout import BEST_DIR, BEST_FILE, METRICS, RESCORE_FILE
 from trainables.storage import pull
+from trainables.trials import Experiment
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 

@@ -8,9 +8,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainables.experiment import Experiment, leaderboard, load_experiment, write_histories, write_sweep_status
+from trainables.experiment import leaderboard, load_experiment
+from trainables.experiment_writers import write_histories, write_sweep_status
 from trainables.layout import DASHBOARD_FILE, ERROR_FILE, STORAGE_FULL
 from trainables.storage import Location
+from trainables.trials import Experiment
 
 log = logging.getLogger("orchestrator.report")
 say = log.info

@@ -17,9 +17,10 @@ import math
 import time
 
 from trainables.cli import Parser, UsageError, add_family_module, load_family_modules, positive_int, run
-from trainables.experiment import Experiment, load_experiment
+from trainables.experiment import load_experiment
 from trainables.layout import RESCORE_FILE
 from trainables.storage import first_line
+from trainables.trials import Experiment
 
 TOP, SEEDS = 5, 3
 SEED_BASE = 1000  # re-scoring seeds 1000, 1001, ...: draws the sweep's single reading (trainables.loop.EVAL_SEED) never made

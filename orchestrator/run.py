@@ -21,9 +21,11 @@ from pathlib import Path
 from orchestrator.options import SweepOptions
 from orchestrator.spec import SweepPlan, check_hyperparameters, has_final_phase, plan_sweep
 from trainables.cli import UsageError
-from trainables.experiment import Experiment, leaderboard, load_experiment, write_sweep_status
+from trainables.experiment import leaderboard, load_experiment
+from trainables.experiment_writers import write_sweep_status
 from trainables.layout import SPEC_FILE
 from trainables.storage import Location, first_line, full_cause
+from trainables.trials import Experiment
 
 log = logging.getLogger("orchestrator.sweep")
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")  # Tune's statuses of trials a stopped sweep left

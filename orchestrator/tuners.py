@@ -11,7 +11,8 @@ from dataclasses import replace
 from orchestrator.cluster import TRIAL_DRIVER_CPU
 from orchestrator.options import RunOptions
 from orchestrator.spec import has_final_phase, pbt_mutations
-from trainables.experiment import keep_results_before_resume, load_experiment
+from trainables.experiment import load_experiment
+from trainables.experiment_writers import keep_results_before_resume
 from trainables.layout import CHECKPOINTS_DIR, FINAL_DIR, SPEC_FILE
 from trainables.settings import CheckpointConfig, FinalStart, LoopSettings, Resources, SweepSpec, TrialSettings
 from trainables.storage import Location

@@ -11,11 +11,12 @@ import torch
 
 from conftest import assert_one_line_error, diverging_sweep, run_cli
 from trainables.datasets import load_dataset
-from trainables.experiment import leaderboard, load_experiment, non_dominated
+from trainables.experiment import leaderboard, load_experiment
 from trainables.family import inference_cost
 from trainables.layout import COST_METRICS
 from trainables.features import Evaluator, get_feature_network
 from trainables.models import all_families
+from trainables.trials import non_dominated
 
 SPACE = """
 latent_dim = 16

@@ -1,4 +1,5 @@
-"""Reading an experiment directory: the sweep's spec, each trial's reports, status and checkpoints.
+"""Reading an experiment directory: the sweep's spec, each trial's reports, status and checkpoints
+(load_experiment, into trainables.trials' Experiment), and the leaderboard table of one.
 
 Reads files only (no Ray, nothing unpickled: Tune's state is read from its JSON files), so it
 works on a copy pulled from remote storage and while a sweep is still running. `best`, the
@@ -9,310 +10,19 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainables.errors import BadInput
 from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, FINAL_DIR, METRICS, PARAMS_FILE,
-                               PROGRESS_FILE, RESCORE_FILE, RESTART_BACKUP, RESULT_FILE, RESUME_BACKUP, SPEC_FILE,
-                               SWEEP_STATUS, TRIAL_ID, UNTRAINED)
+                               RESCORE_FILE, RESTART_BACKUP, RESULT_FILE, RESUME_BACKUP, SPEC_FILE, SWEEP_STATUS,
+                               TRIAL_ID)
 from trainables.settings import FinalStart
-from trainables.storage import Location, is_complete, local_copy, location
+from trainables.storage import is_complete, local_copy, location
+from trainables.trials import CheckpointInfo, Experiment, Trial, as_step
 
 
 class NotAnExperiment(BadInput):
     """A path or URI that holds no experiment of this project (one line, exit 2 in every CLI)."""
-
-
-LIVE_SECONDS = 600  # an unfinished trial that reported within this long is taken as still running
-
-# What each status means, for the leaderboard and the dashboard's legend.
-STATUSES = {
-    "finished": "ran to the last step",
-    "stopped early": "stopped by the scheduler (ASHA) after a rung",
-    "errored": "raised an error (see error.txt in its folder) or diverged (a loss became NaN or infinite)",
-    "running": "still training (reported in the last 10 minutes)",
-    "interrupted": "unfinished when the sweep's driver stopped; `--resume` continues it",
-    "pending": "not started yet",
-}
-
-
-@dataclass
-class CheckpointInfo:
-    path: Path
-    metrics: dict
-
-    @property
-    def step(self) -> int:
-        return _step(self.metrics.get("step"), -1)
-
-
-@dataclass
-class Trial:
-    trial_id: str
-    path: Path
-    params: dict
-    results: list[dict]
-    error: str | None
-    checkpoints: list[CheckpointInfo] = field(default_factory=list)
-    tune_status: str | None = None  # Tune's own: PENDING, RUNNING, PAUSED, TERMINATED, ERROR (None: no state file)
-    final_from: str | None = None  # a final trial's: the checkpoint it continued from
-    final_until: int | None = None  # and the step it trains to
-
-    @property
-    def parent(self) -> str | None:
-        """The trial a final trial continued (its checkpoint is CHECKPOINTS_DIR/<trial_id>/...)."""
-        return Path(self.final_from).parent.name if self.final_from else None
-
-    def status(self, max_steps: int, now: float | None = None, sweep: str | None = None) -> str:
-        """One of STATUSES. From Tune's state when the experiment has it, else from the files;
-        `sweep` is the driver's own status (SWEEP_STATUS), where it wrote one: an unfinished trial
-        of a sweep that is no longer running was interrupted, however recently it reported."""
-        if self.error or self.tune_status == "ERROR":
-            return "errored"
-        if self.last_step >= (self.final_until or max_steps):
-            return "finished"
-        if self.tune_status == "TERMINATED":
-            return "stopped early"  # Tune ended it before the last step: its scheduler did
-        if not self.results:
-            return "pending"
-        if sweep in ("interrupted", "finished"):
-            return "interrupted"
-        if self.tune_status is None:
-            return "stopped early"  # no Tune state to tell a scheduler's stop from an interrupted driver
-        last = float(self.results[-1].get("timestamp", 0) or 0)
-        return "running" if (now or time.time()) - last < LIVE_SECONDS else "interrupted"
-
-    @property
-    def last_step(self) -> int:
-        return _step(self.results[-1].get("step"), 0) if self.results else 0
-
-    @property
-    def wall_seconds(self) -> float:
-        """Seconds between reports, summed over every run of the trial (resumes included)."""
-        return float(sum(_number(r.get("time_this_iter_s")) or 0.0 for r in self.results))
-
-    def curve(self, key: str) -> tuple[list[int], list[float]]:
-        """(steps, values) of one reported metric, only where it is a finite number."""
-        steps, values = [], []
-        for row in self.results:
-            value = _number(row.get(key))
-            if value is not None:
-                steps.append(_step(row.get("step"), len(steps)))
-                values.append(value)
-        return steps, values
-
-
-@dataclass
-class Experiment:
-    path: Path
-    spec: dict
-    trials: list[Trial]
-    source: Location  # where the experiment really is: `path` is its local mirror when that is remote
-    tune_state: dict = field(default_factory=dict)  # runner data of Tune's latest experiment_state-*.json
-    sweep_status: dict = field(default_factory=dict)  # SWEEP_STATUS, where the driver wrote it
-    rescore: dict = field(default_factory=dict)  # RESCORE_FILE, where orchestrator.rescore wrote one
-
-    @property
-    def remote(self) -> bool:
-        return self.source.remote
-
-    def where(self, local: Path) -> Location:
-        """Where a file or folder of this experiment really is (remote, for a mirrored one)."""
-        if not self.remote:
-            return location(local)
-        return self.source / local.relative_to(self.path).as_posix()
-
-    @property
-    def objective(self) -> str:
-        return self.spec["objective"]
-
-    @property
-    def mode(self) -> str:
-        return self.spec["mode"]
-
-    @property
-    def feature_space(self) -> str | None:
-        """The feature network the objective was measured in (FID/KID objectives), for every output to name."""
-        name = (self.spec.get("feature_network") or {}).get("name")
-        return name if self.objective in ("fid", "kid") and isinstance(name, str) else None
-
-    def score(self, metrics: dict) -> float:
-        """Sort key: smaller is better whatever the mode; missing or NaN scores sort last."""
-        value = _number(metrics.get(self.objective))
-        if value is None:
-            return math.inf
-        return value if self.mode == "min" else -value
-
-    def best_of(self, trial: Trial) -> dict | None:
-        """A trial's best report of a trained model (the untrained model's step-0 reading is a
-        reference, not a result: see untrained_of)."""
-        scored = [r for r in trial.results if math.isfinite(self.score(r)) and not is_untrained(r)]
-        return min(scored, key=self.score) if scored else None
-
-    def untrained_of(self, trial: Trial) -> dict | None:
-        """The trial's report of its untrained model (step 0), where it has one: the reference its
-        training should beat."""
-        return next((r for r in trial.results if is_untrained(r)), None)
-
-    def params_at_best(self, trial: Trial) -> dict:
-        """The hyperparameters behind a trial's best report: its config then (Population Based
-        Training mutates them during a trial), else the ones it started with."""
-        config = (self.best_of(trial) or {}).get("config")
-        if not isinstance(config, dict):
-            return trial.params
-        return {**trial.params, **FinalStart.split(config)[0]}
-
-    @property
-    def baseline_trial(self) -> str | None:
-        """The id of the trial that trained the family's defaults (sweep.json's `baseline`, tried
-        first), or None: the sweep's own baseline, for the leaderboard and the dashboard."""
-        baseline = self.spec.get("baseline")
-        if not isinstance(baseline, dict) or not baseline:
-            return None
-        for trial in self.search_trials:
-            if all(_same(trial.params.get(k), v) for k, v in baseline.items()):
-                return trial.trial_id
-        return None
-
-    def roles(self) -> dict[str, str]:
-        """What sets a trial apart, by id: "defaults" (the baseline) or "final of <trial>"."""
-        roles = {t.trial_id: f"final of {t.parent}" for t in self.trials if t.final_from}
-        if self.baseline_trial:
-            roles[self.baseline_trial] = "defaults"
-        return roles
-
-    @property
-    def search_trials(self) -> list[Trial]:
-        return [t for t in self.trials if not t.final_from]
-
-    def ranked_checkpoints(self, rescored: bool = True) -> list[tuple[Trial, CheckpointInfo]]:
-        """Every kept checkpoint with a finite objective, best first. Where rescore.json has
-        re-scored some, those come first, by their re-scored mean; the rest follow by the sweep's
-        own single reading (`rescored=False`: all of them by that reading)."""
-        pairs = sorted([(t, c) for t in self.trials for c in t.checkpoints if math.isfinite(self.score(c.metrics))],
-                       key=lambda tc: self.score(tc[1].metrics))
-        order = self.rescored_order() if rescored else {}
-        if not order:
-            return pairs
-        place = {c.path.relative_to(self.path).as_posix(): (t, c) for t, c in pairs}
-        first = [place[name] for name in order if name in place]
-        return first + [(t, c) for t, c in pairs if c.path.relative_to(self.path).as_posix() not in order]
-
-    def rescored_entries(self) -> list[dict]:
-        """rescore.json's checkpoints, best first, each naming its checkpoint (a path relative to
-        the experiment); empty when there is none, or it scored another objective."""
-        entries = self.rescore.get("checkpoints") if self.rescore.get("metric") == self.objective else None
-        if not isinstance(entries, list):
-            return []
-        return [e for e in entries if isinstance(e, dict) and isinstance(e.get("checkpoint"), str)]
-
-    def rescored_order(self) -> dict[str, int]:
-        """Each re-scored checkpoint's place in rescore.json's order, by its relative path."""
-        return {e["checkpoint"]: i for i, e in enumerate(self.rescored_entries())}
-
-    def best_checkpoints(self) -> dict[str, CheckpointInfo]:
-        """Each trial's best kept checkpoint, by trial id."""
-        best: dict[str, CheckpointInfo] = {}
-        for trial, ckpt in self.ranked_checkpoints():
-            best.setdefault(trial.trial_id, ckpt)
-        return best
-
-    @property
-    def cost(self) -> str | None:
-        """The cost metric a Pareto sweep (`--objectives OBJECTIVE,COST`) traded the objective
-        against; None for a sweep of one objective."""
-        objectives = self.spec.get("objectives")
-        return objectives[1] if isinstance(objectives, list) and len(objectives) == 2 else None
-
-    def costed_checkpoints(self) -> list[tuple[Trial, CheckpointInfo]]:
-        """A Pareto sweep's trials, each with its best checkpoint by the sweep's own reading where that
-        has a cost: the points of its front (the objective and cost from the checkpoint's metrics.json)."""
-        best: dict[str, tuple[Trial, CheckpointInfo]] = {}
-        for trial, ckpt in self.ranked_checkpoints(rescored=False) if self.cost else []:
-            if _number(ckpt.metrics.get(self.cost)) is not None:
-                best.setdefault(trial.trial_id, (trial, ckpt))
-        return list(best.values())
-
-    def pareto_front(self) -> list[tuple[Trial, CheckpointInfo]]:
-        """The trials no other trial beats on both the objective and the cost, cheapest first (each
-        with its checkpoint of costed_checkpoints); empty for a sweep of one objective."""
-        pairs = self.costed_checkpoints()
-        front = [pairs[k] for k in non_dominated([(self.score(c.metrics), float(c.metrics[self.cost])) for _, c in pairs])]
-        return sorted(front, key=lambda tc: (float(tc[1].metrics[self.cost]), self.score(tc[1].metrics)))
-
-    def knee(self, front: list[tuple[Trial, CheckpointInfo]]) -> int | None:
-        """The index in `front` of its knee: the point nearest the ideal one (the best objective at
-        the least cost) once both axes are scaled to the front's range, a common pick of one
-        compromise from a front; None for an empty front."""
-        if not front:
-            return None
-        points = [(self.score(c.metrics), float(c.metrics[self.cost])) for _, c in front]
-        spans = [(min(axis), (max(axis) - min(axis)) or 1.0) for axis in zip(*points)]
-        distance = [math.hypot(*((v - low) / span for v, (low, span) in zip(p, spans))) for p in points]
-        return distance.index(min(distance))
-
-    def pareto_places(self) -> dict[str, str]:
-        """Each front trial's place, by id: "knee" or "front" (empty for a sweep of one objective)."""
-        front = self.pareto_front()
-        knee = self.knee(front)
-        return {t.trial_id: "knee" if i == knee else "front" for i, (t, _) in enumerate(front)}
-
-    def ranked_trials(self) -> list[Trial]:
-        """Trials best first by their best reported objective; trials with none last."""
-        return sorted(self.trials, key=lambda t: self.score(self.best_of(t) or {}))
-
-    def statuses(self, now: float | None = None) -> dict[str, str]:
-        now = now or time.time()
-        sweep = self.sweep_status.get("status")
-        return {t.trial_id: t.status(self.spec["max_steps"], now, sweep) for t in self.trials}
-
-    @property
-    def compute_seconds(self) -> float:
-        """Trial time summed over trials (each trial's time between reports, resumes included)."""
-        return sum(t.wall_seconds for t in self.trials)
-
-    @property
-    def searched(self) -> list[str]:
-        """Hyperparameters that differ between trials (the searched ones), in a stable order."""
-        params = [self.params_at_best(t) for t in self.trials]
-        keys = sorted({k for p in params for k in p})
-        return [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
-
-
-def non_dominated(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: as good on both coordinates (smaller is better)
-    and better on one. (Optuna's own front, study.best_trials, needs the study; the experiment's
-    readers read checkpoints' files.) Equal points are all kept."""
-    return [i for i, (a, b) in enumerate(points)
-            if not any(x <= a and y <= b and (x < a or y < b) for x, y in points)]
-
-
-def is_untrained(report: dict) -> bool:
-    """Whether a report is the untrained model's (UNTRAINED; a sweep older than that flag marks it
-    by its step, 0: the loop evaluates at step 0 only before training)."""
-    return bool(report.get(UNTRAINED)) or _step(report.get("step"), -1) == 0
-
-
-def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=1e-9)
-    return a == b
-
-
-def _step(value, default: int) -> int:
-    """A step read from a JSON file: a whole number, else `default` (a damaged or edited file must
-    not stop the leaderboard, and never becomes part of a path as anything but digits)."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def read_results(folder: Path) -> list[dict]:
@@ -331,7 +41,7 @@ def read_results(folder: Path) -> list[dict]:
             except ValueError:
                 break  # a line being written right now
             if isinstance(row, dict):
-                by_step[_step(row.get("step"), len(by_step))] = row
+                by_step[as_step(row.get("step"), len(by_step))] = row
     return [by_step[step] for step in sorted(by_step)]
 
 
@@ -339,50 +49,11 @@ def with_checkpoint_reports(results: list[dict], checkpoints: list[CheckpointInf
     """A trial's reports, with those of its checkpoints that Tune never logged (a checkpoint written
     in the seconds after Ctrl-C, whose report the stopping sweep no longer took): every checkpoint on
     disk is then in the trial's history, the leaderboard and the curves."""
-    steps = {_step(r.get("step"), -1) for r in results}
+    steps = {as_step(r.get("step"), -1) for r in results}
     extra = [c.metrics for c in checkpoints if c.step >= 0 and c.step not in steps]
     if not extra:
         return results
-    return sorted([*results, *extra], key=lambda r: _step(r.get("step"), 0))
-
-
-def write_sweep_status(exp: Location, status: str) -> None:
-    """The driver's status (running, interrupted, finished), for the readers' trial statuses."""
-    exp_status = {"status": status, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (exp / SWEEP_STATUS).write_text(json.dumps(exp_status))
-
-
-def write_histories(exp: Experiment) -> None:
-    """Each trial's result.json and progress.csv, rewritten with its whole history where Tune's hold
-    only part of it: Tune starts both anew when `--resume` restarts a trial (the earlier runs' reports
-    are in result-before-resume-*.json), and a checkpoint written as the sweep stopped has no report.
-    Run by the sweep's driver once Tune is done, so nothing else writes them meanwhile."""
-    import pandas as pd
-
-    def rows(path: Path, header: int = 0) -> int:
-        return len(path.read_text().splitlines()) - header if path.is_file() else -1
-
-    for trial in exp.trials:
-        logged = trial.path / RESULT_FILE
-        # both files: a sweep killed between Tune's JSON and CSV loggers has a report in one only
-        if not trial.results or rows(logged) == rows(trial.path / PROGRESS_FILE, header=1) == len(trial.results):
-            continue
-        exp.where(logged).write_text("".join(json.dumps(row) + "\n" for row in trial.results))
-        table = pd.json_normalize([{k: v for k, v in row.items() if k != "config"} for row in trial.results], sep="/")
-        exp.where(trial.path / PROGRESS_FILE).write_text(table.to_csv(index=False))
-
-
-def keep_results_before_resume(exp: Location) -> None:
-    """Before Tune restarts unfinished trials and rewrites their result.json, each trial's history
-    so far is set aside (result-before-resume-*.json). It includes the reports of checkpoints that
-    a stopped sweep wrote but never logged: the resumed trial goes on from such a checkpoint, which
-    may be pruned later, and its report would be lost with it."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    loaded = load_experiment(exp.uri)
-    for trial in loaded.trials:
-        if trial.results:
-            backup = loaded.where(trial.path / f"{RESUME_BACKUP}{stamp}.json")
-            backup.write_text("".join(json.dumps(row) + "\n" for row in trial.results))
+    return sorted([*results, *extra], key=lambda r: as_step(r.get("step"), 0))
 
 
 def read_tune_state(path: Path) -> tuple[dict[str, dict], dict]:
@@ -411,7 +82,7 @@ def read_tune_state(path: Path) -> tuple[dict[str, dict], dict]:
 def is_spec(spec) -> bool:
     """Whether a parsed sweep.json has what reading an experiment relies on."""
     return (isinstance(spec, dict) and isinstance(spec.get("objective"), str) and spec.get("mode") in ("min", "max")
-            and _step(spec.get("max_steps"), -1) >= 1)
+            and as_step(spec.get("max_steps"), -1) >= 1)
 
 
 def load_experiment(path: str | Path) -> Experiment:
