@@ -31,7 +31,7 @@ def step_cost(steps: int = 40, repeats: int = 3) -> dict[str, float]:
 
     from trainables.augment import augment_batch, background
     from trainables.datasets import load_dataset
-    from trainables.features import to_float
+    from trainables.feature_networks import to_float
     from trainables.models import get_family
 
     torch.set_num_threads(1)
@@ -71,7 +71,7 @@ def augment_cost(steps: int = 40, repeats: int = 5) -> dict[str, float]:
 
     from trainables.augment import augment_batch, background
     from trainables.datasets import load_dataset
-    from trainables.features import to_float
+    from trainables.feature_networks import to_float
 
     torch.set_num_threads(1)
     data = load_dataset("fashion_mnist")

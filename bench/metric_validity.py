@@ -28,7 +28,8 @@ import torch
 
 from trainables.datasets import load_dataset
 from trainables.feature_checks import full_check, reference_split
-from trainables.features import Evaluator, FeatureExtractor, SampleQuality, build_feature_network, feature_network, to_float
+from trainables.feature_networks import FeatureExtractor, to_float
+from trainables.features import Evaluator, SampleQuality, build_feature_network, feature_network
 from trainables.models import get_family
 
 EVAL_SAMPLES = 1000  # what a sweep evaluates on by default

@@ -78,7 +78,7 @@ def read_images(paths: list[str], shape: list[int], resize: bool) -> tuple[torch
 def held_out(model: LoadedModel, args: argparse.Namespace, domain: str = "x"):
     """The checkpoint's dataset, held-out split: (images in [-1, 1], labels, the ImageData)."""
     from trainables.datasets import load_dataset
-    from trainables.features import to_float
+    from trainables.feature_networks import to_float
 
     data = model.family.prepare_data(load_dataset(model.info["name"], args.data_root,
                                                   options=model.info.get("options")), model.hp)

@@ -81,7 +81,8 @@ def score_checkpoint(checkpoint: str, data, features: tuple[dict, dict], seeds: 
     import torch
 
     from trainables.checkpoints import load_checkpoint
-    from trainables.features import Evaluator, to_float
+    from trainables.feature_networks import to_float
+    from trainables.features import Evaluator
 
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -10,7 +10,7 @@ from conftest import assert_one_line_error, run_cli
 from trainables.blocks import diff_augment, diffaug_policies
 from trainables.datasets import load_dataset
 from trainables.errors import BadInput
-from trainables.features import to_float
+from trainables.feature_networks import to_float
 from trainables.loop import check_transforms
 from trainables.models import all_families, get_family
 

@@ -12,7 +12,7 @@ from trainables.experiment import load_experiment
 from trainables.datasets import load_dataset
 from trainables.family import seeded_normal
 from trainables.models import get_family
-from trainables.features import to_float
+from trainables.feature_networks import to_float
 
 SPACE = """
 width = 8

@@ -14,7 +14,8 @@ from trainables.experiment import load_experiment
 from trainables.checkpoints import load_checkpoint
 from trainables.datasets import load_dataset
 from trainables.errors import BadInput
-from trainables.features import build_feature_network, get_feature_network, to_float
+from trainables.feature_networks import to_float
+from trainables.features import build_feature_network, get_feature_network
 from trainables.models import get_family
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from trainables.datasets import load_dataset
-from trainables.features import SampleQuality, build_feature_network, get_feature_network, to_float
+from trainables.feature_networks import to_float
+from trainables.features import SampleQuality, build_feature_network, get_feature_network
 
 
 def test_feature_network_is_trained_once_then_cached(tmp_path, monkeypatch):
@@ -160,7 +161,7 @@ def test_a_backbone_from_the_users_weights_file_is_loaded_and_measures(tmp_path,
 def test_a_feature_network_in_training_says_how_long_it_has_left():
     """A first feature network took 647 s on a busy machine with no word (issue 30 item 5): after a
     few seconds (here at once) its training says about how long the rest will take."""
-    from trainables.features import train_classifier
+    from trainables.feature_training import train_classifier
 
     said = []
     train_classifier(load_dataset("digits"), epochs=1, log=said.append, eta_after=0)

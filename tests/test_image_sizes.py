@@ -17,7 +17,8 @@ from trainables.augment import AUGMENT_GROUP, augment_batch, augment_policies, b
 from trainables.datasets import DatasetError, ImageData, load_dataset
 from trainables.datasets.images import decode_images, parse_size
 from trainables.errors import BadInput
-from trainables.features import Evaluator, get_feature_network, to_float
+from trainables.feature_networks import to_float
+from trainables.features import Evaluator, get_feature_network
 from trainables.models import FAMILIES
 
 

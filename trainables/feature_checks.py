@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from trainables.features import to_float
+from trainables.feature_networks import to_float
 
 # each disturbance's levels, mildest first (intensities in [0, 1] units of the image's range). The
 # mildest are visible to the eye: noise of 0.05 or blur of 0.5 px moved FID by less than the floor's

@@ -1,74 +1,36 @@
-"""The feature network behind FID/KID, and the sample-quality evaluator trials use.
+"""The feature network behind FID/KID (the one a sweep asked for: made once and cached, or read
+from the user's file), and the sample-quality evaluator trials use.
 
 Inception weights can't be downloaded everywhere (and Inception features say little about 28x28
 grey images), so by default FID/KID use the penultimate layer of a small CNN classifier that the
 project trains once per dataset, caches on disk, and shares with trials through Ray's object
 store (as Ray's own pbt_dcgan_mnist example scores samples with an MNIST classifier). Scores
 from it are labelled `classifier-<dataset>` and are not comparable with Inception FID.
+The networks themselves are in trainables.feature_networks, how the project trains its own in
+trainables.feature_training.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from trainables.datasets import ImageData, cache_dir
 from trainables.errors import BadInput
+from trainables.feature_networks import (BACKBONES, FEATURE_DIM, BackboneFeatures, FeatureClassifier, FeatureExtractor,
+                                         to_float, to_inception_input)
+from trainables.feature_training import TRAINERS
 from trainables.settings import FEATURE_KINDS, UNLABELED_DEFAULT, WEIGHTS_SUFFIX
 
-FEATURE_DIM = 64
 FEATURE_VERSION = 2  # bump when the architecture or training recipe changes
-
-
-def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], the range every generator outputs."""
-    return images_uint8.float().div(127.5).sub(1.0)
-
-
-class FeatureClassifier(nn.Module):
-    """Small CNN classifier; `features` (its penultimate layer) is the space FID/KID measure in."""
-
-    def __init__(self, channels: int, num_classes: int, feature_dim: int = FEATURE_DIM):
-        super().__init__()
-        self.num_features = feature_dim  # read by torchmetrics
-        self.channels = channels  # what it takes (a backbone takes any: BackboneFeatures)
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-            nn.Linear(64 * 16, feature_dim), nn.ReLU(),
-        )
-        self.head = nn.Linear(feature_dim, num_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-
-class FeatureExtractor(nn.Module):
-    """What torchmetrics calls: float images in [-1, 1] -> (N, feature_dim) float features."""
-
-    def __init__(self, classifier: FeatureClassifier):
-        super().__init__()
-        self.classifier = classifier.eval()
-        self.num_features = classifier.num_features
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(x.float())
 
 
 def fingerprint(data: ImageData) -> str:
@@ -78,132 +40,6 @@ def fingerprint(data: ImageData) -> str:
     if data.train_a is not None:  # what a network of both domains learns from (single-domain keys as before)
         h.update(data.train_a[:: max(1, len(data.train_a) // 256)].tobytes())
     return h.hexdigest()[:16]
-
-
-def classifier_training_set(data: ImageData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Images and labels the feature classifier learns from: both domains of paired data (a sketch
-    has its image's label), so FID can measure sketches and images in one feature space."""
-    if data.paired and data.train_a is not None and data.train_a.shape[1:] == data.train_x.shape[1:]:
-        return (np.concatenate([data.train_x, data.train_a]), np.concatenate([data.train_y, data.train_y]),
-                np.concatenate([data.test_x, data.test_a]), np.concatenate([data.test_y, data.test_y]))
-    return data.train_x, data.train_y, data.test_x, data.test_y
-
-
-ETA_AFTER_SECONDS = 5.0  # a feature network still training after this long says how long it has left
-
-
-def time_left(log, total_steps: int, after: float = ETA_AFTER_SECONDS):
-    """A function of the steps done that, once `after` seconds have passed, says once (through
-    `log`) about how long the rest of `total_steps` will take: a first network can take minutes on
-    a busy machine."""
-    start, said = time.perf_counter(), []
-
-    def tick(done: int) -> None:
-        elapsed = time.perf_counter() - start
-        if log and not said and done and elapsed >= after:
-            log(f"feature network: about {elapsed / done * (total_steps - done):.0f} s to go "
-                f"({done} of {total_steps} steps in {elapsed:.0f} s)")
-            said.append(True)
-    return tick
-
-
-def train_classifier(data: ImageData, epochs: int = 2, batch: int = 128, seed: int = 0, log=None,
-                     eta_after: float = ETA_AFTER_SECONDS) -> tuple[FeatureClassifier, float]:
-    """Cross-entropy on class labels, or binary cross-entropy on multi-hot attributes (CelebA).
-    Returns the model and its held-out accuracy (per attribute, for multi-hot labels)."""
-    torch.manual_seed(seed)
-    train_x, train_y, test_x, test_y = classifier_training_set(data)
-    model = FeatureClassifier(data.shape[0], len(data.classes))
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    loss_fn = (lambda logits, t: F.binary_cross_entropy_with_logits(logits, t.float())) if data.multilabel \
-        else F.cross_entropy
-    rng = torch.Generator().manual_seed(seed)
-    tick, done = time_left(log, epochs * -(-len(x) // batch), eta_after), 0
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=rng).split(batch):
-            loss = loss_fn(model(to_float(x[idx])), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done += 1
-            tick(done)
-    model.eval()
-    with torch.no_grad():
-        tx, ty = torch.from_numpy(test_x), torch.from_numpy(test_y)
-        correct = 0.0
-        for i in range(0, len(tx), 1000):
-            logits = model(to_float(tx[i:i + 1000]))
-            hits = ((logits > 0) == ty[i:i + 1000].bool()).float().mean(1) if data.multilabel \
-                else (logits.argmax(1) == ty[i:i + 1000]).float()
-            correct += hits.sum().item()
-    return model, correct / len(tx)
-
-
-def unlabeled_images(data: ImageData, cap: int = 5000) -> np.ndarray:
-    """The training images a label-free feature network learns from: both domains of two-domain
-    data of one shape, at most `cap` of each (evenly spaced)."""
-    parts = [data.train_x] + ([data.train_a] if data.train_a is not None and data.train_a.shape[1:] == data.shape else [])
-    return np.concatenate([images[::max(1, len(images) // cap)][:cap] for images in parts])
-
-
-def train_random(data: ImageData, seed: int = 0, log=None) -> tuple[FeatureClassifier, None]:
-    """A randomly initialised network of the classifier's layout, never trained: the feature
-    space Naeem et al. 2020 found workable where no trained network fits the domain."""
-    torch.manual_seed(seed)
-    return FeatureClassifier(data.shape[0], 1).eval(), None
-
-
-SIMCLR_STEPS, SIMCLR_BATCH, SIMCLR_TEMPERATURE = 300, 128, 0.2
-# trainables.augment's policies: the invariances the features learn. Not jitter: features blind to
-# brightness and contrast read an untrained generator's low-contrast grey close to ink on paper
-# (FID 2.2 against the trained DCGAN's 1.95 at step 90 on the example folder; without it 21 against 6.3)
-SIMCLR_VIEWS = "crop+rotate"
-
-
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's contrastive loss (Chen et al. 2020): each view's partner is its positive, the
-    other 2N - 2 views of the batch its negatives."""
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    similarity = z @ z.T / temperature
-    similarity.fill_diagonal_(-math.inf)
-    n = len(z1)
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
-    return F.cross_entropy(similarity, targets)
-
-
-def train_simclr(data: ImageData, steps: int = SIMCLR_STEPS, batch: int = SIMCLR_BATCH,
-                 seed: int = 0, log=None) -> tuple[FeatureClassifier, float]:
-    """Contrastive self-supervision on the dataset's own images (SimCLR): two augmented views of
-    each image (trainables.augment, torchvision v2) pulled together, other images pushed apart;
-    the classifier's `head` is the projection the loss sees, its `body` the features. Returns the
-    model and its last loss."""
-    from trainables.augment import augment_batch, background
-
-    torch.manual_seed(seed)
-    images = torch.from_numpy(unlabeled_images(data))
-    fills = {"x": background(images.numpy())}
-    model = FeatureClassifier(data.shape[0], 32)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    rng = torch.Generator().manual_seed(seed)
-    model.train()
-    loss, tick = torch.tensor(math.nan), time_left(log, steps)
-    for step in range(steps):
-        x = to_float(images[torch.randint(len(images), (min(batch, len(images)),), generator=rng)])
-        views = [augment_batch({"x": x}, SIMCLR_VIEWS, False, fills)["x"] for _ in range(2)]
-        loss = nt_xent(model(views[0]), model(views[1]), SIMCLR_TEMPERATURE)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        tick(step + 1)
-    return model.eval(), loss.item()
-
-
-# how each kind of feature network is made from a dataset: (trainer, the metadata key of the figure
-# it returns, what its cache key adds: the recipe, so a changed recipe trains anew)
-TRAINERS = {"classifier": (train_classifier, "test_accuracy", ""), "random": (train_random, None, "-random"),
-            "simclr": (train_simclr, "contrastive_loss", f"-simclr-{SIMCLR_VIEWS}-{SIMCLR_STEPS}")}
 
 
 def get_feature_network(data: ImageData, log=print, kind: str = "classifier") -> tuple[dict[str, np.ndarray], dict]:
@@ -241,45 +77,6 @@ def build_feature_network(state: dict[str, np.ndarray], meta: dict) -> nn.Module
     model = FeatureClassifier(meta["channels"], meta["num_classes"], meta["feature_dim"])
     model.load_state_dict(tensors)
     return model.eval()
-
-
-# --- a pretrained backbone from the user's own weights file ---------------------------------------
-
-# torchvision architectures whose state dict a --fid-features FILE may hold: (input side, feature
-# dimension, builder options that give the pretrained weights' layout)
-BACKBONES = {
-    "inception_v3": (299, 2048, {"aux_logits": True, "init_weights": False, "transform_input": True}),
-    "resnet50": (224, 2048, {}),
-    "resnet18": (224, 512, {}),
-}
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class BackboneFeatures(nn.Module):
-    """A torchvision classifier pretrained by the user (Inception-v3, as published FIDs use, or a
-    ResNet), its pooled features (the layer before `fc`) what FID/KID measure: images in [-1, 1]
-    become RGB at the input size, normalised as ImageNet's were."""
-
-    def __init__(self, arch: str, state: dict[str, torch.Tensor]):
-        import torchvision
-
-        super().__init__()
-        side, self.num_features, options = BACKBONES[arch]
-        self.side, self.channels = side, None
-        self.net = getattr(torchvision.models, arch)(weights=None, **options)
-        self.net.load_state_dict(state)
-        self.net.fc = nn.Identity()
-        self.net.eval()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = to_inception_input(x)
-        x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False, antialias=True)
-        return self.net((x - self.mean) / self.std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
 
 
 def backbone_network(path: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -355,12 +152,6 @@ def feature_network(kind: str, data: ImageData, log=print, data_root=None, data_
     state, meta = get_feature_network(whole, log=log)
     # what was asked for, so orchestrator.rescore measures in the same space (a classifier of rotations either way)
     return state, {**meta, "kind": kind}
-
-
-def to_inception_input(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] images with 1 or 3 channels -> [0, 1] RGB, what torchmetrics' Inception expects."""
-    images = (images.float() + 1) / 2
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
 class SampleQuality:

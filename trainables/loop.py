@@ -24,7 +24,8 @@ from trainables.augment import augment_batch, augment_policies, background
 from trainables.blocks import diffaug_policies
 from trainables.checkpoints import load_training_state, read_json, save_checkpoint
 from trainables.family import inference_cost, loss_scaling
-from trainables.features import Evaluator, to_float
+from trainables.feature_networks import to_float
+from trainables.features import Evaluator
 from trainables.layout import COST_METRICS, DIVERGED, METRICS, UNTRAINED
 from trainables.models import family_for
 from trainables.settings import TrialRun
