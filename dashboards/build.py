@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from dashboards import figures
+from dashboards import checkpoint_figures, figures, hyperparameter_figures
 from dashboards.page import LiveState, document, esc, facts, image_figure, plot_div
 from trainables.cli import Parser, UsageError, run
 from trainables.experiment import load_experiment
@@ -312,7 +312,7 @@ def anomaly_html(exp: Experiment, top_k: int, div: str) -> str:
             detail = (f"<p class='note'>Best checkpoint, normal class <b>{esc(evaluation.get('normal_class'))}</b>. "
                       f"Most anomalous (label, score): {listing(evaluation.get('most_anomalous'))}. "
                       f"Least anomalous: {listing(evaluation.get('least_anomalous'))}.</p>")
-    fig = figures.roc_figure(curves)
+    fig = checkpoint_figures.roc_figure(curves)
     if fig is None:
         return ""
     return "<h2>Anomaly detection</h2>" + plot_div(fig, div) + detail
@@ -355,7 +355,7 @@ def rescore_html(exp: Experiment, div: str) -> str:
             + (f"{moved} of {len(entries)} checkpoints changed place against the sweep's ranking (&#8645;). "
                if moved else "The sweep's ranking held. ")
             + "orchestrator.best exports in this order.")
-    figure = figures.rescore_figure(exp)
+    figure = checkpoint_figures.rescore_figure(exp)
     return ("<h2>Re-scored winners</h2>"
             f'<div class="board-wrap"><table class="board rescore"><thead><tr>{header}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div><p class="note">{note}</p>'
@@ -364,7 +364,7 @@ def rescore_html(exp: Experiment, div: str) -> str:
 
 def pareto_html(exp: Experiment, div: str) -> str:
     """A Pareto sweep's front: the figure, then each point's sample grid and hyperparameters."""
-    figure = figures.pareto_figure(exp)
+    figure = checkpoint_figures.pareto_figure(exp)
     if figure is None:
         return ""
     front = exp.pareto_front()
@@ -414,8 +414,9 @@ def experiment_section(exp: Experiment, index: int, top_k: int) -> str:
     parts.append(samples_html(exp, labels, top_k))
     parts.append(anomaly_html(exp, top_k, f"{prefix}-roc"))  # nothing unless checkpoints hold a ROC curve
     parts.append("<h2>Hyperparameters vs objective</h2>")
-    hp = [(figures.parallel_figure(exp, top), "parallel"), (figures.scatter_figure(exp, statuses), "scatter")]
-    importance, why = figures.importance_figure(exp)
+    hp = [(hyperparameter_figures.parallel_figure(exp, top), "parallel"),
+          (hyperparameter_figures.scatter_figure(exp, statuses), "scatter")]
+    importance, why = hyperparameter_figures.importance_figure(exp)
     hp.append((importance, "importance"))
     shown = [plot_div(fig, f"{prefix}-{name}") for fig, name in hp if fig is not None]
     parts += shown or ["<p>needs at least two trials with a score</p>"]
