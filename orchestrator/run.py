@@ -84,7 +84,8 @@ def execute(plan: SweepPlan, address: str | None) -> SweepResult:
     phase, the re-scoring of the winners and the report."""
     from orchestrator.cluster import check_address, check_shared, default_concurrency, init_ray
     from orchestrator.report import report
-    from orchestrator.tuners import build_tuner, final_resources, final_tuner, search_description, trial_settings
+    from orchestrator.tuners import (build_tuner, final_resources, final_tuner, quiet_tune_output, search_description,
+                                     trial_settings)
     from orchestrator.tune_plugins import HideTuneRestoreHint, legacy_names
 
     spec, run, exp = plan.spec, plan.run, plan.exp
@@ -122,6 +123,7 @@ def execute(plan: SweepPlan, address: str | None) -> SweepResult:
         start = time.time()
         if plan.resume:
             legacy_names()  # an experiment of an earlier version pickled the plug-ins under their old names
+        quiet_tune_output(run)
         tuner = build_tuner(spec, run, exp, settings, plan.resume, plan.warm_from)
         logging.getLogger("ray.tune.tune").addFilter(HideTuneRestoreHint())
         # Tune's TensorBoard logger warns of every infinite value: the running best of a trial that

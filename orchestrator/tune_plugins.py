@@ -1,6 +1,6 @@
 """The sweep driver's own Ray Tune plug-ins: the Optuna searcher that tells diverged trials as
-pruned, a trial count that a resume may raise, and the callbacks (progress lines, reports kept
-across restarts, a stop when storage is full, Tune's restore hint hidden).
+pruned, a trial count that a resume may raise, and the callbacks (reports kept across restarts, a
+stop when storage is full, Tune's restore hint hidden; the progress is orchestrator.progress's).
 
 Uses of Tune's private API or undocumented behaviour, each checked on Ray 2.60:
 - DivergedIsPruned: OptunaSearch's `_ot_study`, `_ot_trials` and `_completed_trials`;
@@ -16,9 +16,7 @@ find them in orchestrator.searcher and orchestrator.keep_results).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -30,7 +28,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.search_generator import SearchGenerator
 
-from trainables import storage
+from orchestrator.progress import SweepProgress, spec_trials
 from trainables.layout import DIVERGED, RESTART_BACKUP, RESULT_FILE, STORAGE_FULL
 
 log = logging.getLogger("orchestrator.sweep")
@@ -80,37 +78,6 @@ class StopWhenStorageFull(ray.tune.Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
-class SweepProgress(ray.tune.Callback):
-    """One line as each trial ends: how many of the sweep's trials are done and the best so far (the
-    sweep runs Tune silent: its status tables ran to ~117 lines for 2 trials; `--verbose` shows them)."""
-
-    def __init__(self, trials: int, objective: str, mode: str, spec_uri: str | None = None):
-        self.trials, self.objective, self.mode, self.spec_uri = trials, objective, mode, spec_uri
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self.say(trials, trial, errored=False)
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self.say(trials, trial, errored=True)
-
-    def say(self, trials: list, ending, errored: bool) -> None:
-        """`ending` has not got its final status yet when Tune calls back."""
-        done = [t for t in trials if t.status in ("TERMINATED", "ERROR") and t is not ending]
-        errored = sum(t.status == "ERROR" for t in done) + errored
-        done.append(ending)
-        key = f"{self.objective}_best"
-        scored = [(t.last_result[key], t) for t in trials
-                  if isinstance((t.last_result or {}).get(key), (int, float)) and math.isfinite(t.last_result[key])]
-        best = ""
-        if scored:
-            value, trial = (min if self.mode == "min" else max)(scored, key=lambda s: s[0])
-            best = f"; best {self.objective} so far {value:.4g} (trial {trial.trial_id})"
-        total = self.trials
-        if getattr(self, "spec_uri", None):  # the sweep's count, which an extended sweep raised (ExtendableSearch)
-            total = max(total, spec_trials(self.spec_uri))
-        log.info(f"{len(done)} of {total} trials done" + (f", {errored} errored" if errored else "") + best)
-
-
 class ExtendableSearch(SearchGenerator):
     """Tune's wrapper of the sweep's searcher, whose trial count `--resume --trials N` may raise:
     a restored run gets the count saved with the searcher's state, and this takes sweep.json's
@@ -126,12 +93,6 @@ class ExtendableSearch(SearchGenerator):
         wanted = spec_trials(self.spec_uri)
         if wanted > self._total_samples:
             self._total_samples, self._finished = wanted, False
-
-
-def spec_trials(spec_uri: str) -> int:
-    """The trial count in sweep.json (0 where it is not a whole number)."""
-    trials = json.loads(storage.location(spec_uri).read_text()).get("trials", 0)
-    return trials if isinstance(trials, int) and not isinstance(trials, bool) else 0
 
 
 class HideTuneRestoreHint(logging.Filter):

@@ -182,7 +182,8 @@ def run_config(spec: SweepSpec, run: RunOptions, exp: Location, final: bool = Fa
     from ray import tune
 
     from orchestrator.searcher import UploadStudy
-    from orchestrator.tune_plugins import KeepResultsOnRestart, StopWhenStorageFull, SweepProgress
+    from orchestrator.progress import SweepProgress
+    from orchestrator.tune_plugins import KeepResultsOnRestart, StopWhenStorageFull
 
     callbacks = [KeepResultsOnRestart(), StopWhenStorageFull()]
     if run.live_dashboard:
@@ -191,7 +192,7 @@ def run_config(spec: SweepSpec, run: RunOptions, exp: Location, final: bool = Fa
         callbacks.append(TellLiveDashboard())
     if not run.verbose:
         callbacks.append(SweepProgress(spec.final_top, spec.objective, spec.mode) if final else
-                         SweepProgress(spec.trials, spec.objective, spec.mode, (exp / SPEC_FILE).uri))
+                         SweepProgress(spec.trials, spec.objective, spec.mode, (exp / SPEC_FILE).uri, spec.max_steps))
     if exp.remote and spec.scheduler != "pbt" and not final:
         callbacks.append(UploadStudy(exp))
     if run.mlflow:
@@ -200,13 +201,17 @@ def run_config(spec: SweepSpec, run: RunOptions, exp: Location, final: bool = Fa
         callbacks.append(LogToMLflow(run.mlflow, spec.name, None if exp.remote else exp.local / CHECKPOINTS_DIR,
                                      spec.max_steps))
     name, where = (FINAL_DIR, exp) if final else (spec.name, exp.parent)  # the final phase: NAME/final
-    if not run.verbose:
-        # Tune's new output engine prints its boxed configuration, the results folder and a TensorBoard
-        # hint into Ray's temporary folder whatever the verbosity; its older one is silent at 0
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     return tune.RunConfig(name=name, storage_path=where.uri, callbacks=callbacks,
                           verbose=None if run.verbose else 0,
                           failure_config=tune.FailureConfig(max_failures=run.max_failures))
+
+
+def quiet_tune_output(run: RunOptions) -> None:
+    """Tune's new output engine prints its boxed configuration, the results folder and a TensorBoard
+    hint into Ray's temporary folder whatever the verbosity; its older one is silent at 0. Read
+    when a Tuner fits: new and restored ones alike (a restored one keeps its pickled run config)."""
+    if not run.verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
 
 
 def final_steps(spec: SweepSpec, spent: int) -> int:

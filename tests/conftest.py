@@ -68,6 +68,11 @@ def ray_address(ray_cluster) -> str:
     return ray_cluster.address
 
 
+# every CLI the tests run: no Python warnings; the sweep's plain status line (orchestrator.progress)
+# every half second, so that short sweeps show it too
+CLI_ENV = {"PYTHONWARNINGS": "ignore", "ORCHESTRATOR_PROGRESS_SECONDS": "0.5"}
+
+
 def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `python -m ...` as a user would; returns the finished process (text output). A sweep
     skips its closing re-scoring unless the test asks for it (tests/test_rescore.py does): it would
@@ -75,7 +80,7 @@ def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subpro
     if args[0] == "orchestrator.sweep" and "--rescore-top" not in args and "--help" not in args:
         args = (*args, "--rescore-top", "0")
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          cwd=cwd or ROOT, env={**os.environ, **CLI_ENV})
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,8 @@ def test_sweep_writes_a_complete_experiment(digits_sweep):
     # our own lines only: none of Tune's boxed configuration, results folder or TensorBoard hint (issue 30 item 5)
     assert "Configuration for experiment" not in proc.stdout and "View detailed results here" not in proc.stdout
     assert "To visualize your results with TensorBoard" not in proc.stdout
+    # between the lines as trials end, a status of the running trials at their step (not a terminal: plain lines)
+    assert re.search(r"\[sweep\] \d done, \d running \([0-9a-f]{8} step \d+/120", proc.stdout), proc.stdout
     spec = json.loads((path / "sweep.json").read_text())
     assert spec["feature_network"]["name"] == "classifier-digits" and spec["objective"] == "fid"
     exp = load_experiment(path)
