@@ -104,6 +104,17 @@ def feature_check_html(check) -> str:
             f"{esc(check.get('seconds'))} s)")
 
 
+def warm_start_html(warm: dict) -> str:
+    """A warm-started sweep (--warm-start): the sweeps whose trials seeded its Optuna study."""
+    if not isinstance(warm.get("from"), list) or not warm["from"]:
+        return ""
+    dropped = warm.get("dropped") or 0
+    return (f"; warm-started: {esc(warm.get('seeded'))} scored trials of "
+            + ", ".join(f"<code>{esc(uri)}</code>" for uri in warm["from"]) + " seeded its Optuna study"
+            + (f" ({esc(dropped)} dropped: a hyperparameter outside this sweep's space)" if dropped else "")
+            + " and don't count in its trials")
+
+
 def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged: list[str],
                 evaluated: list[str]) -> str:
     spec = exp.spec
@@ -184,7 +195,7 @@ def header_html(exp: Experiment, labels: dict, statuses: dict[str, str], logged:
         ("FID/KID features", features),
         ("search space", space_html(spec)),
         ("scheduler", esc(scheduler.get(spec.get("scheduler"), spec.get("scheduler")))),
-        ("trials", esc(trial_text)),
+        ("trials", esc(trial_text) + warm_start_html(exp.warm_start)),
         ("budget", f"up to {esc(spec.get('max_steps'))} steps per trial, losses every {esc(spec.get('log_every'))} "
                    f"steps, {esc(spec.get('keep_checkpoints'))} best checkpoints kept per trial, seed {esc(spec.get('seed'))}"),
         ("compute", f"{duration(exp.compute_seconds)} of trial time in all"

@@ -124,12 +124,47 @@ def parse_labels(model: LoadedModel, text: str | None, n: int) -> torch.Tensor |
     return torch.tensor([chosen[i % len(chosen)] for i in range(n)])
 
 
+def label_rows(model: LoadedModel, text: str, n: int) -> tuple[torch.Tensor, list[str], int]:
+    """--labels A,B of a class-conditional model: n images (rounded up to fill the rows), each
+    label's in rows of their own; returns the labels, each row's name and the row length."""
+    labels = parse_labels(model, text, n)
+    if model.info.get("multilabel"):
+        row = min(n, 8)
+        return labels, ["+".join(t.strip() for t in text.split(",") if t.strip())] * -(-n // row), row
+    chosen = list(dict.fromkeys(labels.tolist()))
+    each = -(-n // len(chosen))
+    row = min(each, 8)
+    rows_each = -(-each // row)
+    ordered = torch.tensor([c for c in chosen for _ in range(rows_each * row)])
+    names = [model.info["classes"][c] for c in chosen for _ in range(rows_each)]
+    return ordered, names, row
+
+
+def save_labelled_grid(images: torch.Tensor, names: list[str], row: int, path: Path, upscale: int = 1) -> None:
+    """The grid of save_grid, `row` images a row, with each row's name written to its left."""
+    from PIL import Image, ImageDraw
+
+    save_grid(images, path, nrow=row, upscale=upscale)
+    grid = Image.open(path).convert("RGB")
+    margin = 8 + 7 * max(len(name) for name in names)
+    labelled = Image.new("RGB", (grid.width + margin, grid.height), "white")
+    labelled.paste(grid, (margin, 0))
+    draw, height = ImageDraw.Draw(labelled), grid.height / len(names)
+    for i, name in enumerate(names):
+        draw.text((4, i * height + height / 2 - 5), name, fill="black")
+    labelled.save(path)
+
+
 # --- modes -------------------------------------------------------------------------------------
 
 def sample(model: LoadedModel, args) -> str:
     out = Path(args.out or "samples.png")
-    save_grid(model.sample(args.n, seed=args.seed, labels=parse_labels(model, args.labels, args.n)), out,
-              upscale=args.scale)
+    if args.labels is None or not model.family.conditional:
+        save_grid(model.sample(args.n, seed=args.seed, labels=parse_labels(model, args.labels, args.n)), out,
+                  upscale=args.scale)
+        return str(out)
+    labels, names, row = label_rows(model, args.labels, args.n)  # each label's images in rows named after it
+    save_labelled_grid(model.sample(len(labels), seed=args.seed, labels=labels), names, row, out, upscale=args.scale)
     return str(out)
 
 

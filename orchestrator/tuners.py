@@ -4,6 +4,7 @@ phase, and the run config with the sweep's callbacks."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import replace
@@ -13,7 +14,7 @@ from orchestrator.options import RunOptions
 from orchestrator.spec import has_final_phase, pbt_mutations
 from trainables.experiment import load_experiment
 from trainables.experiment_writers import keep_results_before_resume
-from trainables.layout import CHECKPOINTS_DIR, FINAL_DIR, SPEC_FILE
+from trainables.layout import CHECKPOINTS_DIR, FINAL_DIR, SPEC_FILE, WARM_START_FILE
 from trainables.settings import CheckpointConfig, FinalStart, LoopSettings, Resources, SweepSpec, TrialSettings
 from trainables.storage import Location
 
@@ -157,6 +158,8 @@ def build_tuner(spec: SweepSpec, run: RunOptions, exp: Location, settings: Trial
         seeded, dropped = warm_start(storage, spec.name, family.mode, param_space, warm_from, family.defaults)
         log.info(f"warm start: {seeded} trials of {', '.join(e.spec['name'] for e in warm_from)} seed the study"
                  + (f"; {dropped} dropped (a hyperparameter outside this sweep's space)" if dropped else ""))
+        (exp / WARM_START_FILE).write_text(json.dumps({"from": [e.source.uri for e in warm_from], "seeded": seeded,
+                                                       "dropped": dropped}, indent=1))
     searcher = DivergedIsPruned(metric=metric, mode=mode, sampler=sampler, study_name=spec.name,
                                 points_to_evaluate=[spec.baseline] if spec.baseline else None,
                                 storage=storage)

@@ -69,17 +69,31 @@ def test_cgan_sweep_learns_labels_and_infer_samples_the_requested_class(ray_addr
     assert best_trial.results[0]["label_accuracy"] < 0.3
     assert best.metrics["label_accuracy"] > 0.4, best.metrics
 
+    classifier = build_feature_network(*get_feature_network(load_dataset("digits")))
+
+    def rows_of(out, rows: int, per_row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The predicted digit of each tile, row by row, and the label margin of each row (issue 30 item 5)."""
+        with Image.open(out) as image:
+            grid = np.asarray(image.convert("L"))
+        margin = grid.shape[1] - (per_row * 18 + 2)
+        assert grid.shape == (rows * 18 + 2, margin + per_row * 18 + 2) and margin > 0, grid.shape
+        tiles = np.stack([grid[2 + 18 * r:18 + 18 * r, margin + 2 + 18 * c:margin + 18 + 18 * c]
+                          for r in range(rows) for c in range(per_row)])
+        with torch.no_grad():
+            predicted = classifier(to_float(torch.from_numpy(tiles.copy())[:, None])).argmax(1)
+        return predicted.view(rows, per_row), np.stack([grid[18 * r:18 * r + 20, :margin] for r in range(rows)])
+
     out = tmp_path / "threes.png"
     proc = run_cli("orchestrator.infer", str(best.path), "sample", "--labels", "3", "--n", "16", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    with Image.open(out) as image:
-        assert image.size == (4 * 18 + 2, 4 * 18 + 2)  # 4x4 grid of 16px digits, 2px padding
-        grid = np.asarray(image.convert("L"))
-    tiles = np.stack([grid[2 + 18 * r:18 + 18 * r, 2 + 18 * c:18 + 18 * c] for r in range(4) for c in range(4)])
-    classifier = build_feature_network(*get_feature_network(load_dataset("digits")))
-    with torch.no_grad():
-        predicted = classifier(to_float(torch.from_numpy(tiles.copy())[:, None])).argmax(1)
+    predicted, margins = rows_of(out, rows=2, per_row=8)  # 16 images of 16 px: 2 rows of 8, 2 px padding
     assert (predicted == 3).float().mean() >= 0.5, predicted.tolist()
+    assert all((m < 128).any() for m in margins)  # each row's label is written beside it
+    proc = run_cli("orchestrator.infer", str(best.path), "sample", "--labels", "3,7", "--n", "8", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    predicted, margins = rows_of(out, rows=2, per_row=4)  # one row each
+    assert (predicted[0] == 3).float().mean() >= 0.5 and (predicted[1] == 7).float().mean() >= 0.5, predicted.tolist()
+    assert all((m < 128).any() for m in margins)
 
 
 def test_cgan_trains_on_multi_hot_attributes():

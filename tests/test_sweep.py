@@ -217,6 +217,10 @@ def test_a_warm_started_sweep_starts_near_the_earlier_best(ray_address, tmp_path
     proposed = sorted(t.params["lr"] for t in exp.trials)
     assert all(abs(math.log10(lr / 1e-3)) < 0.25 for lr in proposed), proposed
     assert all(8 <= t.params["latent_dim"] <= 32 for t in exp.trials)
+    from dashboards.build import build  # the page says so too (issue 30 item 5)
+
+    page = build([exp]).read_text()
+    assert "warm-started: 16 scored trials of" in page and str(tmp_path / "wide") in page and "8 dropped" in page
 
     assert_one_line_error(run_cli("orchestrator.sweep", "dcgan", "--warm-start", str(tmp_path / "wide"),
                                   "--storage", str(tmp_path)), "is a vae sweep; this is dcgan")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from trainables.errors import BadInput
 from trainables.layout import (CHECKPOINT_PREFIX, CHECKPOINTS_DIR, DIVERGED, ERROR_FILE, FINAL_DIR, METRICS, PARAMS_FILE,
-                               RESCORE_FILE, RESTART_BACKUP, RESULT_FILE, RESUME_BACKUP, SPEC_FILE, SWEEP_STATUS,
+                               RESCORE_FILE, RESTART_BACKUP, RESULT_FILE, RESUME_BACKUP, SPEC_FILE, SWEEP_STATUS, WARM_START_FILE,
                                TRIAL_ID)
 from trainables.settings import FinalStart
 from trainables.storage import is_complete, local_copy, location
@@ -138,7 +138,7 @@ def load_experiment(path: str | Path) -> Experiment:
                             tune_trials.get(trial_id), final.checkpoint if final else None,
                             final.until if final else None))
     return Experiment(path, spec, trials, source, runner, read_json_dict(path / SWEEP_STATUS),
-                      read_json_dict(path / RESCORE_FILE))
+                      read_json_dict(path / RESCORE_FILE), read_json_dict(path / WARM_START_FILE))
 
 
 def read_json_dict(path: Path) -> dict:

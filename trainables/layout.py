@@ -8,6 +8,7 @@ nothing, so every layer may use it.
         dashboard.html                DASHBOARD_FILE
         rescore.json                  RESCORE_FILE: the top checkpoints re-scored over several seeds
         status.json                   SWEEP_STATUS: whether the sweep's driver runs, was interrupted or finished
+        warm_start.json               WARM_START_FILE: the earlier sweeps that seeded the study (--warm-start)
         run_trial_<id>_.../           Tune's folder of a trial: result.json, progress.csv, params.json, error.txt
         final/run_trial_<id>_.../     the final phase's trials (a Tune experiment of its own, FINAL_DIR)
         checkpoints/<id>/checkpoint_<time>/   a trial's kept checkpoints (files below)
@@ -21,6 +22,7 @@ SPEC_FILE = "sweep.json"
 STUDY_FILE = "optuna.db"
 DASHBOARD_FILE = "dashboard.html"
 RESCORE_FILE = "rescore.json"  # orchestrator.rescore: the best checkpoints re-scored over seeds
+WARM_START_FILE = "warm_start.json"  # a warm-started sweep: the sweeps that seeded its study, trials seeded and dropped
 SWEEP_STATUS = "status.json"  # the sweep's driver: {"status": running|interrupted|finished, "updated": time}
 COMPARISON_FILE = "comparison.html"  # dashboards.build of several experiments, in the current folder
 CHECKPOINTS_DIR = "checkpoints"  # CHECKPOINTS_DIR/<trial_id>/<checkpoint folder>

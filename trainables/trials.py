@@ -106,6 +106,7 @@ class Experiment:
     tune_state: dict = field(default_factory=dict)  # runner data of Tune's latest experiment_state-*.json
     sweep_status: dict = field(default_factory=dict)  # SWEEP_STATUS, where the driver wrote it
     rescore: dict = field(default_factory=dict)  # RESCORE_FILE, where orchestrator.rescore wrote one
+    warm_start: dict = field(default_factory=dict)  # WARM_START_FILE, where the sweep was warm-started
 
     @property
     def remote(self) -> bool:
