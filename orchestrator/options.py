@@ -125,9 +125,11 @@ class RunOptions:
     mlflow: str | None = None
     max_concurrent: int | None = None
     max_failures: int = 1
+    rescore_scaled: bool = True  # rescore_top was not given: the re-scoring is scaled to the sweep's time
     verbose: bool = False
 
-    SAVED = ("rescore_top", "no_dashboard", "dashboard_every", "mlflow", "max_concurrent", "max_failures")
+    SAVED = ("rescore_top", "no_dashboard", "dashboard_every", "mlflow", "max_concurrent", "max_failures",
+             "rescore_scaled")
 
     @property
     def live_dashboard(self) -> bool:

@@ -14,7 +14,9 @@ import contextlib
 import io
 import json
 import math
+import statistics
 import time
+from dataclasses import dataclass
 
 from trainables.cli import Parser, UsageError, add_family_module, load_family_modules, positive_int, run
 from trainables.experiment import load_experiment
@@ -73,6 +75,84 @@ def sample_checks(real, fake, train, threshold: float) -> dict[str, float]:
                               fake[:CHECKED_SAMPLES].numpy().astype(np.float32), nearest_k=NEAREST_K)
     checks["memorized_share"] = float((nearest_training(fake[:CHECKED_SAMPLES], train) < threshold).float().mean())
     return {k: float(v) for k, v in checks.items()}
+
+
+RESCORE_SHARE = 0.15  # of a sweep's own time: what its closing re-scoring may take, unless --rescore-top says
+FIXED_SECONDS = 3.0  # a re-scoring's start: tasks, data and feature network loaded
+TRAIN_EMBED_SHARE = 0.25  # embedding a training image (the memorization check) against scoring a sample
+
+
+@dataclass(frozen=True)
+class RescorePlan:
+    """How a sweep's winners are re-scored: `top` checkpoints x `seeds` on `samples` held-out images
+    each (None: all), and about how long that takes (None: no evaluation timed to go by)."""
+    top: int
+    seeds: int
+    samples: int | None
+    seconds: float | None
+
+    def describe(self) -> str:
+        cost = f"; about {self.seconds:.0f} s" if self.seconds is not None else ""
+        return f"the top {self.top} checkpoints, {self.seeds} seeds x {self.samples or 'all'} held-out images{cost}"
+
+
+def plan_rescore(exp: Experiment, top: int, cpus: int, sweep_seconds: float | None = None,
+                 share: float = RESCORE_SHARE) -> RescorePlan | None:
+    """The re-scoring a sweep closes with. Given `sweep_seconds`, scaled to at most `share` of them
+    (cost_model's estimate): fewer held-out images (down to the sweep's own count), then fewer
+    checkpoints; None where even the winner alone on that count would take longer. Without it
+    (--rescore-top given), the full re-scoring."""
+    top = min(top, len(exp.ranked_checkpoints(rescored=False)))
+    if not top:
+        return None
+    per_image, full, held_out, scored, train = cost_model(exp)
+
+    def plan(k: int, n: int | None) -> RescorePlan:
+        return RescorePlan(k, SEEDS, None if n == held_out else n, estimate(per_image, k, SEEDS, n, cpus, train))
+
+    if sweep_seconds is None or per_image is None:
+        return plan(top, full)
+    counts = [full]
+    while counts[-1] // 2 > scored:
+        counts.append(counts[-1] // 2)
+    counts.append(scored)
+    for k in range(top, 0, -1):
+        for n in counts:
+            if plan(k, n).seconds <= share * sweep_seconds:
+                return plan(k, n)
+    return None
+
+
+def cost_model(exp: Experiment) -> tuple[float | None, int | None, int | None, int | None, int]:
+    """What re-scoring costs, from the sweep's own evaluations: seconds per re-scored image (their
+    median seconds per image times the family's rescore_cost; None where none was timed), the
+    images a full re-scoring takes (the family's rescore_samples, else every held-out one), the
+    held-out count, the count each sweep evaluation scored, and the training images."""
+    from trainables.models import family_for
+
+    spec = exp.spec
+    family = family_for(spec["model"], spec.get("family_source"))
+    held_out = ((spec.get("dataset_info") or {}).get("sizes") or {}).get("test")
+    full = min(family.rescore_samples or held_out, held_out) if held_out else family.rescore_samples
+    timed = [r["eval_seconds"] for t in exp.trials for r in t.results
+             if isinstance(r.get("eval_seconds"), (int, float)) and math.isfinite(r["eval_seconds"])]
+    scored = min(spec.get("eval_samples") or 0, held_out or 0)
+    train = ((spec.get("dataset_info") or {}).get("sizes") or {}).get("train") or 0
+    if not timed or not full or not scored:
+        return None, full, held_out, scored or None, train
+    best = exp.ranked_checkpoints(rescored=False)[0][0]
+    per_image = statistics.median(timed) / scored * family.rescore_cost({**family.defaults, **best.params})
+    return per_image, full, held_out, min(scored, full), train
+
+
+def estimate(per_image: float | None, top: int, seeds: int, samples: int | None, cpus: int,
+             train: int = 0) -> float | None:
+    """Seconds to re-score `top` checkpoints (one task each, `cpus` at once) x `seeds` on `samples`
+    images, each task also embedding the `train` training images once (the memorization check)."""
+    if per_image is None or not samples:
+        return None
+    per_task = (seeds * samples + TRAIN_EMBED_SHARE * train) * per_image
+    return FIXED_SECONDS + math.ceil(top / max(1, min(top, cpus))) * per_task
 
 
 def score_checkpoint(checkpoint: str, data, features: tuple[dict, dict], seeds: list[int], samples: int | None) -> dict:
@@ -150,8 +230,12 @@ def rescore(exp: Experiment, top: int = TOP, seeds: int = SEEDS, samples: int | 
     task = ray.remote(num_cpus=1, num_gpus=min(gpus, 1.0))(score_checkpoint)
     data_ref, feature_ref = ray.put(data), ray.put((feature_state, feature_meta))
     seed_list = [SEED_BASE + s for s in range(seeds)]
+    per_image, _, held_out, _, train = cost_model(exp)
+    seconds = estimate(per_image, len(ranked), seeds, samples or held_out, int(ray.cluster_resources().get("CPU", 1)),
+                       train)
     log(f"re-scoring the top {len(ranked)} checkpoints of {exp.source}: {seeds} seeds x "
-        f"{samples or 'all'} held-out images, {feature_meta['name']} features")
+        f"{samples or 'all'} held-out images, {feature_meta['name']} features"
+        + (f"; about {seconds:.0f} s" if seconds is not None else ""))
     started = time.time()
     futures = [task.remote(exp.where(ckpt.path).uri, data_ref, feature_ref, seed_list, samples) for _, ckpt in ranked]
     outcomes = ray.get(futures)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator.options import SweepOptions
+from orchestrator.options import RunOptions, SweepOptions
 from orchestrator.spec import SweepPlan, check_hyperparameters, has_final_phase, plan_sweep
 from trainables.cli import UsageError
 from trainables.experiment import leaderboard, load_experiment
@@ -144,7 +145,8 @@ def execute(plan: SweepPlan, address: str | None) -> SweepResult:
                              f"by the sweep's readings (python -m orchestrator.rescore {exp} re-scores the best by "
                              f"{spec.objective})")
                 elif run.rescore_top:
-                    rescore_winners(exp, run.rescore_top)
+                    cpus = os.cpu_count() if connection.local else int(ray.cluster_resources().get("CPU", 1))
+                    rescore_winners(exp, run, time.time() - start, cpus or 1)
         except KeyboardInterrupt:  # a second Ctrl-C: Tune stops at once
             stopped = True
         except Exception as e:  # e.g. Optuna's study could not be written: the disk filled outside a checkpoint
@@ -210,16 +212,27 @@ def start_live_dashboard(plan: SweepPlan):
     return live
 
 
-def rescore_winners(exp: Location, top: int) -> None:
-    """The sweep's end: its best checkpoints re-scored over seeds (orchestrator.rescore). Where that
+def rescore_winners(exp: Location, run: RunOptions, sweep_seconds: float, cpus: int) -> None:
+    """The sweep's end: its best checkpoints re-scored over seeds (orchestrator.rescore), said with
+    its cost before it starts; by default scaled to a share of the sweep's own time. Where that
     fails, one line says so and the sweep's own results stand."""
-    from orchestrator.rescore import describe, rescore
+    from orchestrator.rescore import RESCORE_SHARE, describe, plan_rescore, rescore
 
     loaded = load_experiment(exp.uri)
     if not loaded.ranked_checkpoints(rescored=False):
         return  # nothing to re-score: the report says why
+    full_plan = plan_rescore(loaded, run.rescore_top, cpus)
+    plan = plan_rescore(loaded, run.rescore_top, cpus, sweep_seconds) if run.rescore_scaled else full_plan
+    if plan is None:
+        log.info(f"no re-scoring: even the winner's would take more than {RESCORE_SHARE:.0%} of this sweep's "
+                 f"{sweep_seconds:.0f} s; python -m orchestrator.rescore {exp} (or --rescore-top K) re-scores anyway")
+        return
+    if run.rescore_scaled and (plan.top < run.rescore_top or plan.samples != full_plan.samples):
+        log.info(f"re-scoring scaled to {RESCORE_SHARE:.0%} of the sweep's {sweep_seconds:.0f} s: {plan.describe()} "
+                 f"(in full: {full_plan.describe()}; --rescore-top K re-scores in full)")
     try:
-        logging.getLogger("orchestrator.report").info(describe(rescore(loaded, top, log=log.info)))
+        report = rescore(loaded, plan.top, plan.seeds, plan.samples, log=log.info)
+        logging.getLogger("orchestrator.report").info(describe(report))
     except Exception as e:
         log.warning(f"warning: re-scoring failed ({type(e).__name__}: {first_line(e)}); the ranking is the sweep's "
                     f"own; try again with: python -m orchestrator.rescore {exp}")

@@ -84,11 +84,13 @@ def run_options(options: SweepOptions, spec: SweepSpec) -> RunOptions:
     saved in sweep.json; a resumed one's from there unless given again for this run (said in one
     line; sweep.json is written once, as for resources, but by an extension)."""
     defaults = {**asdict(RunOptions()), "rescore_top": QUICK_RESCORE_TOP if options.quick else RESCORE_TOP}
-    given = {k: getattr(options, k) for k in RunOptions.SAVED if getattr(options, k) is not None}
+    given = {k: getattr(options, k) for k in RunOptions.SAVED if getattr(options, k, None) is not None}
+    if options.rescore_top is not None:  # asked for: re-scored in full, whatever it costs
+        given["rescore_scaled"] = False
     saved = {k: v for k, v in spec.run_options.items() if k in RunOptions.SAVED} if options.resume else {}
     reused = {k: v for k, v in saved.items() if k not in given}
     chosen = {k: v for k, v in {**defaults, **reused, **given}.items() if k in RunOptions.SAVED}
-    shown = [option_text(k, v) for k, v in reused.items() if v != defaults[k]]
+    shown = [option_text(k, v) for k, v in reused.items() if v != defaults[k] and k != "rescore_scaled"]
     if shown:
         log.info(f"resuming with the options it was run with ({SPEC_FILE}): {' '.join(shown)}")
     # an MLflow URI with a user or password in it is used, never written down

@@ -177,7 +177,8 @@ def build_parser() -> Parser:
     p.add_argument("--rescore-top", type=non_negative_int, metavar="K",
                    help=f"once the sweep is done, re-score its K best checkpoints over several sample seeds on every "
                         f"held-out image, as orchestrator.rescore does; best and the dashboard then rank by that "
-                        f"(default {RESCORE_TOP}, {QUICK_RESCORE_TOP} with --quick; 0: skip)")
+                        f"(default {RESCORE_TOP}, {QUICK_RESCORE_TOP} with --quick, on fewer images or checkpoints "
+                        f"where that would take more than 15%% of the sweep's time; given, in full; 0: skip)")
     p.add_argument("--verbose", action="store_true",
                    help="show Ray Tune's trial status tables (default: one line as each trial ends)")
     return p

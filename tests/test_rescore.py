@@ -4,6 +4,7 @@ and figure in Chromium, and the anomaly detector's bootstrap interval and per-cl
 
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -51,6 +52,39 @@ def test_the_sweep_rescores_its_best_checkpoints_over_seeds(rescored):
             assert 0 <= e[key] <= 1, (key, e)
         assert e["density"] >= 0
     assert [e["mean"] for e in entries] == sorted(e["mean"] for e in entries)  # best (lowest FID) first
+
+
+def test_rescoring_says_its_cost_and_is_scaled_to_the_sweeps_time_by_default(rescored, tmp_path):
+    """Issue 30 item 6: the sweep says what re-scoring will cost before it starts; by default it
+    takes at most 15% of the sweep's own time, with fewer held-out images, then fewer
+    checkpoints, or none (said in one line); --rescore-top (here: 3) re-scores in full."""
+    from orchestrator.rescore import RESCORE_SHARE, plan_rescore
+
+    path, proc = rescored
+    said = re.search(r"re-scoring the top 3 checkpoints of .*: 3 seeds x all held-out images, .*; about (\d+) s",
+                     proc.stdout)
+    assert said, proc.stdout[-3000:]
+    exp = load_experiment(path)
+    full = plan_rescore(exp, top=3, cpus=2)
+    assert (full.top, full.seeds, full.samples) == (3, 3, None) and full.seconds > 0  # all 360 held-out images
+    assert abs(full.seconds - int(said.group(1))) <= 1
+    assert plan_rescore(exp, 3, 2, sweep_seconds=full.seconds / RESCORE_SHARE + 1) == full  # it fits: in full
+    # the same sweep's timings on Fashion-MNIST's counts, where the images, not the start, cost most
+    copy = tmp_path / "re"
+    shutil.copytree(path, copy)
+    spec = json.loads((copy / "sweep.json").read_text())
+    spec["dataset_info"]["sizes"] = {"train": 60000, "val": None, "test": 10000}
+    (copy / "sweep.json").write_text(json.dumps(spec))
+    big = load_experiment(copy)
+    full = plan_rescore(big, 3, 2)
+    shares = (0.9, 0.7, 0.5, 0.35, 0.2, 0.01)
+    plans = [plan_rescore(big, 3, 2, sweep_seconds=full.seconds * f / RESCORE_SHARE) for f in shares]
+    for plan, share in zip(plans, shares):
+        assert plan is None or plan.seconds <= full.seconds * share, (plan, share)
+    sizes = [(p.top, p.samples) for p in plans if p]
+    assert len(sizes) >= 3 and sizes == sorted(sizes, reverse=True), sizes  # less time, never more re-scored
+    assert all(n >= 300 for _, n in sizes) and sizes[0][1] < 10000  # never below the sweep's own 300 images
+    assert plans[-1] is None  # 1% of it: not even the winner's on 300 images
 
 
 def test_best_follows_the_rescored_order(rescored, tmp_path):

@@ -272,6 +272,11 @@ class ModelFamily:
         whose sweep evaluations cut a cost (ddpm's fewer denoising steps) restores the full one."""
         return hp
 
+    def rescore_cost(self, hp: dict) -> float:
+        """What re-scoring one image costs against one image of the sweep's own evaluations (the
+        sweep's estimate of its re-scoring time): 1 where both evaluate alike."""
+        return 1.0
+
     def rescore_details(self, modules: dict[str, nn.Module], hp: dict, evaluator, seed: int) -> dict[str, float]:
         """Scores beyond `evaluate`'s that orchestrator.rescore records per seed (e.g. an interval
         or per-class values); default none. Sample checks (precision/recall, memorization) are the

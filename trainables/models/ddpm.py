@@ -213,6 +213,11 @@ class DDPM(ModelFamily):
     def rescoring_hp(self, hp):
         return {**hp, "eval_sample_steps": hp["sample_steps"], "eval_sample_share": 1.0}
 
+    def rescore_cost(self, hp):
+        """Re-scoring samples every image (not eval_sample_share of them) in sample_steps passes."""
+        steps = hp["sample_steps"] / (hp["eval_sample_steps"] or hp["sample_steps"])
+        return steps / float(hp["eval_sample_share"])
+
     @torch.no_grad()
     def generate(self, modules, n, hp, seed, labels=None):
         """`n` samples from the EMA weights in `hp["sample_steps"]` denoising steps."""
