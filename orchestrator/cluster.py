@@ -52,8 +52,10 @@ def init_ray(address: str | None, verbose: bool = False, family_source: dict | N
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     local = not (address or os.environ.get("RAY_ADDRESS"))
-    if ray.is_initialized():
-        return RayConnection(None, local, started_here=False)
+    if ray.is_initialized():  # the caller's: local where this is its only node
+        here = ray.get_runtime_context().get_node_id()
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        return RayConnection(None, all(n["NodeID"] == here for n in alive), started_here=False)
     if local and not verbose:  # a Ray of this machine's own: its token-auth notice says nothing to do
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     runtime_env = family_runtime_env(family_source)
@@ -66,7 +68,7 @@ def init_ray(address: str | None, verbose: bool = False, family_source: dict | N
             # the dashboard wherever ray[default] is installed (None: Ray starts it if it can)
             context = ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1, logging_level="WARNING",
                                include_dashboard=None, dashboard_host="127.0.0.1", runtime_env=runtime_env)
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:  # RayError: runtime_env upload
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if local:
             raise UsageError(f"cannot start a local Ray: {first}") from None
@@ -76,11 +78,15 @@ def init_ray(address: str | None, verbose: bool = False, family_source: dict | N
 
 def family_runtime_env(source: dict | None) -> dict | None:
     """What every worker process needs of a family of the user's own: its file, or the top folder
-    of its package (Ray's py_modules puts it on each node's import path under its own name).
-    None for a built-in family."""
-    if not source or not source.get("file"):
+    of its package (Ray's py_modules puts it on each node's import path under its own name). None
+    for a built-in family, an installed package's (every node has it) and one of __main__ (its
+    class travels with the trials' settings)."""
+    if not source or not source.get("file") or source.get("installed") or source.get("module") == "__main__":
         return None
     file, parts = Path(source["file"]), source["module"].split(".")
+    if not file.is_file():
+        raise UsageError(f"model family module {source['module']}: {file} is not here; pass --family-module with "
+                         f"its file")
     if file.name == "__init__.py":
         shipped = file.parents[len(parts) - 1]
     else:

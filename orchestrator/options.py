@@ -4,13 +4,14 @@ searches), with the defaults they fall back on."""
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from trainables.cli import UsageError
-from trainables.settings import FEATURE_KINDS
+from trainables.cli import UsageError, feature_space, fraction
+from trainables.cli import image_size as parse_image_size  # not the field of that name
 
 QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000, "final_steps": 600}
 DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000,
@@ -86,28 +87,37 @@ class SweepOptions:
 
     POSITIVE = ("trials", "max_steps", "eval_every", "log_every", "eval_samples", "final_steps", "final_top", "budget",
                 "subset", "grace_period", "reduction_factor", "keep_checkpoints", "workers_per_trial", "max_concurrent")
-    NOT_NEGATIVE = ("startup_trials", "cpus_per_worker", "gpus_per_worker", "dashboard_every", "rescore_top")
-    CHOICES = {"scheduler": SCHEDULERS, "searcher": SEARCHERS, "precision": PRECISIONS, "fit": FITS}
+    COUNTS = ("startup_trials", "rescore_top")  # whole numbers >= 0
+    AMOUNTS = ("cpus_per_worker", "gpus_per_worker", "dashboard_every")  # numbers >= 0
+    CHOICES = {"scheduler": SCHEDULERS, "searcher": SEARCHERS, "precision": PRECISIONS}  # never None
+    PARSED = {"image_size": parse_image_size, "heldout_fraction": fraction, "fid_features": feature_space}  # the CLI's types
 
     def __post_init__(self):
-        """What the command line's types check, checked for a caller from Python too."""
+        """What the command line's types check, checked for a caller from Python too (one line,
+        UsageError); lists may be given as one string, and `set` as a dict."""
         if isinstance(self.set, dict):
             self.set = [f"{k}={v}" for k, v in self.set.items()]
-        if isinstance(self.family_module, (str, Path)):
-            self.family_module = [self.family_module]
-        if isinstance(self.warm_start, (str, Path)):
-            self.warm_start = [self.warm_start]
-        for name in self.POSITIVE + self.NOT_NEGATIVE:
-            value, least = getattr(self, name), 1 if name in self.POSITIVE else 0
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value < least
-                                      or (name in self.POSITIVE and not isinstance(value, int))):
-                raise UsageError(f"{name} must be {'a whole number >= 1' if least else 'a number >= 0'}, got {value!r}")
-        for name, allowed in self.CHOICES.items():
-            if getattr(self, name) is not None and getattr(self, name) not in allowed:
-                raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.fid_features not in FEATURE_KINDS and not Path(self.fid_features).is_file():
-            raise UsageError(f"fid_features {self.fid_features!r} is none of {', '.join(FEATURE_KINDS)}, nor a weights file")
+        for name in ("set", "family_module", "warm_start"):
+            if isinstance(getattr(self, name), (str, Path)):
+                setattr(self, name, [getattr(self, name)])
+        self.family_module = [str(m) for m in self.family_module]
+        if isinstance(self.objectives, (list, tuple)):
+            self.objectives = ",".join(self.objectives)
+        for name in self.POSITIVE + self.COUNTS + self.AMOUNTS:
+            value, least, whole = getattr(self, name), 1 if name in self.POSITIVE else 0, name not in self.AMOUNTS
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int if whole else (int, float))
+                                      or not math.isfinite(value) or value < least):
+                raise UsageError(f"{name} must be {'a whole number' if whole else 'a number'} >= {least}, got {value!r}")
+        for name, allowed in {**self.CHOICES, "fit": FITS}.items():
+            value = getattr(self, name)
+            if (value is not None or name in self.CHOICES) and value not in allowed:
+                raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        for name, parse in self.PARSED.items():
+            if getattr(self, name) is not None:
+                try:
+                    setattr(self, name, parse(str(getattr(self, name))))
+                except argparse.ArgumentTypeError as e:
+                    raise UsageError(f"{name}: {e}") from None
 
     @classmethod
     def from_args(cls, args) -> SweepOptions:

@@ -17,6 +17,7 @@ import time
 import ray.tune
 
 from trainables import storage
+from trainables.errors import BadInput
 from trainables.settings import FinalStart
 
 log = logging.getLogger("orchestrator.sweep")
@@ -78,9 +79,19 @@ class SweepProgress(ray.tune.Callback):
             self._state = {"bar": bar, "first_step": {}, "trained": {}, "start": now, "drawn": now}
         return self._state
 
-    def total(self) -> int:
-        """The sweep's trial count, which an extended sweep raised (ExtendableSearch)."""
-        return max(self.trials, spec_trials(self.spec_uri)) if getattr(self, "spec_uri", None) else self.trials
+    def total(self, again: bool = False) -> int:
+        """The sweep's trial count, which an extended sweep raised (ExtendableSearch): read from
+        sweep.json once, and `again` as each trial ends (not at every redraw: it may be on S3);
+        where it can't be read, the count the sweep started with."""
+        state = self.state()
+        if "total" not in state or again:
+            state["total"] = self.trials
+            if getattr(self, "spec_uri", None):
+                try:
+                    state["total"] = max(self.trials, spec_trials(self.spec_uri))
+                except (OSError, ValueError, BadInput):
+                    pass
+        return state["total"]
 
     def budget(self, trial) -> int:
         """The step a trial trains to: a final trial's own, else the sweep's --max-steps."""
@@ -101,7 +112,7 @@ class SweepProgress(ray.tune.Callback):
         done = [t for t in trials if t.status in ("TERMINATED", "ERROR") and t is not ending]
         errored = sum(t.status == "ERROR" for t in done) + errored
         best = self.best(trials)
-        line = (f"{len(done) + 1} of {self.total()} trials done" + (f", {errored} errored" if errored else "")
+        line = (f"{len(done) + 1} of {self.total(again=True)} trials done" + (f", {errored} errored" if errored else "")
                 + (f"; {best}" if best else ""))
         bar = self.state()["bar"]
         if bar is not None:

@@ -155,12 +155,18 @@ def estimate(per_image: float | None, top: int, seeds: int, samples: int | None,
     return FIXED_SECONDS + math.ceil(top / max(1, min(top, cpus))) * per_task
 
 
-def score_checkpoint(checkpoint: str, data, features: tuple[dict, dict], seeds: list[int], samples: int | None) -> dict:
+def score_checkpoint(checkpoint: str, data, features: tuple[dict, dict], seeds: list[int], samples: int | None,
+                     defined=None) -> dict:
     """One checkpoint, every seed: the family's own evaluation on `samples` held-out images, plus
-    sample_checks where the evaluation generated images for domain x. Runs as a Ray task."""
+    sample_checks where the evaluation generated images for domain x. Runs as a Ray task;
+    `defined`: the family's class where it was defined in a notebook (no file to import it from)."""
     import torch
 
     from trainables.checkpoints import load_checkpoint
+    from trainables.models import family_for
+
+    if defined is not None:
+        family_for(defined.name, None, defined)
     from trainables.feature_networks import to_float
     from trainables.features import Evaluator
 
@@ -219,7 +225,9 @@ def rescore(exp: Experiment, top: int = TOP, seeds: int = SEEDS, samples: int | 
     if not ranked:
         raise UsageError(f"{exp.source} has no checkpoint with a finite {exp.objective} to re-score")
     spec = exp.spec
-    samples = samples or family_for(spec["model"], spec.get("family_source")).rescore_samples
+    family = family_for(spec["model"], spec.get("family_source"))
+    samples = samples or family.rescore_samples
+    in_main = (spec.get("family_source") or {}).get("module") == "__main__"  # a notebook's: the class goes itself
     data = load_dataset(spec["dataset"], spec.get("data_root"), spec.get("subset"), spec.get("data_options") or None)
     # the space the sweep measured in (where `auto` fell back, the one it fell back to)
     kind = (spec.get("feature_network") or {}).get("kind") or spec.get("fid_features", "classifier")
@@ -237,7 +245,8 @@ def rescore(exp: Experiment, top: int = TOP, seeds: int = SEEDS, samples: int | 
         f"{samples or 'all'} held-out images, {feature_meta['name']} features"
         + (f"; about {seconds:.0f} s" if seconds is not None else ""))
     started = time.time()
-    futures = [task.remote(exp.where(ckpt.path).uri, data_ref, feature_ref, seed_list, samples) for _, ckpt in ranked]
+    futures = [task.remote(exp.where(ckpt.path).uri, data_ref, feature_ref, seed_list, samples,
+                           type(family) if in_main else None) for _, ckpt in ranked]
     outcomes = ray.get(futures)
     entries = []
     for sweep_rank, ((trial, ckpt), outcome) in enumerate(zip(ranked, outcomes), start=1):
@@ -295,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     exp = load_experiment(args.experiment)  # bad paths fail here, before Ray starts
     if not exp.ranked_checkpoints(rescored=False):
         raise UsageError(f"{exp.source} has no checkpoint with a finite {exp.objective} to re-score")
-    init_ray(args.address, family_source=exp.spec.get("family_source"))
+    from trainables.models import family_for, family_source
+
+    # the family as loaded now: from --family-module where given, else from where the sweep recorded it
+    init_ray(args.address, family_source=family_source(family_for(exp.spec["model"], exp.spec.get("family_source"))))
     try:
         report = rescore(exp, args.top, args.seeds, args.samples)
     except Exception as e:  # a task's error arrives wrapped by Ray: its first line says what failed

@@ -126,7 +126,9 @@ def execute(plan: SweepPlan, address: str | None) -> SweepResult:
             legacy_names()  # an experiment of an earlier version pickled the plug-ins under their old names
         quiet_tune_output(run)
         tuner = build_tuner(spec, run, exp, settings, plan.resume, plan.warm_from)
-        logging.getLogger("ray.tune.tune").addFilter(HideTuneRestoreHint())
+        tune_log = logging.getLogger("ray.tune.tune")
+        if not any(isinstance(f, HideTuneRestoreHint) for f in tune_log.filters):
+            tune_log.addFilter(HideTuneRestoreHint())
         # Tune's TensorBoard logger warns of every infinite value: the running best of a trial that
         # has only its untrained reading (a reference, never its best) is one
         logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
@@ -221,16 +223,17 @@ def rescore_winners(exp: Location, run: RunOptions, sweep_seconds: float, cpus: 
     loaded = load_experiment(exp.uri)
     if not loaded.ranked_checkpoints(rescored=False):
         return  # nothing to re-score: the report says why
-    full_plan = plan_rescore(loaded, run.rescore_top, cpus)
-    plan = plan_rescore(loaded, run.rescore_top, cpus, sweep_seconds) if run.rescore_scaled else full_plan
-    if plan is None:
-        log.info(f"no re-scoring: even the winner's would take more than {RESCORE_SHARE:.0%} of this sweep's "
-                 f"{sweep_seconds:.0f} s; python -m orchestrator.rescore {exp} (or --rescore-top K) re-scores anyway")
-        return
-    if run.rescore_scaled and (plan.top < run.rescore_top or plan.samples != full_plan.samples):
-        log.info(f"re-scoring scaled to {RESCORE_SHARE:.0%} of the sweep's {sweep_seconds:.0f} s: {plan.describe()} "
-                 f"(in full: {full_plan.describe()}; --rescore-top K re-scores in full)")
     try:
+        full_plan = plan_rescore(loaded, run.rescore_top, cpus)
+        plan = plan_rescore(loaded, run.rescore_top, cpus, sweep_seconds) if run.rescore_scaled else full_plan
+        if plan is None:
+            log.info(f"no re-scoring: even the winner's would take more than {RESCORE_SHARE:.0%} of this sweep's "
+                     f"{sweep_seconds:.0f} s; python -m orchestrator.rescore {exp} (or --rescore-top K) re-scores "
+                     f"anyway")
+            return
+        if plan != full_plan:
+            log.info(f"re-scoring scaled to {RESCORE_SHARE:.0%} of the sweep's {sweep_seconds:.0f} s: "
+                     f"{plan.describe()} (in full: {full_plan.describe()}; --rescore-top K re-scores in full)")
         report = rescore(loaded, plan.top, plan.seeds, plan.samples, log=log.info)
         logging.getLogger("orchestrator.report").info(describe(report))
     except Exception as e:

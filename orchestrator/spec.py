@@ -34,8 +34,10 @@ class SweepPlan:
 
     @property
     def resume_command(self) -> str:
-        spec = self.spec
-        return f"python -m orchestrator.sweep {spec.model} --name {spec.name} --storage {self.exp.parent} --resume"
+        spec, source = self.spec, self.spec.family_source or {}
+        module = f" --family-module {source['file']}" if source.get("file") and not source.get("installed") else ""
+        return (f"python -m orchestrator.sweep {spec.model}{module} --name {spec.name} --storage {self.exp.parent} "
+                f"--resume")
 
 
 def plan_sweep(options: SweepOptions) -> SweepPlan:
@@ -283,6 +285,10 @@ def resume_spec(exp: Location, options: SweepOptions) -> SweepSpec:
                          f"(renamed or copied?); resume it under its own name")
     if options.warm_start:
         raise UsageError("--warm-start seeds a new sweep; --resume continues one (its study already holds its trials)")
+    from trainables.models import family_for, family_source
+
+    # a family of the user's own: as --family-module gave it again, else from where the sweep recorded it
+    spec.family_source = family_source(family_for(spec.model, spec.family_source))
     check_same_space(spec, options)
     return spec
 

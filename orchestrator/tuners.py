@@ -93,12 +93,16 @@ def asha_scheduler(spec: SweepSpec):
 
 def trial_settings(spec: SweepSpec, resources: Resources, max_failures: int, exp: Location, refs: dict) -> TrialSettings:
     """What every trial of the sweep gets (trainables.ray_trial.run_trial)."""
+    from trainables.models import get_family
+
     info = spec.dataset_info
+    in_main = (spec.family_source or {}).get("module") == "__main__"  # no file to import: the class goes itself
     return TrialSettings(
         loop=LoopSettings(model=spec.model, seed=spec.seed,
                           max_steps=spec.max_steps, eval_every=spec.eval_every, log_every=spec.log_every,
                           eval_samples=spec.eval_samples, precision=spec.precision, channels_last=spec.channels_last,
-                          family_source=spec.family_source),
+                          family_source=spec.family_source,
+                          family_class=type(get_family(spec.model)) if in_main else None),
         resources=resources,
         checkpoint=CheckpointConfig(model=spec.model, dataset=info["name"], shape=info["shape"], data=info,
                                     feature_network=spec.feature_network["name"], experiment=spec.name,
@@ -175,7 +179,7 @@ def build_tuner(spec: SweepSpec, run: RunOptions, exp: Location, settings: Trial
     )
 
 
-def run_config(spec: SweepSpec, run: RunOptions, exp: Location, final: bool = False):
+def run_config(spec: SweepSpec, run: RunOptions, exp: Location, final: tuple[int, int] | None = None):
     """Tune restarts a trial whose driver died (its node was lost) up to --max-failures times; the
     restarted trial's TorchTrainer continues from the trial's latest checkpoint. (A failed training
     worker is restarted by the trainer itself, see run_trial.) Reports made before a restart are
@@ -194,7 +198,7 @@ def run_config(spec: SweepSpec, run: RunOptions, exp: Location, final: bool = Fa
 
         callbacks.append(TellLiveDashboard())
     if not run.verbose:
-        callbacks.append(SweepProgress(spec.final_top, spec.objective, spec.mode) if final else
+        callbacks.append(SweepProgress(final[0], spec.objective, spec.mode, None, final[1]) if final else
                          SweepProgress(spec.trials, spec.objective, spec.mode, (exp / SPEC_FILE).uri, spec.max_steps))
     if exp.remote and spec.scheduler != "pbt" and not final:
         callbacks.append(UploadStudy(exp))
@@ -267,7 +271,7 @@ def final_tuner(spec: SweepSpec, run: RunOptions, exp: Location, settings: Trial
                                     search_alg=BasicVariantGenerator(points_to_evaluate=configs,
                                                                      max_concurrent=spec.max_concurrent),
                                     reuse_actors=REUSE_TRIAL_PROCESSES),
-        run_config=run_config(spec, run, exp, final=True),
+        run_config=run_config(spec, run, exp, final=(len(configs), steps)),
     )
 
 

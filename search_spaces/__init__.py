@@ -46,6 +46,9 @@ def space_path(family) -> Path:
     file named after the family beside its module (e.g. wgan_gp.toml beside wgan_gp.py)."""
     import sys
 
+    if type(family).__module__ == "__main__":
+        raise SpaceError(f"model family {family.name} is defined in __main__ (a notebook or script): give its search "
+                         f"space, --space FILE (space= in SweepOptions)")
     module = sys.modules.get(type(family).__module__)
     file = getattr(module, "__file__", None)
     if type(family).__module__.startswith("trainables.models.") or not file:

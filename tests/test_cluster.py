@@ -47,6 +47,10 @@ def test_a_family_of_the_users_own_runs_on_both_nodes_through_rays_runtime_env(r
     assert str(family) in copies  # the driver
     shipped = [c for c in copies if "runtime_resources" in c and "py_modules_files" in c]
     assert shipped, copies  # the trials: Ray's copy of the module on their node
+    # its resume needs no --family-module: the family comes from where sweep.json recorded it
+    proc = run_cli("orchestrator.sweep", "wgan_gp", "--resume", "--name", "wgan_gp", "--storage", str(tmp_path),
+                   "--trials", "3", "--address", ray_address, "--max-concurrent", "1", cwd=tmp_path)
+    assert proc.returncode == 0 and len(load_experiment(path).trials) == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
     exported = tmp_path / "best"
     assert run_cli("orchestrator.best", str(path), "--top", "1", "--dst", str(exported)).returncode == 0
     (checkpoint,) = exported.glob("rank1-*")

@@ -11,9 +11,14 @@ from trainables.layout import COST_METRICS
 from trainables.models import all_families, get_family, metric_descriptions
 
 
+def keeps(*args):
+    """A method of the contract, defined (what it does is not checked at registration)."""
+
+
 def family(**attributes) -> type[ModelFamily]:
     return type("Broken", (ModelFamily,), {"name": "broken", "description": "a test family",
-                                           "defaults": {"batch_size": 8}, **attributes})
+                                           "defaults": {"batch_size": 8}, "build": keeps, "optimizers": keeps,
+                                           "train_step": keeps, "generate": keeps, **attributes})
 
 
 @pytest.mark.parametrize("attributes, fragment", [
@@ -28,6 +33,9 @@ def family(**attributes) -> type[ModelFamily]:
     ({"defaults": {"lr": 1e-3}}, "defaults must be a dict of every hyperparameter, batch_size included"),
     ({"mutable": ("lr",)}, "mutable names hyperparameters without a default: ['lr']"),
     ({"loss_names": ("loss_x",)}, "metric_descriptions must describe every metric and loss; missing: ['loss_x']"),
+    ({"train_step": ModelFamily.train_step}, "define train_step"),
+    ({"build": ModelFamily.build, "optimizers": ModelFamily.optimizers}, "define build, optimizers"),
+    ({"generate": ModelFamily.generate}, "define generate"),
 ])
 def test_a_family_that_breaks_the_contract_is_refused_at_registration(attributes, fragment):
     with pytest.raises(ValueError, match="model family Broken: ") as refused:

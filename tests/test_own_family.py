@@ -5,6 +5,7 @@ infer, rescore and the dashboard on the results, is in tests/test_cluster.py.)""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, assert_one_line_error, run_cli
+from trainables.errors import BadInput
 
 EXAMPLE = ROOT / "examples" / "wgan_gp.py"
 
@@ -89,10 +91,24 @@ def test_run_sweep_from_python_leaves_the_callers_ray_up(ray_address, tmp_path, 
         assert result.load_best().sample(4).shape == (4, 1, 16, 16)
         said = [r.getMessage() for r in caplog.records]
         assert any("2 of 2 trials done" in m for m in said) and any(m.startswith("best checkpoint:") for m in said)
+        # a family defined in __main__ (a notebook cell): no file to import, so its class goes to the
+        # trials by value; its space is given (there is no file to find it beside)
+        exec(compile(EXAMPLE.read_text().replace('name = "wgan_gp"', 'name = "wgan_cell"'), "<cell>", "exec"),
+             {"__name__": "__main__"})
+        with pytest.raises(BadInput, match="defined in __main__"):
+            run_sweep("wgan_cell", dataset="digits", storage=str(tmp_path))
+        cell = run_sweep("wgan_cell", space=str(EXAMPLE.with_suffix(".toml")), dataset="digits", trials=1,
+                         max_steps=20, eval_every=20, storage=str(tmp_path), name="cell", rescore_top=1,
+                         no_dashboard=True)
+        assert cell.exit_code == 0 and len(cell.best_checkpoints) == 1 and len(cell.rescored) == 1
+        config = json.loads((cell.best_checkpoints[0].local / "config.json").read_text())
+        assert config["family_source"]["module"] == "__main__" and config["family_source"]["file"] is None
     finally:
         ray.shutdown()
-    with pytest.raises(Exception, match="must be a whole number >= 1"):
-        SweepOptions("wgan_gp", trials=0)
+    for bad in ({"trials": 0}, {"rescore_top": 0.5}, {"scheduler": None}, {"image_size": "3x"},
+                {"fid_features": "weights.bin"}):
+        with pytest.raises(BadInput):
+            SweepOptions("wgan_gp", **bad)
 
 
 @pytest.mark.slow
@@ -120,3 +136,18 @@ def test_the_example_notebook_runs_under_a_real_kernel(ray_address, tmp_path):
     assert "<table" in results[1]["data"]["text/html"] and "gp_weight" in results[1]["data"]["text/html"]
     assert "image/png" in results[-1]["data"]
     assert len([p for p in (tmp_path).glob("wgan_gp-digits-*/checkpoints/*/checkpoint_*")]) >= 2
+
+
+def test_a_family_file_in_the_cache_of_remote_experiments_is_never_imported(cache_dir):
+    """An experiment's files are data: a sweep.json or checkpoint that names a .py file mirrored
+    from a remote experiment (under the cache) is refused, never imported."""
+    from trainables.models import family_for
+    from trainables.family import UnknownFamily
+
+    planted = cache_dir / "remote" / "s3" / "bucket" / "exp" / "planted_family.py"
+    planted.parent.mkdir(parents=True)
+    ran = cache_dir / "ran"
+    planted.write_text(f"open({str(ran)!r}, 'w').write('imported')\n")
+    with pytest.raises(UnknownFamily, match="cache of remote experiments"):
+        family_for("planted", {"module": "planted_family", "file": str(planted)})
+    assert not ran.exists()

@@ -427,7 +427,7 @@ def test_resume_reuses_the_options_the_sweep_ran_with(ray_address, tmp_path):
           "--max-failures", "2")
     saved = json.loads((tmp_path / "opts" / "sweep.json").read_text())["run_options"]
     assert saved == {"rescore_top": 0, "no_dashboard": True, "dashboard_every": 5.0, "mlflow": None,
-                     "max_concurrent": 1, "max_failures": 2}
+                     "max_concurrent": 1, "max_failures": 2, "rescore_scaled": False}  # --rescore-top given: in full
     proc = sweep("--resume", "--trials", "2")
     assert ("[sweep] resuming with the options it was run with (sweep.json): --rescore-top 0 --no-dashboard "
             "--dashboard-every 5.0 --max-concurrent 1 --max-failures 2") in proc.stdout

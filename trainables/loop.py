@@ -220,7 +220,7 @@ def check_transforms(hp: dict) -> None:
 def train_loop(run: TrialRun, session, data, features: tuple[dict, dict]) -> None:
     """Trains one trial's model family on `data` and reports metrics and checkpoints to `session`."""
     loop, hp = run.settings.loop, run.hp
-    family = family_for(loop.model, loop.family_source)
+    family = family_for(loop.model, loop.family_source, loop.family_class)
     torch.set_num_threads(max(1, int(run.settings.resources.cpus_per_worker)))
     rank, world, device = session.rank, session.world, session.device
     torch.manual_seed(loop.seed + rank)

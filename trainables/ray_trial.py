@@ -373,7 +373,7 @@ def run_trial(hp: dict, settings: TrialSettings) -> None:
     """
     from ray.train.torch import TorchTrainer
 
-    family = family_for(settings.loop.model, settings.loop.family_source)
+    family = family_for(settings.loop.model, settings.loop.family_source, settings.loop.family_class)
     trial_id = ray.tune.get_context().get_trial_id()
     hp, final = FinalStart.split(hp)
     hp = {**family.defaults, **hp}

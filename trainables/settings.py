@@ -60,6 +60,7 @@ class LoopSettings:
     channels_last: bool = False  # modules and batches in NHWC memory layout (faster convolutions on GPUs)
     final_decay: bool = False  # a final-phase trial's learning rates fall linearly to 0 by its last step
     family_source: dict | None = None  # a family of the user's own: where it is imported from (trainables.models)
+    family_class: Any = None  # one defined in __main__ (a notebook): the class, pickled by value to the trials
 
 
 @dataclass(frozen=True)
