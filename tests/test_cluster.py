@@ -70,6 +70,35 @@ def test_a_family_of_the_users_own_runs_on_both_nodes_through_rays_runtime_env(r
     assert proc.returncode == 0, proc.stderr
 
 
+def test_the_example_notebook_sweeps_its_family_on_both_nodes_under_a_real_kernel(ray_address, second_node, tmp_path):
+    """examples/own_model.ipynb, executed cell by cell by nbclient in an IPython kernel (as Jupyter
+    runs it), joining the two-node cluster at $RAY_ADDRESS: run_sweep ships examples/wgan_gp.py to
+    both nodes, the sweep finishes, and the notebook shows the leaderboard and the best
+    checkpoint's samples as an image. (2 CPUs a trial: the head fits one, the second node the other.)"""
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(ROOT / "examples" / "own_model.ipynb", as_version=4)
+    env = {"EXAMPLE_STORAGE": str(tmp_path), "RAY_ADDRESS": ray_address, "EXAMPLE_CPUS_PER_WORKER": "2"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(ROOT / "examples")}}).execute()
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    results = [o for o in outputs if o.output_type == "execute_result"]
+    assert results[0]["data"]["text/plain"] == "0"  # the sweep's exit code
+    assert "<table" in results[1]["data"]["text/html"] and "gp_weight" in results[1]["data"]["text/html"]
+    assert "image/png" in results[-1]["data"]
+    (path,) = tmp_path.glob("wgan_gp-digits-*")
+    nodes = {n for ckpts in worker_nodes(path).values() for ckpt in ckpts for n in ckpt}
+    assert second_node.node_id in nodes and len(nodes) == 2, nodes
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_cluster_config_passes_rays_validation(name):
     from ray.autoscaler._private.util import prepare_config, validate_config
