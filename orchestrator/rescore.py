@@ -116,11 +116,8 @@ def plan_rescore(exp: Experiment, top: int, cpus: int, sweep_seconds: float | No
     while counts[-1] // 2 > scored:
         counts.append(counts[-1] // 2)
     counts.append(scored)
-    for k in range(top, 0, -1):
-        for n in counts:
-            if plan(k, n).seconds <= share * sweep_seconds:
-                return plan(k, n)
-    return None
+    fitting = (plan(k, n) for k in range(top, 0, -1) for n in counts)
+    return next((p for p in fitting if p.seconds <= share * sweep_seconds), None)
 
 
 def cost_model(exp: Experiment) -> tuple[float | None, int | None, int | None, int | None, int]:
@@ -213,8 +210,10 @@ def score_checkpoint(checkpoint: str, data, features: tuple[dict, dict], seeds: 
     return {"per_seed": per_seed, "samples": evaluator.n}
 
 
-def rescore(exp: Experiment, top: int = TOP, seeds: int = SEEDS, samples: int | None = None, log=print) -> dict:
-    """Re-score `exp`'s top checkpoints (Ray must be up) and write its rescore.json; returns it."""
+def rescore(exp: Experiment, top: int = TOP, seeds: int = SEEDS, samples: int | None = None, log=print,
+            seconds: float | None = None) -> dict:
+    """Re-score `exp`'s top checkpoints (Ray must be up) and write its rescore.json; returns it.
+    `seconds`: what it is expected to take, where the caller planned it (else estimated here)."""
     import ray
 
     from trainables.datasets import load_dataset
@@ -238,9 +237,10 @@ def rescore(exp: Experiment, top: int = TOP, seeds: int = SEEDS, samples: int | 
     task = ray.remote(num_cpus=1, num_gpus=min(gpus, 1.0))(score_checkpoint)
     data_ref, feature_ref = ray.put(data), ray.put((feature_state, feature_meta))
     seed_list = [SEED_BASE + s for s in range(seeds)]
-    per_image, _, held_out, _, train = cost_model(exp)
-    seconds = estimate(per_image, len(ranked), seeds, samples or held_out, int(ray.cluster_resources().get("CPU", 1)),
-                       train)
+    if seconds is None:
+        per_image, _, held_out, _, train = cost_model(exp)
+        seconds = estimate(per_image, len(ranked), seeds, samples or held_out,
+                           int(ray.cluster_resources().get("CPU", 1)), train)
     log(f"re-scoring the top {len(ranked)} checkpoints of {exp.source}: {seeds} seeds x "
         f"{samples or 'all'} held-out images, {feature_meta['name']} features"
         + (f"; about {seconds:.0f} s" if seconds is not None else ""))

@@ -234,7 +234,7 @@ def rescore_winners(exp: Location, run: RunOptions, sweep_seconds: float, cpus: 
         if plan != full_plan:
             log.info(f"re-scoring scaled to {RESCORE_SHARE:.0%} of the sweep's {sweep_seconds:.0f} s: "
                      f"{plan.describe()} (in full: {full_plan.describe()}; --rescore-top K re-scores in full)")
-        report = rescore(loaded, plan.top, plan.seeds, plan.samples, log=log.info)
+        report = rescore(loaded, plan.top, plan.seeds, plan.samples, log=log.info, seconds=plan.seconds)
         logging.getLogger("orchestrator.report").info(describe(report))
     except Exception as e:
         log.warning(f"warning: re-scoring failed ({type(e).__name__}: {first_line(e)}); the ranking is the sweep's "
