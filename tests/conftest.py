@@ -12,6 +12,7 @@ import pytest
 
 import seaweedfs
 from seaweedfs import free_port  # noqa: F401  (the tests' free ports come from here)
+from warm_cli import WarmCli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,14 +74,45 @@ def ray_address(ray_cluster) -> str:
 CLI_ENV = {"PYTHONWARNINGS": "ignore", "ORCHESTRATOR_PROGRESS_SECONDS": "0.5"}
 
 
-def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m ...` as a user would; returns the finished process (text output). A sweep
-    skips its closing re-scoring unless the test asks for it (tests/test_rescore.py does): it would
-    add a few seconds to each of the suite's many sweeps and test nothing new there."""
-    if args[0] == "orchestrator.sweep" and "--rescore-top" not in args and "--help" not in args:
-        args = (*args, "--rescore-top", "0")
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or ROOT, env={**os.environ, **CLI_ENV})
+_warm: WarmCli | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_cli():
+    """The warm interpreter that run_cli's commands are forked from (tests/warm_cli.py), importing in
+    the background from the session's start."""
+    global _warm
+    _warm = WarmCli(ROOT, {**os.environ, **CLI_ENV})
+    yield _warm
+    _warm.close()
+
+
+def cli_args(args: tuple[str, ...], rescore: bool) -> tuple[str, ...]:
+    """A sweep skips its closing re-scoring unless the test asks for it (tests/test_rescore.py does):
+    it would add a few seconds to each of the suite's many sweeps and test nothing new there."""
+    if args[0] == "orchestrator.sweep" and not rescore and "--rescore-top" not in args and "--help" not in args:
+        return (*args, "--rescore-top", "0")
+    return args
+
+
+def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None, env: dict | None = None,
+            rescore: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m ...` as a user would, in a process of its own (forked from the warm
+    interpreter, tests/warm_cli.py); returns the finished process (text output). `env` adds to the
+    session's environment."""
+    args = cli_args(args, rescore)
+    env, cwd = {**os.environ, **CLI_ENV, **(env or {})}, cwd or ROOT
+    if _warm is None:
+        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
+                              cwd=cwd, env=env)
+    return _warm.run(args[0], list(args[1:]), cwd, env, timeout)
+
+
+def start_cli(*args: str, output: Path, cwd: Path | None = None, rescore: bool = False):
+    """`python -m ...` in the background, stdout and stderr into the file `output` (a pipe could
+    fill and block it): a process with pid, send_signal, poll, wait and returncode."""
+    args = cli_args(args, rescore)
+    return _warm.start(args[0], list(args[1:]), cwd or ROOT, {**os.environ, **CLI_ENV}, str(output), str(output))
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

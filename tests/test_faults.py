@@ -10,14 +10,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import diverging_sweep, run_cli
+from conftest import diverging_sweep, run_cli, start_cli
 from trainables.experiment import load_experiment
 
 pytestmark = pytest.mark.slow
@@ -78,9 +77,7 @@ def _wait_for(condition, what: str, timeout: float = 300):
 def _start_sweep(args: list[str], folder: Path) -> tuple[subprocess.Popen, Path]:
     """`orchestrator.sweep ARGS` in the background, its output in a file (a pipe could fill and block it)."""
     log = folder / "driver.log"
-    with log.open("w") as out:
-        return subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args, "--rescore-top", "0"], stdout=out,
-                                stderr=subprocess.STDOUT), log
+    return start_cli("orchestrator.sweep", *args, output=log), log
 
 
 def _checkpoint_steps(path: Path) -> list[int]:

@@ -13,7 +13,7 @@ import torch
 from conftest import assert_one_line_error, run_cli
 from trainables.datasets import load_dataset
 from trainables.feature_checks import (LEVELS, MODE_SHARES, Verdict, checked_feature_network, disturb,
-                                       disturbance_readings, full_check, quick_check, reference_split)
+                                       disturbance_readings, full_check, reference_split)
 from trainables.feature_networks import FeatureExtractor, to_float
 from trainables.features import SampleQuality, build_feature_network, feature_network
 from trainables.models import get_family

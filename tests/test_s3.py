@@ -15,15 +15,13 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.fs
 import pytest
 
-from conftest import assert_one_line_error, free_port, run_cli
+from conftest import assert_one_line_error, free_port, run_cli, start_cli
 from trainables.experiment import load_experiment
 from trainables.errors import BadInput
 from trainables.ray_trial import TUNE_COPIES, TUNE_COPY
@@ -203,8 +201,7 @@ def test_a_killed_driver_resumes_from_s3(ray_address, s3_server, cache_dir, tmp_
     uri = f"{storage}/cut"
     args = ["dcgan", *SWEEP, "--set", "batch_size=64", "--trials", "2", "--max-steps", "600", "--eval-every", "50",
             "--scheduler", "fifo", "--storage", storage, "--name", "cut", "--address", ray_address, "--no-dashboard"]
-    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = start_cli("orchestrator.sweep", *args, cwd=tmp_path, output=tmp_path / "driver.log")
     deadline = time.time() + 300
     while time.time() < deadline and _checkpointed_trials(uri) < 2:
         time.sleep(0.5)
@@ -215,11 +212,8 @@ def test_a_killed_driver_resumes_from_s3(ray_address, s3_server, cache_dir, tmp_
 
     other_cache = tmp_path / "other-cache"  # the feature network, not the study
     shutil.copytree(cache_dir, other_cache, ignore=shutil.ignore_patterns("studies", "remote"))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "dcgan", "--resume", "--name", "cut",
-                           "--storage", storage, "--address", ray_address, "--no-dashboard", "--rescore-top", "0"],
-                          cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "ORCHESTRATOR_CACHE": str(other_cache)})
+    proc = run_cli("orchestrator.sweep", "dcgan", "--resume", "--name", "cut", "--storage", storage, "--address",
+                   ray_address, "--no-dashboard", cwd=tmp_path, env={"ORCHESTRATOR_CACHE": str(other_cache)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (other_cache / "studies").is_dir()
     exp = load_experiment(uri)
@@ -258,9 +252,8 @@ def test_bad_storage_is_refused_in_one_line_before_ray_starts(s3_server, tmp_pat
     else:
         env, fragment = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}, "check the endpoint"
     start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "dcgan", "--dataset", "digits",
-                           "--storage", storage, "--name", "bad"], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path, env={**os.environ, **env, "RAY_ADDRESS": "127.0.0.1:1"})
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--storage", storage, "--name", "bad",
+                   timeout=120, cwd=tmp_path, env={**env, "RAY_ADDRESS": "127.0.0.1:1"})
     assert_one_line_error(proc, fragment)
     assert time.time() - start < 30
 
@@ -300,9 +293,8 @@ def test_a_killed_trial_process_restarts_from_its_s3_checkpoint(ray_cluster, ray
     uri = f"{storage}/kill"
     args = ["dcgan", *SWEEP, "--trials", "1", "--max-steps", "400", "--eval-every", "50", "--log-every", "25",
             "--scheduler", "fifo", "--storage", storage, "--name", "kill", "--address", ray_address, "--no-dashboard"]
-    log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args, "--rescore-top", "0"], cwd=tmp_path,
-                              stdout=log, stderr=subprocess.STDOUT)
+    log = tmp_path / "driver.log"
+    driver = start_cli("orchestrator.sweep", *args, cwd=tmp_path, output=log)
     def complete_checkpoints() -> list[str]:
         """The bucket's complete checkpoints (read there: Tune copies result.json up only now and then)."""
         return [folder for folder, files in checkpoint_folders(keys(s3_server, "exps/kill")).items()
@@ -317,7 +309,6 @@ def test_a_killed_trial_process_restarts_from_its_s3_checkpoint(ray_cluster, ray
         driver.wait(timeout=600)
     finally:
         driver.kill()
-        log.close()
     assert driver.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
     (trial,) = load_experiment(uri).trials
     assert trial.status(400) == "finished"

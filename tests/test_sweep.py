@@ -6,7 +6,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import optuna
@@ -15,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, assert_one_line_error, run_cli, sweep_spec
+from conftest import assert_one_line_error, run_cli, start_cli, sweep_spec
 from orchestrator.best import export_best
 from trainables.cli import UsageError
 from trainables.errors import BadInput
@@ -237,13 +236,12 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
     progress.csv holds its whole history, one row per report."""
     # one batch size, so neither trial is done before the other's first checkpoint; a digits step
     # takes ~30 ms, so enough steps that the driver is stopped long before the end
-    args = ["dcgan", "--dataset", "digits", "--set", "batch_size=64", "--trials", "2", "--max-steps", "1000",
+    args = ["dcgan", "--dataset", "digits", "--set", "batch_size=64", "--trials", "2", "--max-steps", "500",
             "--eval-every", "50",
             "--log-every", "25", "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "cut",
             "--address", ray_address, "--no-dashboard"]
     output = tmp_path / "driver.txt"
-    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args],
-                              stdout=output.open("w"), stderr=subprocess.STDOUT)
+    driver = start_cli("orchestrator.sweep", *args, output=output)
     path = tmp_path / "cut"
     deadline = time.time() + 300
     def checkpointed_trials() -> int:
@@ -260,7 +258,7 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
     driver.wait(timeout=120)
     stopped = load_experiment(path)
     before = {t.trial_id: t.last_step for t in stopped.trials}
-    assert len(before) == 2 and all(0 < step < 1000 for step in before.values()), before
+    assert len(before) == 2 and all(0 < step < 500 for step in before.values()), before
     saved = {t.trial_id: {c.step for c in t.checkpoints} for t in stopped.trials}
     for trial in stopped.trials:  # nothing on disk that the leaderboard doesn't know
         assert saved[trial.trial_id] <= {r["step"] for r in trial.results}, (saved, trial.results)
@@ -279,7 +277,7 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
     assert len(exp.trials) == 2
     for trial in exp.trials:
         steps = [r["step"] for r in trial.results]
-        assert steps[0] == 0 and steps[-1] == 1000 and steps == sorted(set(steps))  # history kept
+        assert steps[0] == 0 and steps[-1] == 500 and steps == sorted(set(steps))  # history kept
         # the resumed run's reports come from a new trial actor. Lines of the stopped run can still
         # reach result.json after the resume began (Tune syncs its driver-side copy up), so the
         # first new report is told by the process that made it, not by its place in the file.
@@ -289,7 +287,7 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
         resumed = next(r["step"] for r in rows if r.get("pid", old_pid) != old_pid)  # no pid: a checkpoint's report
         assert resumed - 25 in saved[trial.trial_id], (trial.trial_id, resumed, saved)  # went on from a checkpoint
         progress = pd.read_csv(trial.path / "progress.csv")
-        assert list(progress["step"]) == list(range(0, 1001, 25)), list(progress["step"])
+        assert list(progress["step"]) == list(range(0, 501, 25)), list(progress["step"])
     study = optuna.load_study(study_name="cut", storage=f"sqlite:///{path}/optuna.db")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
 
@@ -415,10 +413,9 @@ def test_resume_reuses_the_options_the_sweep_ran_with(ray_address, tmp_path):
     --max-failures, --mlflow) is saved in sweep.json and reused by --resume unless given again;
     the first lines say which. (A --resume --trials 4 of a sweep made with --rescore-top 0 once
     re-scored the top 5 over 10,000 images: 158 s of a 232 s command.)"""
-    def sweep(*args: str) -> subprocess.CompletedProcess:  # not run_cli: it would add --rescore-top 0
-        proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "vae", "--dataset", "digits",
-                               "--storage", str(tmp_path), "--name", "opts", "--address", ray_address, *args],
-                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+    def sweep(*args: str) -> subprocess.CompletedProcess:  # without the --rescore-top 0 that run_cli adds
+        proc = run_cli("orchestrator.sweep", "vae", "--dataset", "digits", "--storage", str(tmp_path), "--name",
+                       "opts", "--address", ray_address, *args, rescore=True)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 

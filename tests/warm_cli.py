@@ -1,0 +1,206 @@
+"""A warm interpreter for the tests' command lines: `python -m orchestrator.X ARGS` as a process of
+its own, forked from a server that has already imported torch, torchvision, torchmetrics, Ray and
+this project. Each command still gets a fresh process (its own cwd, environment, stdout, stderr and
+exit code); only the seconds of imports before it reads its arguments are shared.
+
+Why our own: pytest-xdist and multiprocessing's forkserver run functions, not `-m` modules with
+their own streams and exit codes. A command whose environment differs from the server's in what an
+interpreter or a library reads as it starts (PYTHON*, RAY_*, OMP_*, ...) runs in a real `python -m`
+instead (`run` falls back), and so does everything when ORCHESTRATOR_TEST_FRESH_CLI=1."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# read by an interpreter or a library as it starts: a command whose value differs runs in a fresh process
+STARTUP_PREFIXES = ("PYTHON", "RAY_", "OMP_", "MKL_", "CUDA", "TORCH", "LD_", "NCCL", "GLOO", "KMP_", "OPENBLAS")
+# what libraries set in the tests' own process as they are imported or used (Ray, the OpenMP of scikit-learn's)
+SET_BY_LIBRARIES = {"RAY_CLIENT_MODE", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK"}
+WARM_MODULES = ("torch", "torchvision", "torchmetrics", "ray", "ray.tune", "ray.train", "optuna", "pandas",
+                "trainables.models", "trainables.ray_trial", "trainables.features", "trainables.datasets",
+                "orchestrator.sweep", "orchestrator.run", "orchestrator.spec", "orchestrator.tuners",
+                "orchestrator.infer", "orchestrator.best", "orchestrator.rescore", "dashboards.build")
+
+
+def startup_env(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k.startswith(STARTUP_PREFIXES) and k not in SET_BY_LIBRARIES}
+
+
+def serve(path: str) -> None:
+    """Import, then fork one child per request on the Unix socket `path`."""
+    import importlib
+
+    for name in WARM_MODULES:
+        importlib.import_module(name)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    print("ready", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        request = json.loads(conn.makefile().readline())
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            run_child(conn, request)  # never returns
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        conn.close()
+
+
+def run_child(conn: socket.socket, request: dict) -> None:
+    """In the forked child: become `python -m MODULE ARGS` in its cwd and environment, then send the
+    exit code on the connection (the client reads a closed connection without one as a crash)."""
+    import atexit
+    import runpy
+    import traceback
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the command's own subprocesses are waited for
+    os.setsid()  # its own process group, which a timeout kills whole
+    code = 1
+    try:
+        for fd, name in ((0, os.devnull), (1, request["stdout"]), (2, request["stderr"])):
+            if fd == 2 and name == request["stdout"]:
+                os.dup2(1, 2)  # both streams in one file, as Popen(stderr=STDOUT)
+                continue
+            target = os.open(name, os.O_RDONLY if fd == 0 else os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(target, fd)
+            os.close(target)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.path[0] = request["cwd"]  # what `python -m` puts first
+        sys.argv = [request["module"], *request["args"]]
+        try:
+            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as e:
+            if e.code is None or isinstance(e.code, int):
+                code = e.code or 0
+            else:
+                print(e.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        try:
+            atexit._run_exitfuncs()
+        except BaseException:
+            traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn.sendall(json.dumps({"code": code}).encode() + b"\n")
+    finally:
+        os._exit(code)
+
+
+class WarmProcess:
+    """A command forked by the server, as much of subprocess.Popen as the tests use: pid,
+    send_signal, poll, wait and returncode. Its exit code comes on its connection; a child that
+    died without saying one (SIGKILL, a crash) has returncode -9."""
+
+    def __init__(self, conn: socket.socket, argv: list[str]):
+        self.conn, self.args, self.returncode = conn, argv, None
+        self.lines = conn.makefile()
+        self.pid = json.loads(self.lines.readline())["pid"]
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)  # the command and what it started
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.conn.settimeout(timeout)
+            try:
+                line = self.lines.readline()
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(self.args, timeout) from None
+            self.returncode = json.loads(line)["code"] if line else -signal.SIGKILL
+            self.conn.close()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.wait(0.001)
+        return self.returncode
+
+
+class WarmCli:
+    """The client: starts the server in the background; a command waits for it only when first needed."""
+
+    def __init__(self, root: Path, env: dict):
+        self.folder = Path(tempfile.mkdtemp(prefix="warm-cli-"))
+        self.path = str(self.folder / "socket")
+        self.env = env
+        self.log = open(self.folder / "server.log", "w")
+        self.server = subprocess.Popen([sys.executable, __file__, self.path], cwd=root, env=env, stdout=self.log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.ready = False
+
+    def wait_ready(self, timeout: float = 120) -> bool:
+        deadline = time.time() + timeout
+        while not self.ready and time.time() < deadline and self.server.poll() is None:
+            self.ready = "ready" in (self.folder / "server.log").read_text()
+            time.sleep(0 if self.ready else 0.05)
+        return self.ready
+
+    def warm(self, env: dict) -> bool:
+        """Whether a command in `env` can be forked from the server (else: a real `python -m`)."""
+        return (os.environ.get("ORCHESTRATOR_TEST_FRESH_CLI") != "1" and startup_env(env) == startup_env(self.env)
+                and self.wait_ready())
+
+    def start(self, module: str, args: list[str], cwd: Path, env: dict, stdout: str, stderr: str):
+        """`python -m MODULE ARGS` with its output in the files `stdout` and `stderr` (the same file for both
+        is fine): a WarmProcess, or a subprocess.Popen where it can't be forked."""
+        argv = [sys.executable, "-m", module, *args]
+        if not self.warm(env):
+            with open(stdout, "w") as out:
+                err = subprocess.STDOUT if stderr == stdout else open(stderr, "w")
+                return subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
+        conn = socket.socket(socket.AF_UNIX)
+        conn.connect(self.path)
+        conn.sendall(json.dumps({"module": module, "args": list(args), "cwd": str(cwd), "env": env,
+                                 "stdout": str(stdout), "stderr": str(stderr)}).encode() + b"\n")
+        return WarmProcess(conn, argv)
+
+    def run(self, module: str, args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        """What subprocess.run(capture_output=True, text=True, timeout=...) gives."""
+        out, err = (tempfile.mkstemp(dir=self.folder, suffix=suffix)[1] for suffix in (".out", ".err"))
+        process = self.start(module, args, cwd, env, out, err)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise subprocess.TimeoutExpired(process.args, timeout, *self.collect(out, err)) from None
+        return subprocess.CompletedProcess(process.args, process.returncode, *self.collect(out, err))
+
+    @staticmethod
+    def collect(*paths: str) -> list[str]:
+        texts = [Path(p).read_text(errors="replace") for p in paths]
+        for p in paths:
+            os.unlink(p)
+        return texts
+
+    def close(self) -> None:
+        self.server.kill()
+        self.server.wait()
+        self.log.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
