@@ -87,6 +87,11 @@ def warm_cli():
     _warm.close()
 
 
+def pytest_terminal_summary(terminalreporter):
+    if _warm is not None:
+        terminalreporter.write_line(_warm.summary())
+
+
 def cli_args(args: tuple[str, ...], rescore: bool) -> tuple[str, ...]:
     """A sweep skips its closing re-scoring unless the test asks for it (tests/test_rescore.py does):
     it would add a few seconds to each of the suite's many sweeps and test nothing new there."""
@@ -146,6 +151,14 @@ def family_sweep(ray_address: str, storage: Path, model: str, *args: str, trials
                    "--address", ray_address, *args)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return storage / name
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment(ray_address, tmp_path_factory) -> Path:
+    """One real dcgan sweep on digits (1 trial, 20 steps, 2 checkpoints, one objective), shared by
+    the tests that need any finished experiment. They copy it before changing anything in it."""
+    return family_sweep(ray_address, tmp_path_factory.mktemp("tiny"), "dcgan", "--dataset", "digits", "--set",
+                        "width=8", "--no-dashboard", trials=1, max_steps=20, eval_every=10, name="tiny")
 
 
 def sweep_spec(*argv: str):

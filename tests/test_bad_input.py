@@ -16,23 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, family_sweep, free_port, run_cli
+from conftest import assert_one_line_error, free_port, run_cli
 from orchestrator import best, infer, rescore, sweep
 from trainables.cli import run
 from trainables.experiment import load_experiment
-
-_EXPERIMENT: dict[str, Path] = {}
-
-
-def tiny_experiment(ray_address: str, tmp_path_factory) -> Path:
-    """One real dcgan sweep on digits (1 trial, 20 steps, 2 checkpoints), shared by this module and
-    tests/test_security.py. Tests copy it before changing anything in it."""
-    if "path" not in _EXPERIMENT:
-        _EXPERIMENT["path"] = family_sweep(ray_address, tmp_path_factory.mktemp("tiny"), "dcgan", "--dataset", "digits",
-                                           "--set", "width=8", "--no-dashboard", trials=1, max_steps=20, eval_every=10,
-                                           name="tiny")
-    return _EXPERIMENT["path"]
-
 
 def best_checkpoint(experiment: Path) -> Path:
     return load_experiment(experiment).ranked_checkpoints()[0][1].path
@@ -53,9 +40,9 @@ def hashes(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
-@pytest.fixture(scope="module")
-def experiment(ray_address, tmp_path_factory) -> Path:
-    return tiny_experiment(ray_address, tmp_path_factory)
+@pytest.fixture()
+def experiment(tiny_experiment) -> Path:
+    return tiny_experiment
 
 
 @pytest.fixture()

@@ -29,10 +29,12 @@ from conftest import ROOT, assert_one_line_error, family_sweep, run_cli
 CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
 
 
-def test_a_family_of_the_users_own_runs_on_both_nodes_through_rays_runtime_env(ray_address, second_node, tmp_path):
-    """examples/wgan_gp.py copied outside the package: --family-module ships it to every node
-    (runtime_env py_modules), where the trials import it from Ray's copy, not from its folder;
-    then best, infer, rescore (Ray tasks on the cluster) and the dashboard work on its results."""
+@pytest.fixture(scope="module")
+def family_on_two_nodes(ray_address, second_node, tmp_path_factory):
+    """examples/wgan_gp.py copied outside the package and swept with --family-module, two trials
+    of 2 CPUs each: the head (3 CPUs) fits one, the second node (2) the other. The module writes
+    down every file it is imported from."""
+    tmp_path = tmp_path_factory.mktemp("family")
     family = tmp_path / "my_models" / "wgan_gp.py"
     family.parent.mkdir()
     imported = tmp_path / "imported-from.txt"
@@ -41,14 +43,31 @@ def test_a_family_of_the_users_own_runs_on_both_nodes_through_rays_runtime_env(r
     shutil.copy(ROOT / "examples" / "wgan_gp.toml", family.parent)
     path = family_sweep(ray_address, tmp_path, "wgan_gp", "--family-module", str(family), "--dataset", "digits",
                         "--cpus-per-worker", "2", "--max-concurrent", "2", max_steps=40, eval_every=20)
-    nodes = {n for ckpts in worker_nodes(path).values() for ckpt in ckpts for n in ckpt}
-    assert second_node.node_id in nodes and len(nodes) == 2, nodes
+    return path, family, imported
+
+
+def test_trials_of_one_sweep_run_on_two_nodes(family_on_two_nodes, second_node):
+    path, _, _ = family_on_two_nodes
+    nodes = worker_nodes(path)
+    assert len(nodes) == 2 and all(nodes.values()), nodes
+    per_trial = {trial: {n for ckpt in ckpts for n in ckpt} for trial, ckpts in nodes.items()}
+    assert all(len(n) == 1 for n in per_trial.values()), per_trial  # one worker, one node each
+    assert len(set.union(*per_trial.values())) == 2, f"both trials ran on one node: {per_trial}"
+    assert second_node.node_id in set.union(*per_trial.values())
+
+
+def test_a_family_of_the_users_own_runs_on_both_nodes_through_rays_runtime_env(family_on_two_nodes, ray_address,
+                                                                             tmp_path):
+    """--family-module ships the family to every node (runtime_env py_modules), where the trials
+    import it from Ray's copy, not from its folder; then best, infer, rescore (Ray tasks on the
+    cluster) and the dashboard work on its results."""
+    path, family, imported = family_on_two_nodes
     copies = set(imported.read_text().split())
     assert str(family) in copies  # the driver
     shipped = [c for c in copies if "runtime_resources" in c and "py_modules_files" in c]
     assert shipped, copies  # the trials: Ray's copy of the module on their node
     # its resume needs no --family-module: the family comes from where sweep.json recorded it
-    proc = run_cli("orchestrator.sweep", "wgan_gp", "--resume", "--name", "wgan_gp", "--storage", str(tmp_path),
+    proc = run_cli("orchestrator.sweep", "wgan_gp", "--resume", "--name", "wgan_gp", "--storage", str(path.parent),
                    "--trials", "3", "--address", ray_address, "--max-concurrent", "1", cwd=tmp_path)
     assert proc.returncode == 0 and len(load_experiment(path).trials) == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
     exported = tmp_path / "best"
@@ -154,18 +173,6 @@ def worker_nodes(exp_path: Path) -> dict[str, list[list[str]]]:
     exp = load_experiment(exp_path)
     return {t.trial_id: [json.loads((c.path / "config.json").read_text())["worker_nodes"] for c in t.checkpoints]
             for t in exp.trials}
-
-
-def test_trials_of_one_sweep_run_on_two_nodes(ray_address, second_node, tmp_path):
-    # a trial takes 2 CPUs: the head (3) fits one, the second node (2) the other
-    path = family_sweep(ray_address, tmp_path, "dcgan", "--dataset", "digits", "--set", "width=8",
-                        "--cpus-per-worker", "2", "--max-concurrent", "2", max_steps=40, eval_every=20)
-    nodes = worker_nodes(path)
-    assert len(nodes) == 2 and all(nodes.values()), nodes
-    per_trial = {trial: {n for ckpt in ckpts for n in ckpt} for trial, ckpts in nodes.items()}
-    assert all(len(n) == 1 for n in per_trial.values()), per_trial  # one worker, one node each
-    assert len(set.union(*per_trial.values())) == 2, f"both trials ran on one node: {per_trial}"
-    assert second_node.node_id in set.union(*per_trial.values())
 
 
 def test_ddp_trial_spans_two_nodes(ray_address, second_node, tmp_path):

@@ -191,9 +191,7 @@ def test_pareto_search_refuses_what_it_cannot_do(tmp_path):
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
-def test_best_pareto_refuses_a_sweep_of_one_objective(ray_address, tmp_path):
-    from conftest import family_sweep
-
-    path = family_sweep(ray_address, tmp_path, "gan", "--dataset", "digits", trials=1, max_steps=20, eval_every=20)
+def test_best_pareto_refuses_a_sweep_of_one_objective(tiny_experiment):
+    path = tiny_experiment
     assert_one_line_error(run_cli("orchestrator.best", str(path), "--pareto"), "searched one objective", "--objectives")
     assert_one_line_error(run_cli("orchestrator.best", str(path), "--pareto", "--top", "2"), "leave out --top")

@@ -21,14 +21,14 @@ from conftest import ROOT, assert_one_line_error, run_cli
 from orchestrator import best, infer, sweep
 from trainables.experiment import load_experiment
 from dashboards import build as dashboards_build
-from test_bad_input import best_checkpoint, cli, hashes, tiny_experiment
+from test_bad_input import best_checkpoint, cli, hashes
 from trainables.checkpoints import CheckpointError, load_checkpoint, load_training_state
 from trainables.models import get_family
 
 
-@pytest.fixture(scope="module")
-def experiment(ray_address, tmp_path_factory) -> Path:
-    return tiny_experiment(ray_address, tmp_path_factory)
+@pytest.fixture()
+def experiment(tiny_experiment) -> Path:
+    return tiny_experiment
 
 
 # --- (a) no unpickling of what a checkpoint or an experiment holds ------------------------------

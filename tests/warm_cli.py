@@ -10,6 +10,7 @@ instead (`run` falls back), and so does everything when ORCHESTRATOR_TEST_FRESH_
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -23,8 +24,12 @@ from pathlib import Path
 
 # read by an interpreter or a library as it starts: a command whose value differs runs in a fresh process
 STARTUP_PREFIXES = ("PYTHON", "RAY_", "OMP_", "MKL_", "CUDA", "TORCH", "LD_", "NCCL", "GLOO", "KMP_", "OPENBLAS")
-# what libraries set in the tests' own process as they are imported or used (Ray, the OpenMP of scikit-learn's)
-SET_BY_LIBRARIES = {"RAY_CLIENT_MODE", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK"}
+# what libraries set in the tests' own process as they are imported or used (Ray: its debugger's
+# breakpoint hook at ray.init; the OpenMP of scikit-learn's), and what this project's own code sets
+# there before Ray reads it (orchestrator.cluster, orchestrator.tuners, trainables.ray_trial), which
+# every command sets again for itself
+SET_IN_PROCESS = {"RAY_CLIENT_MODE", "PYTHONBREAKPOINT", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK",
+                  "RAY_TRAIN_V2_ENABLED", "RAY_AIR_NEW_OUTPUT", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"}
 WARM_MODULES = ("torch", "torchvision", "torchmetrics", "ray", "ray.tune", "ray.train", "optuna", "pandas",
                 "trainables.models", "trainables.ray_trial", "trainables.features", "trainables.datasets",
                 "orchestrator.sweep", "orchestrator.run", "orchestrator.spec", "orchestrator.tuners",
@@ -32,7 +37,7 @@ WARM_MODULES = ("torch", "torchvision", "torchmetrics", "ray", "ray.tune", "ray.
 
 
 def startup_env(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(STARTUP_PREFIXES) and k not in SET_BY_LIBRARIES}
+    return {k: v for k, v in env.items() if k.startswith(STARTUP_PREFIXES) and k not in SET_IN_PROCESS}
 
 
 def serve(path: str) -> None:
@@ -150,6 +155,7 @@ class WarmCli:
         self.server = subprocess.Popen([sys.executable, __file__, self.path], cwd=root, env=env, stdout=self.log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.ready = False
+        self.forked, self.fresh = 0, collections.Counter()
 
     def wait_ready(self, timeout: float = 120) -> bool:
         deadline = time.time() + timeout
@@ -159,9 +165,26 @@ class WarmCli:
         return self.ready
 
     def warm(self, env: dict) -> bool:
-        """Whether a command in `env` can be forked from the server (else: a real `python -m`)."""
-        return (os.environ.get("ORCHESTRATOR_TEST_FRESH_CLI") != "1" and startup_env(env) == startup_env(self.env)
-                and self.wait_ready())
+        """Whether a command in `env` can be forked from the server (else: a real `python -m`, and
+        the reason is counted for the session's summary)."""
+        if os.environ.get("ORCHESTRATOR_TEST_FRESH_CLI") == "1":
+            reason = "ORCHESTRATOR_TEST_FRESH_CLI=1"
+        elif startup_env(env) != startup_env(self.env):
+            ours, theirs = startup_env(env), startup_env(self.env)
+            reason = "environment: " + ", ".join(sorted(k for k in ours.keys() | theirs.keys()
+                                                        if ours.get(k) != theirs.get(k)))
+        elif not self.wait_ready():
+            reason = f"the server did not start ({self.folder / 'server.log'})"
+        else:
+            self.forked += 1
+            return True
+        self.fresh[reason] += 1
+        return False
+
+    def summary(self) -> str:
+        fresh = "; ".join(f"{n} for {reason}" for reason, n in self.fresh.most_common())
+        return f"commands forked from the warm interpreter: {self.forked}; fresh: {sum(self.fresh.values())}" + (
+            f" ({fresh})" if fresh else "")
 
     def start(self, module: str, args: list[str], cwd: Path, env: dict, stdout: str, stderr: str):
         """`python -m MODULE ARGS` with its output in the files `stdout` and `stderr` (the same file for both
