@@ -5,8 +5,8 @@ exit code); only the seconds of imports before it reads its arguments are shared
 
 Why our own: pytest-xdist and multiprocessing's forkserver run functions, not `-m` modules with
 their own streams and exit codes. A command whose environment differs from the server's in what an
-interpreter or a library reads as it starts (PYTHON*, RAY_*, OMP_*, ...) runs in a real `python -m`
-instead (`run` falls back), and so does everything when ORCHESTRATOR_TEST_FRESH_CLI=1."""
+interpreter or a library reads as it starts (PYTHONPATH, RAY_*, OMP_NUM_THREADS, ...) runs in a real
+`python -m` instead, and so does every command when ORCHESTRATOR_TEST_FRESH_CLI=1."""
 
 from __future__ import annotations
 
@@ -22,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-# read by an interpreter or a library as it starts: a command whose value differs runs in a fresh process
-STARTUP_PREFIXES = ("PYTHON", "RAY_", "OMP_", "MKL_", "CUDA", "TORCH", "LD_", "NCCL", "GLOO", "KMP_", "OPENBLAS")
-# what libraries set in the tests' own process as they are imported or used (Ray: its debugger's
-# breakpoint hook at ray.init; the OpenMP of scikit-learn's), and what this project's own code sets
-# there before Ray reads it (orchestrator.cluster, orchestrator.tuners, trainables.ray_trial), which
-# every command sets again for itself
-SET_IN_PROCESS = {"RAY_CLIENT_MODE", "PYTHONBREAKPOINT", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK",
-                  "RAY_TRAIN_V2_ENABLED", "RAY_AIR_NEW_OUTPUT", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"}
+# read by the interpreter, or by a library as it is imported: a command whose value differs runs in a
+# fresh process. Ray's own variables too, except those that Ray itself and this project's code set in
+# the tests' process (every command sets them again for itself).
+STARTUP = {"PYTHONPATH", "PYTHONHOME", "PYTHONWARNINGS", "PYTHONHASHSEED", "PYTHONSAFEPATH", "PYTHONNOUSERSITE",
+           "PYTHONOPTIMIZE", "LD_PRELOAD", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+           "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES"}
+SET_IN_PROCESS = {"RAY_CLIENT_MODE", "RAY_TRAIN_V2_ENABLED", "RAY_AIR_NEW_OUTPUT", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"}
 WARM_MODULES = ("torch", "torchvision", "torchmetrics", "ray", "ray.tune", "ray.train", "optuna", "pandas",
                 "trainables.models", "trainables.ray_trial", "trainables.features", "trainables.datasets",
                 "orchestrator.sweep", "orchestrator.run", "orchestrator.spec", "orchestrator.tuners",
@@ -37,7 +36,7 @@ WARM_MODULES = ("torch", "torchvision", "torchmetrics", "ray", "ray.tune", "ray.
 
 
 def startup_env(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(STARTUP_PREFIXES) and k not in SET_IN_PROCESS}
+    return {k: v for k, v in env.items() if k in STARTUP or (k.startswith("RAY_") and k not in SET_IN_PROCESS)}
 
 
 def serve(path: str) -> None:
