@@ -88,7 +88,7 @@ def warm_cli():
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _warm is not None:
+    if _warm is not None and (_warm.forked or _warm.fresh):
         terminalreporter.write_line(_warm.summary())
 
 
