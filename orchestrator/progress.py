@@ -2,7 +2,7 @@
 tables ran to ~117 lines for 2 trials): a line as each trial ends, and between them a status of
 the trials done, running (each at its step of its budget) and pending, the best so far and an
 estimate of the time left. On a terminal it is a tqdm bar redrawn in place; elsewhere (CI, `ray
-job logs`, a file) a plain line every PLAIN_EVERY seconds."""
+job logs`, a file) a plain line every $ORCHESTRATOR_PROGRESS_SECONDS seconds (60)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from trainables.errors import BadInput
 from trainables.settings import FinalStart
 
 log = logging.getLogger("orchestrator.sweep")
-PLAIN_EVERY = float(os.environ.get("ORCHESTRATOR_PROGRESS_SECONDS", 60))  # between plain status lines
+PLAIN_EVERY_ENV = "ORCHESTRATOR_PROGRESS_SECONDS"  # between plain status lines (default 60), read as a sweep starts
 REDRAW_EVERY = 0.5  # between redraws of the bar on a terminal
 SHOWN_RUNNING = 4  # running trials named in the status, the rest counted
 
@@ -47,7 +47,7 @@ class SweepProgress(ray.tune.Callback):
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         state = self.state()
         now = time.monotonic()
-        if now - state["drawn"] >= (REDRAW_EVERY if state["bar"] is not None else PLAIN_EVERY):
+        if now - state["drawn"] >= (REDRAW_EVERY if state["bar"] is not None else state["plain_every"]):
             state["drawn"] = now
             self.draw(trials)
 
@@ -76,7 +76,8 @@ class SweepProgress(ray.tune.Callback):
                            ncols=None if wide else shutil.get_terminal_size().columns,
                            bar_format="{percentage:3.0f}% |{bar:20}| {desc}")
             now = time.monotonic()
-            self._state = {"bar": bar, "first_step": {}, "trained": {}, "start": now, "drawn": now}
+            self._state = {"bar": bar, "first_step": {}, "trained": {}, "start": now, "drawn": now,
+                           "plain_every": float(os.environ.get(PLAIN_EVERY_ENV, 60))}
         return self._state
 
     def total(self, again: bool = False) -> int:
