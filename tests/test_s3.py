@@ -199,7 +199,7 @@ def test_a_killed_driver_resumes_from_s3(ray_address, s3_server, cache_dir, tmp_
     in the bucket ends with both trials."""
     storage = f"s3://{s3_server['bucket']}/exps"
     uri = f"{storage}/cut"
-    args = ["dcgan", *SWEEP, "--set", "batch_size=64", "--trials", "2", "--max-steps", "600", "--eval-every", "50",
+    args = ["dcgan", *SWEEP, "--set", "batch_size=64", "--trials", "2", "--max-steps", "400", "--eval-every", "50",
             "--scheduler", "fifo", "--storage", storage, "--name", "cut", "--address", ray_address, "--no-dashboard"]
     driver = start_cli("orchestrator.sweep", *args, cwd=tmp_path, output=tmp_path / "driver.log")
     deadline = time.time() + 300
@@ -208,7 +208,7 @@ def test_a_killed_driver_resumes_from_s3(ray_address, s3_server, cache_dir, tmp_
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=60)
     before = {t.trial_id: max(c.step for c in t.checkpoints) for t in load_experiment(uri).trials}
-    assert len(before) == 2 and all(0 < step < 600 for step in before.values()), before
+    assert len(before) == 2 and all(0 < step < 400 for step in before.values()), before
 
     other_cache = tmp_path / "other-cache"  # the feature network, not the study
     shutil.copytree(cache_dir, other_cache, ignore=shutil.ignore_patterns("studies", "remote"))
@@ -218,14 +218,14 @@ def test_a_killed_driver_resumes_from_s3(ray_address, s3_server, cache_dir, tmp_
     assert (other_cache / "studies").is_dir()
     exp = load_experiment(uri)
     for trial in exp.trials:
-        assert trial.last_step == 600 and not trial.error
+        assert trial.last_step == 400 and not trial.error
         # the resumed run (told by its process: see test_sweep's resume test) started at a checkpoint
         # at least as new as the one seen before the kill, not at step 0
         # (a checkpoint the killed run wrote but Tune never logged is in the history as its metrics.json,
         # without Tune's fields such as pid: trainables.experiment.with_checkpoint_reports)
         rows = [json.loads(line) for line in (trial.path / "result.json").read_text().splitlines()]
         resumed = [r["step"] for r in rows if r.get("pid") == rows[-1]["pid"]]
-        assert resumed[-1] == 600 and resumed[0] > before[trial.trial_id], (before, resumed[:3])
+        assert resumed[-1] == 400 and resumed[0] > before[trial.trial_id], (before, resumed[:3])
     assert study_trials(s3_server, "exps/cut", tmp_path) == ["COMPLETE", "COMPLETE"]
 
 

@@ -134,11 +134,15 @@ def test_resume_of_a_finished_sweep_reruns_nothing(digits_sweep, ray_address):
 
 
 def test_a_finished_sweep_is_extended_from_2_to_4_trials_and_its_study_goes_on(ray_address, tmp_path):
+    """Also --searcher random: Optuna's RandomSampler instead of TPE (the baseline of bench/sweeps.py),
+    said, kept in sweep.json and used again by the extension."""
     args = ["--storage", str(tmp_path), "--name", "ext", "--address", ray_address, "--no-dashboard"]
     first = run_cli("orchestrator.sweep", "vae", "--dataset", "digits", "--trials", "2", "--max-steps", "20",
-                    "--eval-every", "10", "--scheduler", "fifo", "--seed", "1", *args)
+                    "--eval-every", "10", "--scheduler", "fifo", "--seed", "1", "--searcher", "random", *args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "Optuna sampler random" in first.stdout
     path = tmp_path / "ext"
+    assert json.loads((path / "sweep.json").read_text())["searcher"] == "random"
     before = {t.trial_id: [r["step"] for r in t.results] for t in load_experiment(path).trials}
     assert len(before) == 2
     assert_one_line_error(run_cli("orchestrator.sweep", "vae", "--resume", "--trials", "1", *args),
@@ -292,18 +296,6 @@ def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tm
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
 
 
-def test_random_search_baseline(ray_address, tmp_path):
-    """--searcher random: Optuna's RandomSampler instead of TPE (the baseline of bench/sweeps.py)."""
-    proc = run_cli("orchestrator.sweep", "vae", "--dataset", "digits", "--searcher", "random", "--trials", "2",
-                   "--max-steps", "20", "--eval-every", "10", "--scheduler", "fifo", "--storage", str(tmp_path),
-                   "--name", "random", "--address", ray_address, "--no-dashboard")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Optuna sampler random" in proc.stdout
-    assert json.loads((tmp_path / "random" / "sweep.json").read_text())["searcher"] == "random"
-    exp = load_experiment(tmp_path / "random")
-    assert [t.status(20) for t in exp.trials] == ["finished"] * 2
-
-
 def test_ashas_rungs_and_tpes_start_follow_their_options(ray_address, tmp_path):
     """--grace-period 20 --reduction-factor 3: a trial stops only at its rung, step 20 of 60 (the
     default rung would be 10), unless it is in the top third there; --startup-trials and
@@ -341,10 +333,15 @@ def test_defaults_are_trial_1_unless_the_space_excludes_them(tmp_path, capsys):
 
 def test_the_final_phase_trains_the_best_configuration_on_from_its_best_checkpoint(ray_address, tmp_path):
     """--final-steps: once the search is done, the top configuration continues from its best
-    checkpoint as a trial of its own, which the leaderboard, best and the dashboard show."""
+    checkpoint as a trial of its own, which the leaderboard, best and the dashboard show.
+    --final-decay: the final trial's learning rates fall from the searched values at its parent's
+    checkpoint to 0 at its last step; the search's stay as searched."""
+    from trainables.checkpoints import read_training_state
+
     proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "2", "--max-steps", "40",
                    "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--scheduler", "fifo",
-                   "--final-steps", "40", "--storage", str(tmp_path), "--name", "fin", "--address", ray_address)
+                   "--final-steps", "40", "--final-decay", "--storage", str(tmp_path), "--name", "fin", "--address",
+                   ray_address)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = load_experiment(tmp_path / "fin")
     (final,) = [t for t in exp.trials if t.final_from]
@@ -363,30 +360,17 @@ def test_the_final_phase_trains_the_best_configuration_on_from_its_best_checkpoi
     assert final.trial_id in {c["trial"] for c in exported}
     assert f"final of {parent.trial_id}" in (tmp_path / "fin" / "dashboard.html").read_text()
 
-
-def test_final_decay_lowers_the_final_phases_learning_rates_linearly_to_0(ray_address, tmp_path):
-    """--final-decay: a final trial's learning rates fall from the searched values at its parent's
-    checkpoint to 0 at its last step; the search's stay as searched."""
-    from trainables.checkpoints import read_training_state
-
-    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "1", "--max-steps", "20",
-                   "--eval-every", "10", "--eval-samples", "300", "--scheduler", "fifo", "--final-steps", "20",
-                   "--final-decay", "--storage", str(tmp_path), "--name", "decay", "--address", ray_address,
-                   "--no-dashboard", "--rescore-top", "0")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    exp = load_experiment(tmp_path / "decay")
-    (search,), (final,) = exp.search_trials, [t for t in exp.trials if t.final_from]
-    start, end = final.final_until - 20, final.final_until
-
     def rates(checkpoint) -> list[float]:
         state = read_training_state(checkpoint.path)["optimizers"]
         return [state[name]["param_groups"][0]["lr"] for name in ("generator", "discriminator")]
 
-    searched = [search.params["lr_g"], search.params["lr_d"]]
-    assert all(rates(c) == pytest.approx(searched) for c in search.checkpoints)
-    assert sorted(c.step for c in final.checkpoints) == [start + 10, end]
-    for checkpoint in final.checkpoints:  # the rate of the step before it: (end - (step - 1)) / 20 of the searched
-        assert rates(checkpoint) == pytest.approx([lr * (end - checkpoint.step + 1) / 20 for lr in searched])
+    for search in exp.search_trials:
+        assert all(rates(c) == pytest.approx([search.params["lr_g"], search.params["lr_d"]])
+                   for c in search.checkpoints)
+    searched, end = [parent.params["lr_g"], parent.params["lr_d"]], final.final_until
+    assert final.checkpoints
+    for checkpoint in final.checkpoints:  # the rate of the step before it: (end - (step - 1)) / 40 of the searched
+        assert rates(checkpoint) == pytest.approx([lr * (end - checkpoint.step + 1) / 40 for lr in searched])
 
 
 def test_budget_splits_between_search_and_final_phase(capsys):
