@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -106,11 +105,7 @@ def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None, env: dict
     interpreter, tests/warm_cli.py); returns the finished process (text output). `env` adds to the
     session's environment."""
     args = cli_args(args, rescore)
-    env, cwd = {**os.environ, **CLI_ENV, **(env or {})}, cwd or ROOT
-    if _warm is None:
-        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
-                              cwd=cwd, env=env)
-    return _warm.run(args[0], list(args[1:]), cwd, env, timeout)
+    return _warm.run(args[0], list(args[1:]), cwd or ROOT, {**os.environ, **CLI_ENV, **(env or {})}, timeout)
 
 
 def start_cli(*args: str, output: Path, cwd: Path | None = None, rescore: bool = False):

@@ -89,7 +89,8 @@ def test_a_family_of_the_users_own_runs_on_both_nodes_through_rays_runtime_env(f
     assert proc.returncode == 0, proc.stderr
 
 
-def test_the_example_notebook_sweeps_its_family_on_both_nodes_under_a_real_kernel(ray_address, second_node, tmp_path):
+def test_the_example_notebook_sweeps_its_family_on_both_nodes_under_a_real_kernel(ray_address, second_node, tmp_path,
+                                                                                  monkeypatch):
     """examples/own_model.ipynb, executed cell by cell by nbclient in an IPython kernel (as Jupyter
     runs it), joining the two-node cluster at $RAY_ADDRESS: run_sweep ships examples/wgan_gp.py to
     both nodes, the sweep finishes, and the notebook shows the leaderboard and the best
@@ -99,14 +100,10 @@ def test_the_example_notebook_sweeps_its_family_on_both_nodes_under_a_real_kerne
 
     notebook = nbformat.read(ROOT / "examples" / "own_model.ipynb", as_version=4)
     env = {"EXAMPLE_STORAGE": str(tmp_path), "RAY_ADDRESS": ray_address, "EXAMPLE_CPUS_PER_WORKER": "2"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits this process's environment
-    try:
-        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": str(ROOT / "examples")}}).execute()
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    for key, value in env.items():  # the kernel inherits this process's environment
+        monkeypatch.setenv(key, value)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT / "examples")}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     results = [o for o in outputs if o.output_type == "execute_result"]

@@ -14,6 +14,7 @@ import collections
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -53,7 +54,6 @@ def serve(path: str) -> None:
     """Import, then fork one child per request on the Unix socket `path`; exit when stdin closes
     (the tests' process ended, however it ended)."""
     import importlib
-    import select
 
     for name in WARM_MODULES:
         importlib.import_module(name)
@@ -146,8 +146,6 @@ class WarmProcess:
     def message(self, timeout: float | None) -> dict | None:
         """The next line on the connection; None where it closed first. select, not a socket file with
         a timeout: such a file refuses every read after its first timeout."""
-        import select
-
         end = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self.buffer:
             left = None if end is None else max(0.0, end - time.monotonic())
@@ -211,10 +209,10 @@ class WarmCli:
     def warm(self, env: dict) -> bool:
         """Whether a command in `env` can be forked from the server (else: a real `python -m`, and
         the reason is counted for the session's summary)."""
+        ours, theirs = startup_env(env), startup_env(self.env)
         if os.environ.get("ORCHESTRATOR_TEST_FRESH_CLI") == "1":
             reason = "ORCHESTRATOR_TEST_FRESH_CLI=1"
-        elif startup_env(env) != startup_env(self.env):
-            ours, theirs = startup_env(env), startup_env(self.env)
+        elif ours != theirs:
             reason = "environment: " + ", ".join(sorted(k for k in ours.keys() | theirs.keys()
                                                         if ours.get(k) != theirs.get(k)))
         elif not self.wait_ready():
@@ -235,9 +233,9 @@ class WarmCli:
         is fine): a WarmProcess, or a subprocess.Popen where it can't be forked."""
         argv = [sys.executable, "-m", module, *args]
         if not self.warm(env):
-            with open(stdout, "w") as out, open(os.devnull if stderr == stdout else stderr, "w") as err:
-                process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if stderr == stdout else err,
-                                           stdin=subprocess.DEVNULL, cwd=cwd, env=env)
+            with open(stdout, "w") as out, contextlib.ExitStack() as files:
+                err = subprocess.STDOUT if stderr == stdout else files.enter_context(open(stderr, "w"))
+                process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
         else:
             conn = socket.socket(socket.AF_UNIX)
             conn.connect(self.path)
