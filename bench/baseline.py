@@ -63,6 +63,7 @@ def defaults_space(model: str, folder: Path) -> Path:
 
 def summary(exp, wall: float, budget: int) -> dict:
     best_trial, best_ckpt = exp.ranked_checkpoints()[0]
+    baseline = exp.spec.get("baseline") or {}
     search = best_vs_compute(exp, exp.search_trials)
     search_spent = search[-1][0] if search else 0
     finals = [t for t in exp.trials if t.final_from]
@@ -71,7 +72,9 @@ def summary(exp, wall: float, budget: int) -> dict:
     return {"wall_seconds": wall, "best_fid": best_ckpt.metrics["fid"], "best_step": best_ckpt.metrics["step"],
             "best_is_final": bool(best_trial.final_from), "trials": len(exp.trials),
             "search_trial_steps": search_spent, "final_trial_steps": final_spent,
-            "search_best_fid": search[-1][1] if search else None, "search_curve": search}
+            "search_best_fid": search[-1][1] if search else None, "search_curve": search,
+            "search_trials_run": len(exp.search_trials), "best_params": best_trial.params,
+            "best_is_defaults": bool(baseline) and all(best_trial.params.get(k) == v for k, v in baseline.items())}
 
 
 def run_key(run: str, variant: str | None, search_only: bool) -> str:

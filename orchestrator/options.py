@@ -21,6 +21,10 @@ STORAGE_ENV, DEFAULT_STORAGE = "ORCHESTRATOR_STORAGE", "experiments"  # where st
 RESCORE_TOP = 5  # checkpoints the sweep re-scores at its end (orchestrator.rescore)
 QUICK_RESCORE_TOP = 1  # under quick: the trained winner only (~15 s for a demo DCGAN on 2 cores), so the demo stays under 3 min
 SEARCH_SHARE = 0.75  # of the budget: the search's; the final phase gets what the search left
+# --budget's split of the search (docs/benchmarks.md section 9): "long" lets ASHA train the best
+# search trials up to half the search's share, rungs x4, and stops the search once it has spent its
+# share; "even" gives each search trial SEARCH_SHARE / --trials (the default before 0.6)
+HORIZONS, LONG_REDUCTION = ("long", "even"), 4
 SCHEDULERS, SEARCHERS, PRECISIONS, FITS = ("asha", "fifo", "pbt"), ("tpe", "random"), ("fp32", "bf16", "fp16"), \
     ("crop", "pad", "stretch")
 
@@ -42,6 +46,7 @@ class SweepOptions:
     final_top: int = 1
     final_decay: bool | None = None
     budget: int | None = None
+    search_horizon: str | None = None
     dataset: str | None = None
     data_root: str | None = None
     subset: int | None = None
@@ -108,7 +113,7 @@ class SweepOptions:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int if whole else (int, float))
                                       or not math.isfinite(value) or value < least):
                 raise UsageError(f"{name} must be {'a whole number' if whole else 'a number'} >= {least}, got {value!r}")
-        for name, allowed in {**self.CHOICES, "fit": FITS}.items():
+        for name, allowed in {**self.CHOICES, "fit": FITS, "search_horizon": HORIZONS}.items():
             value = getattr(self, name)
             if (value is not None or name in self.CHOICES) and value not in allowed:
                 raise UsageError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")

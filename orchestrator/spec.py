@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from orchestrator.options import (DATA_OPTIONS, DEFAULT_STORAGE, DEFAULTS, QUICK, QUICK_RESCORE_TOP, RESCORE_TOP,
-                                  SEARCH_SHARE, STORAGE_ENV, RunOptions, SweepOptions)
+                                  LONG_REDUCTION, SEARCH_SHARE, STORAGE_ENV, RunOptions, SweepOptions)
 from trainables.cli import UsageError
 from trainables.experiment import is_spec, load_experiment
 from trainables.layout import COST_METRICS, SPEC_FILE
@@ -117,24 +117,47 @@ def trial_resources(options: SweepOptions, spec: SweepSpec) -> Resources:
     return replace(saved, **given)
 
 
-def split_budget(options: SweepOptions, sizes: dict) -> dict:
-    """--budget B: each of the search's trials may train SEARCH_SHARE * B / trials steps (rounded
-    down to a multiple of --eval-every where it is one or more); the final phase gets the rest, worked
-    out once the search has spent what it did (orchestrator.tuners.final_tuner)."""
+def split_budget(options: SweepOptions, sizes: dict, scheduler: str) -> dict:
+    """--budget B, divided by --search-horizon:
+    - long (the default under ASHA): the search may spend SEARCH_SHARE * B trial-steps in all, and
+      is stopped there (SearchBudget); ASHA may train a trial up to half of that, with rungs x4, so
+      most trials stop at the first rungs and the best train thousands of steps;
+    - even: each search trial may train SEARCH_SHARE * B / trials steps.
+    Steps are rounded down to a multiple of --eval-every where they are one or more; the final phase
+    gets the rest, worked out once the search has spent what it did (orchestrator.tuners.final_tuner)."""
     if options.max_steps or options.final_steps:
         raise UsageError("--budget divides the steps itself: give --budget or --max-steps / --final-steps, not both")
-    share = 1.0 if options.scheduler == "pbt" or options.objectives else SEARCH_SHARE  # no final phase there
+    one_phase = scheduler == "pbt" or bool(options.objectives)  # no final phase there
+    horizon = options.search_horizon or ("long" if scheduler == "asha" and not one_phase else "even")
+    if horizon == "long" and (scheduler != "asha" or one_phase):
+        raise UsageError("--search-horizon long needs ASHA to stop most trials early: use it with --scheduler asha "
+                         "and one objective")
+    share = 1.0 if one_phase else SEARCH_SHARE
     per_trial = search_trial_steps(options.budget, sizes["trials"], sizes["eval_every"], share)
     if per_trial < 1:
         raise UsageError(f"--budget {options.budget} is less than one step for each of {sizes['trials']} trials")
-    return {"max_steps": per_trial, "final_steps": 0}
+    if horizon == "even":
+        return {"max_steps": per_trial, "final_steps": 0}
+    search = int(options.budget * SEARCH_SHARE)
+    return {"max_steps": max(per_trial, on_evaluations(search // 2, sizes["eval_every"])), "final_steps": 0,
+            "search_budget": search}
+
+
+def on_evaluations(steps: int, eval_every: int) -> int:
+    """`steps` rounded down to a multiple of --eval-every where that is one or more."""
+    return steps // eval_every * eval_every if steps >= eval_every else steps
 
 
 def search_trial_steps(budget: int, trials: int, eval_every: int, share: float = SEARCH_SHARE) -> int:
-    """A search trial's steps under --budget: share * budget / trials, rounded down to a multiple of
-    --eval-every where it is one or more."""
-    per_trial = int(budget * share) // trials
-    return per_trial // eval_every * eval_every if per_trial >= eval_every else per_trial
+    """A search trial's steps under --budget's even split: share * budget / trials, on evaluations."""
+    return on_evaluations(int(budget * share) // trials, eval_every)
+
+
+def long_horizon_rungs(sizes: dict) -> dict:
+    """ASHA under --search-horizon long: rungs x4 from a first one where all the trials together
+    spend a quarter of the search's trial-steps (on an evaluation, at least one)."""
+    first = on_evaluations(sizes["search_budget"] // (4 * sizes["trials"]), sizes["eval_every"])
+    return {"reduction_factor": LONG_REDUCTION, "grace_period": min(sizes["max_steps"], max(first, sizes["eval_every"]))}
 
 
 def objective_names(text: str) -> list[str]:
@@ -181,8 +204,10 @@ def step_budget(options: SweepOptions, scheduler: str, pareto: bool) -> dict:
     budget = QUICK if options.quick else DEFAULTS
     sizes = {key: getattr(options, key) if getattr(options, key) is not None else default
              for key, default in budget.items()}
+    if options.search_horizon and not options.budget:
+        raise UsageError("--search-horizon divides --budget: give --budget too")
     if options.budget:
-        sizes.update(split_budget(options, sizes))
+        sizes.update(split_budget(options, sizes, scheduler))
     if scheduler == "pbt" and (sizes["final_steps"] or options.budget):
         log.info("no final phase under PBT: its population already trains to the last step")
         sizes["final_steps"] = 0
@@ -209,6 +234,8 @@ def make_spec(options: SweepOptions) -> SweepSpec:
     overrides = parse_overrides(options.set, family.defaults)
     sizes = step_budget(options, scheduler, bool(objectives))
     tuning = search_tuning(options, scheduler, sizes["max_steps"])
+    if sizes.get("search_budget"):
+        tuning = {**long_horizon_rungs(sizes), **tuning}
     space_file = Path(options.space) if options.space else space_path(family)
     space = load_space(space_file, set(family.defaults), overrides)  # validate before anything starts
     mutated = list(pbt_mutations(family, space)) if scheduler == "pbt" else None

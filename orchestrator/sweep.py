@@ -16,7 +16,7 @@ import logging
 import sys
 
 from orchestrator.options import (DEFAULT_STORAGE, DEFAULTS, FITS, PRECISIONS, QUICK, QUICK_RESCORE_TOP, RESCORE_TOP,
-                                  SCHEDULERS, SEARCH_SHARE, SEARCHERS, STORAGE_ENV, SweepOptions)
+                                  HORIZONS, LONG_REDUCTION, SCHEDULERS, SEARCH_SHARE, SEARCHERS, STORAGE_ENV, SweepOptions)
 from trainables.cli import (Parser, UsageError, feature_space, fraction, image_size, non_negative_float, non_negative_int,
                             positive_int, run)
 from trainables.settings import FEATURE_KINDS
@@ -53,9 +53,14 @@ def build_parser() -> Parser:
                         help="the final phase's learning rates fall linearly to 0 over its steps (a cooldown, as in "
                              "warmup-stable-decay schedules) rather than staying at the searched values (default off)")
     budget.add_argument("--budget", type=positive_int, metavar="TRIAL_STEPS",
-                        help=f"total training steps of all trials, search and final phase: each search trial gets "
-                             f"{SEARCH_SHARE:.0%}% of it / --trials as --max-steps (a multiple of --eval-every), the "
-                             f"final phase what the search left (ASHA stops trials early), shared by --final-top")
+                        help=f"total training steps of all trials, search and final phase: the search spends at most "
+                             f"{SEARCH_SHARE:.0%}% of it (see --search-horizon), the final phase what the search "
+                             f"left, shared by --final-top")
+    budget.add_argument("--search-horizon", choices=HORIZONS,
+                        help=f"how --budget's search share ({SEARCH_SHARE:.0%}%) is spent: long (the default under "
+                             f"ASHA) lets the best trials train up to half of it, with rungs x{LONG_REDUCTION}, and "
+                             f"stops the search when the share is spent; even gives each search trial an equal "
+                             f"share as its --max-steps")
     data = p.add_argument_group("data")
     from trainables.datasets import DATASETS
 

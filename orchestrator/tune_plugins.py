@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import ray.tune
+import ray.tune.stopper
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.search_generator import SearchGenerator
@@ -76,6 +77,37 @@ class StopWhenStorageFull(ray.tune.Callback):
             self.stopping = True
             log.info(f"{result[STORAGE_FULL]}; stopping every trial")
             os.kill(os.getpid(), signal.SIGUSR1)
+
+
+class SearchBudget(ray.tune.stopper.Stopper):
+    """--search-horizon long: the search ends once its trials have trained `limit` trial-steps in
+    all (each trial counted to its latest reported step); the final phase trains the best on for
+    what --budget has left. A resumed sweep counts the trials of its earlier runs too (read from the
+    experiment as this run's first result comes: Tune keeps no stopper state across a restore)."""
+
+    def __init__(self, limit: int, exp_uri: str):
+        self.limit, self.exp_uri, self.steps, self.said = limit, exp_uri, None, False
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, steps=None)  # counted again from the experiment as a resume starts
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if self.steps is None:
+            from trainables.experiment import load_experiment
+
+            self.steps = {t.trial_id: t.last_step for t in load_experiment(self.exp_uri).search_trials}
+        self.steps[trial_id] = max(self.steps.get(trial_id, 0), int(result.get("step") or 0))
+        if self.stop_all() and not self.said:
+            self.said = True
+            log.info(f"the search has trained {self.spent} of its {self.limit} trial-steps: it stops here")
+        return False
+
+    @property
+    def spent(self) -> int:
+        return sum((self.steps or {}).values())
+
+    def stop_all(self) -> bool:
+        return self.spent >= self.limit
 
 
 class ExtendableSearch(SearchGenerator):

@@ -73,6 +73,9 @@ def search_description(spec: SweepSpec) -> str:
             rungs.append(str(rung))
             rung *= spec.reduction_factor
         text += f" (rungs at step {', '.join(rungs)}: the top 1/{spec.reduction_factor} go on)" if rungs else ""
+        if spec.search_budget:
+            text += (f", the search stops at {spec.search_budget} trial-steps of --budget {spec.budget} "
+                     f"(--search-horizon long)")
     if spec.scheduler == "pbt":
         return text
     text += f", Optuna sampler {spec.searcher}"
@@ -190,7 +193,7 @@ def run_config(spec: SweepSpec, run: RunOptions, exp: Location, final: tuple[int
 
     from orchestrator.searcher import UploadStudy
     from orchestrator.progress import SweepProgress
-    from orchestrator.tune_plugins import KeepResultsOnRestart, StopWhenStorageFull
+    from orchestrator.tune_plugins import KeepResultsOnRestart, SearchBudget, StopWhenStorageFull
 
     callbacks = [KeepResultsOnRestart(), StopWhenStorageFull()]
     if run.live_dashboard:
@@ -208,7 +211,8 @@ def run_config(spec: SweepSpec, run: RunOptions, exp: Location, final: tuple[int
         callbacks.append(LogToMLflow(run.mlflow, spec.name, None if exp.remote else exp.local / CHECKPOINTS_DIR,
                                      spec.max_steps))
     name, where = (FINAL_DIR, exp) if final else (spec.name, exp.parent)  # the final phase: NAME/final
-    return tune.RunConfig(name=name, storage_path=where.uri, callbacks=callbacks,
+    stop = SearchBudget(spec.search_budget, exp.uri) if spec.search_budget and not final else None
+    return tune.RunConfig(name=name, storage_path=where.uri, callbacks=callbacks, stop=stop,
                           verbose=None if run.verbose else 0,
                           failure_config=tune.FailureConfig(max_failures=run.max_failures))
 

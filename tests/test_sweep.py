@@ -374,21 +374,58 @@ def test_the_final_phase_trains_the_best_configuration_on_from_its_best_checkpoi
 
 
 def test_budget_splits_between_search_and_final_phase(capsys):
-    """--budget B: each search trial may train 3/4 B / trials steps (a multiple of --eval-every), the
-    final phase gets what the search left; PBT, which has no final phase, gets all of it."""
-    from orchestrator.tuners import final_steps
+    """--budget B under ASHA (--search-horizon long, the default): the search may spend 3/4 B in
+    all, a trial up to half of that, with rungs x4 from where all trials together spend a quarter
+    of the search; --search-horizon even (and FIFO): each search trial may train 3/4 B / trials
+    steps. Steps fall on evaluations; the final phase gets what the search left; PBT, which has no
+    final phase, gets all of it."""
+    from orchestrator.tuners import final_steps, search_description
 
-    spec = sweep_spec("dcgan", "--budget", "1000", "--trials", "4", "--eval-every", "50")
-    assert (spec.max_steps, spec.final_steps, spec.budget, spec.final_top) == (150, 0, 1000, 1)
+    spec = sweep_spec("dcgan", "--budget", "12800", "--trials", "16", "--eval-every", "100")
+    assert (spec.max_steps, spec.search_budget, spec.grace_period, spec.reduction_factor) == (4800, 9600, 100, 4)
+    assert ("rungs at step 100, 400, 1600: the top 1/4 go on), the search stops at 9600 trial-steps of --budget "
+            "12800") in search_description(spec)
+    assert final_steps(spec, spent=9600) == 3200 and final_steps(spec, spent=5000) == 7800
+    given = sweep_spec("dcgan", "--budget", "12800", "--eval-every", "100", "--reduction-factor", "3",
+                       "--grace-period", "200")
+    assert (given.grace_period, given.reduction_factor) == (200, 3)  # given rungs win
+    for even in (("--search-horizon", "even"), ("--scheduler", "fifo")):
+        spec = sweep_spec("dcgan", "--budget", "1000", "--trials", "4", "--eval-every", "50", *even)
+        assert (spec.max_steps, spec.final_steps, spec.budget, spec.final_top, spec.search_budget) == \
+            (150, 0, 1000, 1, None)
+    assert spec.grace_period is None and spec.reduction_factor == 2
     assert final_steps(spec, spent=4 * 150) == 400 and final_steps(spec, spent=300) == 700  # ASHA stopped some
     spec.final_top = 2
     assert final_steps(spec, spent=600) == 200 and final_steps(spec, spent=1200) == 0
     pbt = sweep_spec("dcgan", "--scheduler", "pbt", "--budget", "1000", "--trials", "4",
                                                "--eval-every", "50")
-    assert (pbt.max_steps, pbt.final_steps, pbt.budget) == (250, 0, None)
+    assert (pbt.max_steps, pbt.final_steps, pbt.budget, pbt.search_budget) == (250, 0, None, None)
     assert "no final phase under PBT" in capsys.readouterr().out
-    with pytest.raises(UsageError, match="not both"):
-        sweep_spec("dcgan", "--budget", "1000", "--max-steps", "100")
+    for argv, error in ((("--budget", "1000", "--max-steps", "100"), "not both"),
+                        (("--search-horizon", "even"), "give --budget too"),
+                        (("--budget", "1000", "--search-horizon", "long", "--scheduler", "fifo"), "needs ASHA")):
+        with pytest.raises(UsageError, match=error):
+            sweep_spec("dcgan", *argv)
+
+
+def test_a_budget_sweep_stops_its_search_at_its_share_and_trains_the_best_on_for_the_rest(ray_address, tmp_path):
+    """--budget 400, one trial at a time: the search stops once its trials have trained 300
+    trial-steps in all (a trial may train 150; the rung at 100 is the only one), though trials of
+    the 4 asked for were left; the final phase trains the best on for the other 100."""
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--set", "width=8", "--budget", "400",
+                   "--trials", "4", "--eval-every", "20", "--log-every", "10", "--eval-samples", "300",
+                   "--grace-period", "100", "--max-concurrent", "1", "--storage", str(tmp_path), "--name", "budget",
+                   "--address", ray_address, "--no-dashboard", "--rescore-top", "0")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = load_experiment(tmp_path / "budget")
+    search, (final,) = exp.search_trials, [t for t in exp.trials if t.final_from]
+    spent = sum(t.last_step for t in search)
+    assert spent == 300 and len(search) < 4, [(t.trial_id, t.last_step) for t in search]
+    assert "the search has trained 300 of its 300 trial-steps: it stops here" in proc.stdout
+    assert not [t for t in search if t.error]
+    parent, best = next((t, c) for t, c in exp.ranked_checkpoints() if not t.final_from)
+    assert final.parent == parent.trial_id and final.final_until == best.step + 100
+    assert final.last_step == final.final_until
 
 
 @pytest.mark.slow

@@ -169,6 +169,7 @@ class SweepSpec:
     final_top: int = 1  # the final phase: the top K configurations continue from their best checkpoints
     final_steps: int = 0  # for N more steps each (0: no final phase)
     budget: int | None = None  # --budget: trial-steps of search and final phase together
+    search_budget: int | None = None  # --search-horizon long: the search stops after this many trial-steps
     warm_start: list = field(default_factory=list)  # --warm-start: the experiments whose trials seeded the study
     objectives: list | None = None  # --objectives: [objective, cost metric], a Pareto search (None: one objective)
     grace_period: int | None = None  # ASHA's first rung (None: a quarter of max_steps, at least eval_every)
