@@ -14,9 +14,8 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from trainables.cli import UsageError
 from trainables.layout import CONFIG, METRICS, SAMPLES, WEIGHTS
 from trainables.settings import FinalStart
-from trainables.storage import first_line
+from trainables.storage import first_line, reach_seconds
 
-REACH_SECONDS = 10
 REGISTERED_FILES = (WEIGHTS, CONFIG, METRICS, SAMPLES)  # what infer needs (weights, config), and what shows it
 
 
@@ -39,7 +38,7 @@ def check_mlflow(uri: str) -> None:
         raise UsageError(f"MLflow URI {uri!r}: give a tracking server (http://HOST:PORT) or a database "
                          f"(sqlite:///FILE); MLflow no longer takes a folder")
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACH_SECONDS) as answer:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=reach_seconds()) as answer:
             answer.read()
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise UsageError(f"cannot reach the MLflow server at {uri} ({first_line(getattr(e, 'reason', e))})") from None

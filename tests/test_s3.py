@@ -250,10 +250,11 @@ def test_bad_storage_is_refused_in_one_line_before_ray_starts(s3_server, tmp_pat
     elif case == "wrong key":
         env, fragment = {"AWS_SECRET_ACCESS_KEY": "wrong"}, "check the credentials"
     else:
-        env, fragment = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}, "check the endpoint"
+        env, fragment = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "ORCHESTRATOR_REACH_SECONDS": "2"}, \
+            "check the endpoint"
     start = time.time()
     proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--storage", storage, "--name", "bad",
-                   timeout=120, cwd=tmp_path, env={**env, "RAY_ADDRESS": "127.0.0.1:1"})
+                   "--address", "127.0.0.1:1", timeout=120, cwd=tmp_path, env=env)  # no cluster there: Ray never starts
     assert_one_line_error(proc, fragment)
     assert time.time() - start < 30
 

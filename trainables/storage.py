@@ -14,6 +14,7 @@ import concurrent.futures
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ UNMARKED_VERSION = "0.1.0"  # the code_version of checkpoints from before the ma
 WEIGHT_SUFFIXES = (".safetensors", ".pt")  # downloaded only for the checkpoints a command uses
 NEVER_PULLED = (".pkl",)  # Tune's pickled state: only `--resume` reads it, through Ray, never a reader
 PARTIAL = ".part"  # a download in progress (another process's, maybe): never taken for a stale file
-REACH_SECONDS = 10  # how long storage may take to answer before the sweep calls it unreachable
+REACH_SECONDS, REACH_ENV = 10, "ORCHESTRATOR_REACH_SECONDS"  # how long storage (or MLflow) may take to answer
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
 
@@ -142,7 +143,7 @@ class Location:
 def location(text: str | Path) -> Location:
     """A local path (made absolute), a file:// URI, or any URI pyarrow's FileSystem.from_uri takes.
     Opening an s3:// URI can ask the network (the bucket's region, where no endpoint is set), so it
-    is given REACH_SECONDS."""
+    is given reach_seconds()."""
     text = str(text)
     if is_uri(text) and not text.startswith("file://"):
         if "?" in text or "#" in text:
@@ -157,9 +158,21 @@ def location(text: str | Path) -> Location:
     return Location(pyarrow.fs.LocalFileSystem(), path, path)
 
 
-def _bounded(call, what: str, seconds: float = REACH_SECONDS):
-    """call() in a thread, given `seconds`; its errors (and silence) as one-line StorageErrors."""
+def reach_seconds() -> float:
+    """How long a store or server may take to answer before a command calls it unreachable:
+    $ORCHESTRATOR_REACH_SECONDS where it is a positive number (a slow link), else REACH_SECONDS."""
+    try:
+        seconds = float(os.environ.get(REACH_ENV, REACH_SECONDS))
+    except ValueError:
+        return REACH_SECONDS
+    return seconds if 0 < seconds < math.inf else REACH_SECONDS
+
+
+def _bounded(call, what: str, seconds: float | None = None):
+    """call() in a thread, given `seconds` (reach_seconds()); its errors (and silence) as one-line
+    StorageErrors."""
     outcome: list = []
+    seconds = seconds or reach_seconds()
 
     def run() -> None:
         try:
@@ -354,7 +367,7 @@ def local_copy(text: str | Path) -> tuple[Path, Location]:
 
 # --- checks before a sweep starts ------------------------------------------------------------------
 
-def check_reachable(loc: Location, seconds: float = REACH_SECONDS) -> None:
+def check_reachable(loc: Location, seconds: float | None = None) -> None:
     """Refuse remote storage that doesn't answer within `seconds`, whose bucket does not exist, or
     that won't take a write (no or wrong credentials): one line each, before Ray starts."""
     if not loc.remote:
