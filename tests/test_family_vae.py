@@ -28,7 +28,7 @@ latent_dim = 8
 batch_size = 64
 [lr]
 distribution = "loguniform"
-low = 1e-3
+low = 2e-3
 high = 3e-3
 """
 ANOMALY_SPACE = """
@@ -47,9 +47,9 @@ def grid_size(images_per_row: int, rows: int, side: int = 28) -> tuple[int, int]
     return images_per_row * (side + 2) + 2, rows * (side + 2) + 2
 
 
-def best_checkpoint(path):
+def best_checkpoint(path, trials: int = 2):
     exp = load_experiment(path)
-    assert len(exp.trials) == 2
+    assert len(exp.trials) == trials
     for trial in exp.trials:
         assert trial.status(exp.spec["max_steps"]) == "finished", trial.error
     trial, ckpt = exp.ranked_checkpoints()[0]
@@ -71,11 +71,12 @@ def infer(checkpoint, mode, out, *args, subprocess=False):
 
 @pytest.fixture(scope="module")
 def vae_sweep(ray_address, tmp_path_factory):
-    """Conv VAE, each trial trained by two DDP workers."""
+    """Conv VAE, its one trial trained by two DDP workers (an lr above the default's 1e-3: 60 steps
+    at 1e-3 lower the FID by 13%, not the 30% asserted)."""
     storage = tmp_path_factory.mktemp("vae")
     (storage / "space.toml").write_text(VAE_SPACE)
     return family_sweep(ray_address, storage, "vae", "--space", str(storage / "space.toml"), "--subset", SUBSET,
-                        "--workers-per-trial", "2", "--cpus-per-worker", "0.5", "--no-dashboard")
+                        "--workers-per-trial", "2", "--cpus-per-worker", "0.5", "--no-dashboard", trials=1)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def anomaly_sweep(ray_address, tmp_path_factory):
 
 
 def test_vae_sweep_lowers_fid_and_infers(vae_sweep, tmp_path):
-    trial, best = best_checkpoint(vae_sweep)
+    trial, best = best_checkpoint(vae_sweep, trials=1)
     untrained = trial.results[0]
     assert math.isfinite(best.metrics["fid"]) and best.metrics["fid"] < 0.7 * untrained["fid"], (best.metrics, untrained)
     assert best.metrics["elbo"] > untrained["elbo"] + 50  # nats per held-out image
