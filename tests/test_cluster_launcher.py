@@ -181,7 +181,7 @@ def test_ray_up_sweep_pull_best_ray_down(loopback_sshd, cache_dir, s3_server, tm
         # runs it; with no --storage the sweep writes to the cluster's ORCHESTRATOR_STORAGE (the bucket)
         runtime_env = {"working_dir": str(ROOT), "env_vars": {"ORCHESTRATOR_CACHE": str(cache_dir)}}
         sweep = ["python", "-m", "orchestrator.sweep", "dcgan", "--dataset", "digits", "--set", "width=8",
-                 "--trials", "2", "--max-steps", "40", "--eval-every", "20", "--log-every", "10",
+                 "--trials", "1", "--max-steps", "40", "--eval-every", "20", "--log-every", "10",
                  "--eval-samples", "300", "--scheduler", "fifo", "--address", "auto", "--name", "loopback"]
         start = time.time()
         job = ray_cli("job", "submit", "--address", dashboard, "--runtime-env-json", json.dumps(runtime_env),
@@ -203,7 +203,7 @@ def test_ray_up_sweep_pull_best_ray_down(loopback_sshd, cache_dir, s3_server, tm
 
         # an NFS-style path that every node mounts, given as --storage, and pulled with `ray rsync-down`
         storage = tmp / "shared-experiments"
-        nfs = [*sweep[:-2], "--trials", "1", "--storage", str(storage), "--name", "nfs"]
+        nfs = [*sweep[:-2], "--storage", str(storage), "--name", "nfs"]
         job = ray_cli("job", "submit", "--address", dashboard, "--runtime-env-json", json.dumps(runtime_env),
                       "--", *nfs, env=with_token)
         assert job.returncode == 0 and "succeeded" in job.stdout, job.stdout[-4000:] + job.stderr[-2000:]

@@ -65,7 +65,7 @@ def test_siamese_gan_sweep_with_two_ddp_workers_learns(ray_address, tmp_path):
 
 
 def test_cgan_sweep_learns_labels_and_infer_samples_the_requested_class(ray_address, tmp_path):
-    best_trial, best = sweep(ray_address, tmp_path, "cgan", "--torch-trainer", max_steps=200, eval_every=100)
+    best_trial, best = sweep(ray_address, tmp_path, "cgan", max_steps=200, eval_every=100)  # in-process
     assert best_trial.results[0]["label_accuracy"] < 0.3
     assert best.metrics["label_accuracy"] > 0.4, best.metrics
 

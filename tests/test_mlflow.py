@@ -44,8 +44,9 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tracked(ray_address, mlflow_server, tmp_path_factory):
     storage = tmp_path_factory.mktemp("tracked")
-    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "2", "--max-steps", "40",
-                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--scheduler", "fifo",
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--set", "width=8", "--trials", "2",
+                   "--max-steps", "40", "--eval-every", "20", "--log-every", "10", "--eval-samples", "300",
+                   "--scheduler", "fifo",
                    "--storage", str(storage), "--name", "tracked", "--address", ray_address, "--no-dashboard",
                    "--mlflow", mlflow_server)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -231,87 +231,79 @@ def test_a_warm_started_sweep_starts_near_the_earlier_best(ray_address, tmp_path
                                   "--storage", str(tmp_path)), "not an experiment directory")
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
-def test_interrupted_sweep_resumes_trials_from_their_checkpoints(ray_address, tmp_path, stop):
-    """Stop the driver once every trial has a checkpoint (Ctrl-C, or killed outright); --resume
-    continues the trials from their checkpoints, not from step 0, and the study stays whole.
-    Ctrl-C exits 130 with the project's own resume command, the trials show as interrupted, and
-    every checkpoint on disk is in the trials' histories; after the resume each trial's
-    progress.csv holds its whole history, one row per report."""
+def test_an_interrupted_sweep_resumes_its_trials_from_their_checkpoints_after_ctrl_c_and_after_a_kill(ray_address,
+                                                                                                      tmp_path):
+    """Stop the driver once every trial has a checkpoint with Ctrl-C, resume, stop the resumed
+    driver once every trial has a newer checkpoint by killing it outright (nothing is saved then),
+    and resume again: each run continues the trials from their checkpoints, not from step 0, and
+    the study stays whole. Ctrl-C exits 130 with the project's own resume command and the trials
+    show as interrupted; after each stop every checkpoint on disk is in the trials' histories;
+    after the last resume each trial's progress.csv holds its whole history, one row per report."""
     # one batch size, so neither trial is done before the other's first checkpoint; a digits step
     # takes ~30 ms, so enough steps that the driver is stopped long before the end
     args = ["dcgan", "--dataset", "digits", "--set", "batch_size=64", "--trials", "2", "--max-steps", "500",
-            "--eval-every", "50",
-            "--log-every", "25", "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "cut",
-            "--address", ray_address, "--no-dashboard"]
-    output = tmp_path / "driver.txt"
-    driver = start_cli("orchestrator.sweep", *args, output=output)
+            "--eval-every", "50", "--log-every", "25", "--scheduler", "fifo", "--storage", str(tmp_path), "--name",
+            "cut", "--address", ray_address, "--no-dashboard"]
+    resume = ["dcgan", "--resume", "--name", "cut", "--storage", str(tmp_path), "--address", ray_address,
+              "--no-dashboard"]
     path = tmp_path / "cut"
-    deadline = time.time() + 300
-    def checkpointed_trials() -> int:
-        """Trials with a checkpoint whose report has reached Tune (the checkpoint is on disk first)."""
+
+    def checkpointed_after(steps: dict) -> bool:
+        """Every trial has a checkpoint after its step in `steps` whose report has reached Tune (the
+        checkpoint is on disk first)."""
         try:
             trials = load_experiment(path).trials
         except BadInput:  # sweep.json not written yet
-            return 0
-        return sum(1 for t in trials if t.checkpoints and t.last_step >= t.checkpoints[0].step)
+            return False
+        done = [t for t in trials if t.checkpoints and t.last_step >= t.checkpoints[-1].step > steps.get(t.trial_id, 0)]
+        return len(done) == 2
 
-    while time.time() < deadline and checkpointed_trials() < 2:
-        time.sleep(0.5)
-    driver.send_signal(stop)  # Ctrl-C: Tune saves its state and stops the trials; SIGKILL: nothing is saved now
-    driver.wait(timeout=120)
-    stopped = load_experiment(path)
-    before = {t.trial_id: t.last_step for t in stopped.trials}
-    assert len(before) == 2 and all(0 < step < 500 for step in before.values()), before
-    saved = {t.trial_id: {c.step for c in t.checkpoints} for t in stopped.trials}
-    for trial in stopped.trials:  # nothing on disk that the leaderboard doesn't know
-        assert saved[trial.trial_id] <= {r["step"] for r in trial.results}, (saved, trial.results)
-    if stop == signal.SIGINT:
-        said = output.read_text()
-        assert driver.returncode == 130, said[-3000:]
-        assert said.strip().splitlines()[-1].startswith("interrupted: 2 of 2 trials unfinished"), said[-3000:]
-        assert f"--name cut --storage {tmp_path} --resume" in said and "Tuner.restore" not in said, said[-3000:]
-        assert "Traceback" not in said, said[-3000:]
-        assert set(stopped.statuses().values()) == {"interrupted"}
+    def stop_when_checkpointed(argv: list, stop: signal.Signals, steps: dict, output):
+        driver = start_cli("orchestrator.sweep", *argv, output=output)
+        deadline = time.time() + 300
+        while time.time() < deadline and not checkpointed_after(steps):
+            time.sleep(0.5)
+        driver.send_signal(stop)  # Ctrl-C: Tune saves its state and stops the trials; SIGKILL: nothing is saved now
+        driver.wait(timeout=120)
+        stopped = load_experiment(path)
+        saved = {t.trial_id: {c.step for c in t.checkpoints} for t in stopped.trials}
+        for trial in stopped.trials:  # nothing on disk that the leaderboard doesn't know
+            assert saved[trial.trial_id] <= {r["step"] for r in trial.results}, (saved, trial.results)
+        reached = {t.trial_id: t.last_step for t in stopped.trials}
+        assert len(reached) == 2 and all(0 < step < 500 for step in reached.values()), reached
+        return driver, stopped, saved, reached
 
-    proc = run_cli("orchestrator.sweep", "dcgan", "--resume", "--name", "cut", "--storage", str(tmp_path),
-                   "--address", ray_address, "--no-dashboard")
+    driver, stopped, first_saved, reached = stop_when_checkpointed(args, signal.SIGINT, {}, tmp_path / "driver.txt")
+    said = (tmp_path / "driver.txt").read_text()
+    assert driver.returncode == 130, said[-3000:]
+    assert said.strip().splitlines()[-1].startswith("interrupted: 2 of 2 trials unfinished"), said[-3000:]
+    assert f"--name cut --storage {tmp_path} --resume" in said and "Tuner.restore" not in said, said[-3000:]
+    assert "Traceback" not in said, said[-3000:]
+    assert set(stopped.statuses().values()) == {"interrupted"}
+    # the resumed run went on from the checkpoints: every trial saved a newer one before the kill
+    _, _, second_saved, _ = stop_when_checkpointed(resume, signal.SIGKILL, reached, tmp_path / "resumed.txt")
+
+    proc = run_cli("orchestrator.sweep", *resume)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = load_experiment(path)
     assert len(exp.trials) == 2
     for trial in exp.trials:
         steps = [r["step"] for r in trial.results]
         assert steps[0] == 0 and steps[-1] == 500 and steps == sorted(set(steps))  # history kept
-        # the resumed run's reports come from a new trial actor. Lines of the stopped run can still
-        # reach result.json after the resume began (Tune syncs its driver-side copy up), so the
-        # first new report is told by the process that made it, not by its place in the file.
-        (backup,) = trial.path.glob("result-before-resume-*.json")
-        old_pid = json.loads(backup.read_text().splitlines()[0])["pid"]
+        # each run's reports come from a new trial actor. Lines of a stopped run can still reach
+        # result.json after the resume began (Tune syncs its driver-side copy up), so the first
+        # report of each run is told by the process that made it, not by its place in the file.
+        assert len(list(trial.path.glob("result-before-resume-*.json"))) == 2  # kept aside at each resume
         rows = [json.loads(line) for line in (trial.path / "result.json").read_text().splitlines()]
-        resumed = next(r["step"] for r in rows if r.get("pid", old_pid) != old_pid)  # no pid: a checkpoint's report
-        assert resumed - 25 in saved[trial.trial_id], (trial.trial_id, resumed, saved)  # went on from a checkpoint
+        pids = list(dict.fromkeys(r["pid"] for r in rows if "pid" in r))  # no pid: a checkpoint's report
+        assert len(pids) == 3, pids
+        for pid, saved in zip(pids[1:], (first_saved, second_saved)):
+            resumed = next(r["step"] for r in rows if r.get("pid") == pid)
+            assert resumed - 25 in saved[trial.trial_id], (trial.trial_id, resumed, saved)  # from a checkpoint
         progress = pd.read_csv(trial.path / "progress.csv")
         assert list(progress["step"]) == list(range(0, 501, 25)), list(progress["step"])
     study = optuna.load_study(study_name="cut", storage=f"sqlite:///{path}/optuna.db")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-
-
-def test_ashas_rungs_and_tpes_start_follow_their_options(ray_address, tmp_path):
-    """--grace-period 20 --reduction-factor 3: a trial stops only at its rung, step 20 of 60 (the
-    default rung would be 10), unless it is in the top third there; --startup-trials and
-    --no-multivariate reach TPE, and all four are said and kept in sweep.json."""
-    proc = run_cli("orchestrator.sweep", "gan", "--dataset", "digits", "--trials", "4", "--max-steps", "60",
-                   "--eval-every", "10", "--log-every", "5", "--eval-samples", "300", "--grace-period", "20",
-                   "--reduction-factor", "3", "--startup-trials", "2", "--no-multivariate", "--max-concurrent", "1",
-                   "--storage", str(tmp_path), "--name", "rungs", "--address", ray_address, "--no-dashboard",
-                   "--rescore-top", "0")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert ("scheduler asha (rungs at step 20: the top 1/3 go on), Optuna sampler tpe (2 random trials first, one "
-            "hyperparameter at a time)") in proc.stdout
-    spec = json.loads((tmp_path / "rungs" / "sweep.json").read_text())
-    assert [spec[k] for k in ("grace_period", "reduction_factor", "startup_trials", "multivariate")] == [20, 3, 2, False]
-    steps = sorted(t.last_step for t in load_experiment(tmp_path / "rungs").trials)
-    assert set(steps) <= {20, 60} and steps.count(20) >= 1, steps
 
 
 def test_defaults_are_trial_1_unless_the_space_excludes_them(tmp_path, capsys):
@@ -408,19 +400,28 @@ def test_budget_splits_between_search_and_final_phase(capsys):
             sweep_spec("dcgan", *argv)
 
 
-def test_a_budget_sweep_stops_its_search_at_its_share_and_trains_the_best_on_for_the_rest(ray_address, tmp_path):
+def test_a_budget_sweep_stops_its_search_at_its_share_and_its_rungs_and_tpe_follow_their_options(ray_address,
+                                                                                                  tmp_path):
     """--budget 400, one trial at a time: the search stops once its trials have trained 300
-    trial-steps in all (a trial may train 150; the rung at 100 is the only one), though trials of
-    the 4 asked for were left; the final phase trains the best on for the other 100."""
-    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--set", "width=8", "--budget", "400",
-                   "--trials", "4", "--eval-every", "20", "--log-every", "10", "--eval-samples", "300",
-                   "--grace-period", "100", "--max-concurrent", "1", "--storage", str(tmp_path), "--name", "budget",
-                   "--address", ray_address, "--no-dashboard", "--rescore-top", "0")
+    trial-steps in all (a trial may train 140), though trials of the 4 asked for were left; the
+    final phase trains the best on for the other 100. --grace-period 100 --reduction-factor 3: a
+    trial stops only at its rung, step 100 (the budget's own rung would be 20), or at its end;
+    --startup-trials and --no-multivariate reach TPE; all four are said and kept in sweep.json."""
+    proc = run_cli("orchestrator.sweep", "gan", "--dataset", "digits", "--budget", "400", "--trials", "4",
+                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--grace-period", "100",
+                   "--reduction-factor", "3", "--startup-trials", "2", "--no-multivariate", "--max-concurrent", "1",
+                   "--storage", str(tmp_path), "--name", "budget", "--address", ray_address, "--no-dashboard")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert ("4 trials of up to 140 steps, 1 at a time, scheduler asha (rungs at step 100: the top 1/3 go on), the "
+            "search stops at 300 trial-steps of --budget 400 (--search-horizon long), Optuna sampler tpe (2 random "
+            "trials first, one hyperparameter at a time)") in proc.stdout, proc.stdout[-3000:]
+    spec = json.loads((tmp_path / "budget" / "sweep.json").read_text())
+    assert [spec[k] for k in ("grace_period", "reduction_factor", "startup_trials", "multivariate")] == [100, 3, 2, False]
     exp = load_experiment(tmp_path / "budget")
     search, (final,) = exp.search_trials, [t for t in exp.trials if t.final_from]
-    spent = sum(t.last_step for t in search)
-    assert spent == 300 and len(search) < 4, [(t.trial_id, t.last_step) for t in search]
+    steps = [t.last_step for t in sorted(search, key=lambda t: t.results[0]["timestamp"])]
+    assert sum(steps) == 300 and len(steps) < 4, steps
+    assert set(steps[:-1]) <= {100, 140}, steps  # the last one started is the one the budget cut
     assert "the search has trained 300 of its 300 trial-steps: it stops here" in proc.stdout
     assert not [t for t in search if t.error]
     parent, best = next((t, c) for t, c in exp.ranked_checkpoints() if not t.final_from)
