@@ -21,9 +21,9 @@ STORAGE_ENV, DEFAULT_STORAGE = "ORCHESTRATOR_STORAGE", "experiments"  # where st
 RESCORE_TOP = 5  # checkpoints the sweep re-scores at its end (orchestrator.rescore)
 QUICK_RESCORE_TOP = 1  # under quick: the trained winner only (~15 s for a demo DCGAN on 2 cores), so the demo stays under 3 min
 SEARCH_SHARE = 0.75  # of the budget: the search's; the final phase gets what the search left
-# --budget's split of the search (docs/benchmarks.md section 9): "long" lets ASHA train the best
-# search trials up to half the search's share, rungs x4, and stops the search once it has spent its
-# share; "even" gives each search trial SEARCH_SHARE / --trials (the default before 0.6)
+# --budget's split of the search (docs/benchmarks.md section 9): "even" (the default) gives each
+# search trial SEARCH_SHARE / --trials; "long" lets ASHA train the best search trials up to half the
+# search's share, rungs x4, and stops the search once it has spent its share
 HORIZONS, LONG_REDUCTION = ("long", "even"), 4
 SCHEDULERS, SEARCHERS, PRECISIONS, FITS = ("asha", "fifo", "pbt"), ("tpe", "random"), ("fp32", "bf16", "fp16"), \
     ("crop", "pad", "stretch")

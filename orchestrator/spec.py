@@ -118,17 +118,17 @@ def trial_resources(options: SweepOptions, spec: SweepSpec) -> Resources:
 
 
 def split_budget(options: SweepOptions, sizes: dict, scheduler: str) -> dict:
-    """--budget B, divided by --search-horizon:
-    - long (the default under ASHA): the search may spend SEARCH_SHARE * B trial-steps in all, and
-      is stopped there (SearchBudget); ASHA may train a trial up to half of that, with rungs x4, so
-      most trials stop at the first rungs and the best train thousands of steps;
-    - even: each search trial may train SEARCH_SHARE * B / trials steps.
+    """--budget B, divided by --search-horizon (docs/benchmarks.md section 9 compares them):
+    - even (the default): each search trial may train SEARCH_SHARE * B / trials steps;
+    - long (ASHA only): the search may spend SEARCH_SHARE * B trial-steps in all, and is stopped
+      there (SearchBudget); ASHA may train a trial up to half of that, with rungs x4, so most trials
+      stop at the first rungs and the best train thousands of steps.
     Steps are rounded down to a multiple of --eval-every where they are one or more; the final phase
     gets the rest, worked out once the search has spent what it did (orchestrator.tuners.final_tuner)."""
     if options.max_steps or options.final_steps:
         raise UsageError("--budget divides the steps itself: give --budget or --max-steps / --final-steps, not both")
     one_phase = scheduler == "pbt" or bool(options.objectives)  # no final phase there
-    horizon = options.search_horizon or ("long" if scheduler == "asha" and not one_phase else "even")
+    horizon = options.search_horizon or "even"
     if horizon == "long" and (scheduler != "asha" or one_phase):
         raise UsageError("--search-horizon long needs ASHA to stop most trials early: use it with --scheduler asha "
                          "and one objective")

@@ -57,10 +57,10 @@ def build_parser() -> Parser:
                              f"{SEARCH_SHARE:.0%}% of it (see --search-horizon), the final phase what the search "
                              f"left, shared by --final-top")
     budget.add_argument("--search-horizon", choices=HORIZONS,
-                        help=f"how --budget's search share ({SEARCH_SHARE:.0%}%) is spent: long (the default under "
-                             f"ASHA) lets the best trials train up to half of it, with rungs x{LONG_REDUCTION}, and "
-                             f"stops the search when the share is spent; even gives each search trial an equal "
-                             f"share as its --max-steps")
+                        help=f"how --budget's search share ({SEARCH_SHARE:.0%}%) is spent: even (the default) gives "
+                             f"each search trial an equal share as its --max-steps; long (ASHA only) lets the best "
+                             f"trials train up to half of it, with rungs x{LONG_REDUCTION}, and stops the search when "
+                             f"the share is spent")
     data = p.add_argument_group("data")
     from trainables.datasets import DATASETS
 

@@ -366,22 +366,22 @@ def test_the_final_phase_trains_the_best_configuration_on_from_its_best_checkpoi
 
 
 def test_budget_splits_between_search_and_final_phase(capsys):
-    """--budget B under ASHA (--search-horizon long, the default): the search may spend 3/4 B in
-    all, a trial up to half of that, with rungs x4 from where all trials together spend a quarter
-    of the search; --search-horizon even (and FIFO): each search trial may train 3/4 B / trials
-    steps. Steps fall on evaluations; the final phase gets what the search left; PBT, which has no
-    final phase, gets all of it."""
+    """--budget B with --search-horizon long (ASHA only): the search may spend 3/4 B in all, a trial
+    up to half of that, with rungs x4 from where all trials together spend a quarter of the search;
+    --search-horizon even (the default): each search trial may train 3/4 B / trials steps. Steps
+    fall on evaluations; the final phase gets what the search left; PBT, which has no final phase,
+    gets all of it."""
     from orchestrator.tuners import final_steps, search_description
 
-    spec = sweep_spec("dcgan", "--budget", "12800", "--trials", "16", "--eval-every", "100")
+    spec = sweep_spec("dcgan", "--budget", "12800", "--trials", "16", "--eval-every", "100", "--search-horizon", "long")
     assert (spec.max_steps, spec.search_budget, spec.grace_period, spec.reduction_factor) == (4800, 9600, 100, 4)
     assert ("rungs at step 100, 400, 1600: the top 1/4 go on), the search stops at 9600 trial-steps of --budget "
             "12800") in search_description(spec)
     assert final_steps(spec, spent=9600) == 3200 and final_steps(spec, spent=5000) == 7800
     given = sweep_spec("dcgan", "--budget", "12800", "--eval-every", "100", "--reduction-factor", "3",
-                       "--grace-period", "200")
+                       "--grace-period", "200", "--search-horizon", "long")
     assert (given.grace_period, given.reduction_factor) == (200, 3)  # given rungs win
-    for even in (("--search-horizon", "even"), ("--scheduler", "fifo")):
+    for even in ((), ("--search-horizon", "even"), ("--scheduler", "fifo")):
         spec = sweep_spec("dcgan", "--budget", "1000", "--trials", "4", "--eval-every", "50", *even)
         assert (spec.max_steps, spec.final_steps, spec.budget, spec.final_top, spec.search_budget) == \
             (150, 0, 1000, 1, None)
@@ -402,13 +402,13 @@ def test_budget_splits_between_search_and_final_phase(capsys):
 
 def test_a_budget_sweep_stops_its_search_at_its_share_and_its_rungs_and_tpe_follow_their_options(ray_address,
                                                                                                   tmp_path):
-    """--budget 400, one trial at a time: the search stops once its trials have trained 300
-    trial-steps in all (a trial may train 140), though trials of the 4 asked for were left; the
-    final phase trains the best on for the other 100. --grace-period 100 --reduction-factor 3: a
+    """--budget 400 --search-horizon long, one trial at a time: the search stops once its trials
+    have trained 300 trial-steps in all (a trial may train 140), though trials of the 4 asked for
+    were left; the final phase trains the best on for the other 100. --grace-period 100 --reduction-factor 3: a
     trial stops only at its rung, step 100 (the budget's own rung would be 20), or at its end;
     --startup-trials and --no-multivariate reach TPE; all four are said and kept in sweep.json."""
-    proc = run_cli("orchestrator.sweep", "gan", "--dataset", "digits", "--budget", "400", "--trials", "4",
-                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--grace-period", "100",
+    proc = run_cli("orchestrator.sweep", "gan", "--dataset", "digits", "--budget", "400", "--search-horizon", "long",
+                   "--trials", "4", "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--grace-period", "100",
                    "--reduction-factor", "3", "--startup-trials", "2", "--no-multivariate", "--max-concurrent", "1",
                    "--storage", str(tmp_path), "--name", "budget", "--address", ray_address, "--no-dashboard")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
