@@ -77,7 +77,7 @@ class SweepProgress(ray.tune.Callback):
                            bar_format="{percentage:3.0f}% |{bar:20}| {desc}")
             now = time.monotonic()
             self._state = {"bar": bar, "first_step": {}, "trained": {}, "start": now, "drawn": now,
-                           "plain_every": float(os.environ.get(PLAIN_EVERY_ENV, 60))}
+                           "plain_every": storage.env_seconds(PLAIN_EVERY_ENV, 60, zero_ok=True)}
         return self._state
 
     def total(self, again: bool = False) -> int:

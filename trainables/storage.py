@@ -158,14 +158,21 @@ def location(text: str | Path) -> Location:
     return Location(pyarrow.fs.LocalFileSystem(), path, path)
 
 
+def env_seconds(name: str, default: float, zero_ok: bool = False) -> float:
+    """A number of seconds from $NAME, read when called: `default` where it is unset, not a finite
+    number, negative, or 0 unless `zero_ok` (a mistyped value changes nothing rather than failing
+    mid-sweep)."""
+    try:
+        seconds = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return seconds if math.isfinite(seconds) and (seconds > 0 or (zero_ok and seconds == 0)) else default
+
+
 def reach_seconds() -> float:
     """How long a store or server may take to answer before a command calls it unreachable:
     $ORCHESTRATOR_REACH_SECONDS where it is a positive number (a slow link), else REACH_SECONDS."""
-    try:
-        seconds = float(os.environ.get(REACH_ENV, REACH_SECONDS))
-    except ValueError:
-        return REACH_SECONDS
-    return seconds if 0 < seconds < math.inf else REACH_SECONDS
+    return env_seconds(REACH_ENV, REACH_SECONDS)
 
 
 def _bounded(call, what: str, seconds: float | None = None):
