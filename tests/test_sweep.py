@@ -306,6 +306,28 @@ def test_an_interrupted_sweep_resumes_its_trials_from_their_checkpoints_after_ct
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
 
 
+def test_histories_are_rewritten_where_tunes_files_hold_other_steps_in_as_many_rows(tiny_experiment, tmp_path):
+    """A killed and resumed run can leave progress.csv one report short and another repeated (CI saw
+    steps ..., 175, 225, 250, 275, 275, ...): as many rows as the history, other steps. The driver's
+    rewrite compares the steps, so such a file is rewritten, and a whole one is left as it is."""
+    from trainables.experiment_writers import write_histories
+
+    path = shutil.copytree(tiny_experiment, tmp_path / "tiny")
+    (trial,) = load_experiment(path).trials
+    steps = [r["step"] for r in trial.results]
+    assert len(steps) >= 3, steps
+    progress = trial.path / "progress.csv"
+    table = pd.read_csv(progress)
+    whole = progress.read_text()
+    write_histories(load_experiment(path))
+    assert progress.read_text() == whole  # nothing to mend: left as Tune wrote it
+    table.iloc[1] = table.iloc[2]  # one report lost, the next one twice
+    table.to_csv(progress, index=False)
+    assert len(pd.read_csv(progress)) == len(steps)
+    write_histories(load_experiment(path))
+    assert list(pd.read_csv(progress)["step"]) == steps
+
+
 def test_defaults_are_trial_1_unless_the_space_excludes_them(tmp_path, capsys):
     """TPE and random sweeps try the family's defaults first; a space that excludes them says so in
     one line and samples as before; PBT, whose population starts at random, has no such trial."""

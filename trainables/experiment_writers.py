@@ -28,13 +28,26 @@ def write_histories(exp: Experiment) -> None:
     Run by the sweep's driver once Tune is done, so nothing else writes them meanwhile."""
     import pandas as pd
 
-    def rows(path: Path, header: int = 0) -> int:
-        return len(path.read_text().splitlines()) - header if path.is_file() else -1
+    def logged_steps(logged: Path, progress: Path) -> tuple[list, list]:
+        """The steps in Tune's result.json and progress.csv, in file order ([] for a missing or
+        unreadable file). Steps, not row counts: a killed and resumed run's progress.csv can miss
+        one report and repeat another, and still hold as many rows as the history."""
+        try:
+            in_json = [json.loads(line).get("step") for line in logged.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError, AttributeError):
+            in_json = []
+        try:
+            with progress.open() as table:
+                in_csv = pd.read_csv(table)["step"].tolist()
+        except (OSError, ValueError, KeyError):
+            in_csv = []
+        return in_json, in_csv
 
     for trial in exp.trials:
         logged = trial.path / RESULT_FILE
+        history = [row.get("step") for row in trial.results]
         # both files: a sweep killed between Tune's JSON and CSV loggers has a report in one only
-        if not trial.results or rows(logged) == rows(trial.path / PROGRESS_FILE, header=1) == len(trial.results):
+        if not trial.results or logged_steps(logged, trial.path / PROGRESS_FILE) == (history, history):
             continue
         exp.where(logged).write_text("".join(json.dumps(row) + "\n" for row in trial.results))
         table = pd.json_normalize([{k: v for k, v in row.items() if k != "config"} for row in trial.results], sep="/")
