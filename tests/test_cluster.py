@@ -3,8 +3,8 @@
 The configs are checked by Ray's own validation (what Ray's test-suite runs on its example YAMLs).
 The multi-node sweeps run on the session's Ray with a second node added (two raylets on one
 machine, as ray.cluster_utils.Cluster makes them): trials must land on both nodes, and a trial
-with two DDP workers must span them. Which node each worker ran on is in every checkpoint's
-config.json (`worker_nodes`).
+with two DDP workers must span them (storing on S3, as such clusters do). Which node each worker
+ran on is in every checkpoint's config.json (`worker_nodes`).
 """
 
 from __future__ import annotations
@@ -23,17 +23,24 @@ import pytest
 import yaml
 
 from trainables.experiment import load_experiment
+from trainables.layout import COMPLETE
 from orchestrator.cluster import autoscaler_capacity
-from conftest import ROOT, assert_one_line_error, family_sweep, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli
 
 CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
 
 
 @pytest.fixture(scope="module")
 def family_on_two_nodes(ray_address, second_node, tmp_path_factory):
-    """examples/wgan_gp.py copied outside the package and swept with --family-module, two trials
-    of 2 CPUs each: the head (3 CPUs) fits one, the second node (2) the other. The module writes
-    down every file it is imported from."""
+    """examples/own_model.ipynb, executed cell by cell by nbclient in an IPython kernel (as Jupyter
+    runs it) in a folder of its own, joining the two-node cluster at $RAY_ADDRESS: run_sweep ships
+    the folder's wgan_gp.py (examples/wgan_gp.py, which here also writes down every file it is
+    imported from) to both nodes. Two trials of 2 CPUs each: the head (3 CPUs) fits one, the second
+    node (2) the other. Returns the experiment, the family's file, that list, and the notebook's
+    code cells' outputs."""
+    import nbclient
+    import nbformat
+
     tmp_path = tmp_path_factory.mktemp("family")
     family = tmp_path / "my_models" / "wgan_gp.py"
     family.parent.mkdir()
@@ -41,13 +48,33 @@ def family_on_two_nodes(ray_address, second_node, tmp_path_factory):
     family.write_text((ROOT / "examples" / "wgan_gp.py").read_text()
                       + f"\nwith open({str(imported)!r}, 'a') as _f:\n    _f.write(__file__ + '\\n')\n")
     shutil.copy(ROOT / "examples" / "wgan_gp.toml", family.parent)
-    path = family_sweep(ray_address, tmp_path, "wgan_gp", "--family-module", str(family), "--dataset", "digits",
-                        "--cpus-per-worker", "2", "--max-concurrent", "2", max_steps=40, eval_every=20)
-    return path, family, imported
+    notebook = nbformat.read(ROOT / "examples" / "own_model.ipynb", as_version=4)
+    env = {"EXAMPLE_STORAGE": str(tmp_path), "RAY_ADDRESS": ray_address, "EXAMPLE_CPUS_PER_WORKER": "2"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():  # the kernel inherits this process's environment
+            patch.setenv(key, value)
+        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(family.parent)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    (path,) = tmp_path.glob("wgan_gp-digits-*")
+    return path, family, imported, outputs
+
+
+def test_the_example_notebook_sweeps_its_family_on_both_nodes_under_a_real_kernel(family_on_two_nodes, second_node):
+    """The notebook runs without an error, its sweep exits 0, and it shows the leaderboard and the
+    best checkpoint's samples as an image; its trials ran on both nodes."""
+    path, _, _, outputs = family_on_two_nodes
+    assert not [o for o in outputs if o.output_type == "error"]
+    results = [o for o in outputs if o.output_type == "execute_result"]
+    assert results[0]["data"]["text/plain"] == "0"  # the sweep's exit code
+    assert "<table" in results[1]["data"]["text/html"] and "gp_weight" in results[1]["data"]["text/html"]
+    assert "image/png" in results[-1]["data"]
+    nodes = {n for ckpts in worker_nodes(path).values() for ckpt in ckpts for n in ckpt}
+    assert second_node.node_id in nodes and len(nodes) == 2, nodes
 
 
 def test_trials_of_one_sweep_run_on_two_nodes(family_on_two_nodes, second_node):
-    path, _, _ = family_on_two_nodes
+    path, _, _, _ = family_on_two_nodes
     nodes = worker_nodes(path)
     assert len(nodes) == 2 and all(nodes.values()), nodes
     per_trial = {trial: {n for ckpt in ckpts for n in ckpt} for trial, ckpts in nodes.items()}
@@ -58,18 +85,22 @@ def test_trials_of_one_sweep_run_on_two_nodes(family_on_two_nodes, second_node):
 
 def test_a_family_of_the_users_own_runs_on_both_nodes_through_rays_runtime_env(family_on_two_nodes, ray_address,
                                                                              tmp_path):
-    """--family-module ships the family to every node (runtime_env py_modules), where the trials
-    import it from Ray's copy, not from its folder; then best, infer, rescore (Ray tasks on the
-    cluster) and the dashboard work on its results."""
-    path, family, imported = family_on_two_nodes
-    copies = set(imported.read_text().split())
-    assert str(family) in copies  # the driver
-    shipped = [c for c in copies if "runtime_resources" in c and "py_modules_files" in c]
-    assert shipped, copies  # the trials: Ray's copy of the module on their node
-    # its resume needs no --family-module: the family comes from where sweep.json recorded it
-    proc = run_cli("orchestrator.sweep", "wgan_gp", "--resume", "--name", "wgan_gp", "--storage", str(path.parent),
+    """The family module is shipped to every node (runtime_env py_modules), where the trials import
+    it from Ray's copy, not from its folder; then the CLI's resume, best, infer, rescore (Ray tasks
+    on the cluster) and the dashboard work on its results. (It changes the experiment: last.)"""
+    path, family, imported, _ = family_on_two_nodes
+    assert str(family) in imported.read_text().split()  # the notebook's kernel
+    # its resume needs no --family-module: the family comes from where sweep.json recorded it. (Run
+    # from another folder: Ray puts its driver's folder on the trials' sys.path, as it did the
+    # notebook's, and a trial would import the module from there, on one machine.)
+    before = len(imported.read_text().split())
+    proc = run_cli("orchestrator.sweep", "wgan_gp", "--resume", "--name", path.name, "--storage", str(path.parent),
                    "--trials", "3", "--address", ray_address, "--max-concurrent", "1", cwd=tmp_path)
     assert proc.returncode == 0 and len(load_experiment(path).trials) == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    copies = imported.read_text().split()[before:]
+    assert str(family) in copies  # the resumed driver
+    shipped = [c for c in copies if "runtime_resources" in c and "py_modules_files" in c]
+    assert shipped, copies  # the new trial: Ray's copy of the module on its node
     exported = tmp_path / "best"
     assert run_cli("orchestrator.best", str(path), "--top", "1", "--dst", str(exported)).returncode == 0
     (checkpoint,) = exported.glob("rank1-*")
@@ -87,32 +118,6 @@ def test_a_family_of_the_users_own_runs_on_both_nodes_through_rays_runtime_env(f
     proc = run_cli("orchestrator.infer", str(checkpoint), "sample", "--out", str(grid), "--family-module",
                    str(ROOT / "examples" / "wgan_gp.py"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-
-
-def test_the_example_notebook_sweeps_its_family_on_both_nodes_under_a_real_kernel(ray_address, second_node, tmp_path,
-                                                                                  monkeypatch):
-    """examples/own_model.ipynb, executed cell by cell by nbclient in an IPython kernel (as Jupyter
-    runs it), joining the two-node cluster at $RAY_ADDRESS: run_sweep ships examples/wgan_gp.py to
-    both nodes, the sweep finishes, and the notebook shows the leaderboard and the best
-    checkpoint's samples as an image. (2 CPUs a trial: the head fits one, the second node the other.)"""
-    import nbclient
-    import nbformat
-
-    notebook = nbformat.read(ROOT / "examples" / "own_model.ipynb", as_version=4)
-    env = {"EXAMPLE_STORAGE": str(tmp_path), "RAY_ADDRESS": ray_address, "EXAMPLE_CPUS_PER_WORKER": "2"}
-    for key, value in env.items():  # the kernel inherits this process's environment
-        monkeypatch.setenv(key, value)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT / "examples")}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    results = [o for o in outputs if o.output_type == "execute_result"]
-    assert results[0]["data"]["text/plain"] == "0"  # the sweep's exit code
-    assert "<table" in results[1]["data"]["text/html"] and "gp_weight" in results[1]["data"]["text/html"]
-    assert "image/png" in results[-1]["data"]
-    (path,) = tmp_path.glob("wgan_gp-digits-*")
-    nodes = {n for ckpts in worker_nodes(path).values() for ckpt in ckpts for n in ckpt}
-    assert second_node.node_id in nodes and len(nodes) == 2, nodes
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -165,22 +170,30 @@ def second_node(ray_cluster):
     ray_cluster.wait_for_nodes()
 
 
-def worker_nodes(exp_path: Path) -> dict[str, list[list[str]]]:
+def worker_nodes(exp_path: Path | str) -> dict[str, list[list[str]]]:
     """trial id -> the worker node ids recorded in each of its checkpoints."""
     exp = load_experiment(exp_path)
     return {t.trial_id: [json.loads((c.path / "config.json").read_text())["worker_nodes"] for c in t.checkpoints]
             for t in exp.trials}
 
 
-def test_ddp_trial_spans_two_nodes(ray_address, second_node, tmp_path):
-    # 2 workers x 2 CPUs fit neither node alone: one worker runs on each, DDP over gloo between them
-    path = family_sweep(ray_address, tmp_path, "dcgan", "--dataset", "digits", "--set", "width=8",
-                        "--workers-per-trial", "2", "--cpus-per-worker", "2", trials=1, max_steps=40,
-                        eval_every=20)
-    exp = load_experiment(path)
-    (trial,) = exp.trials
-    assert trial.last_step == 40 and not trial.error
-    for ckpt in worker_nodes(path)[trial.trial_id]:
+def test_ddp_trial_spans_two_nodes_and_checkpoints_into_s3(ray_address, second_node, s3_server, tmp_path):
+    """2 workers x 2 CPUs fit neither node alone: one worker runs on each, DDP over gloo between
+    them, storing on S3 as a cluster of several machines does: Ray Train writes the checkpoints
+    into the bucket, the trial marks them complete, and nothing lands on the local disk."""
+    from test_s3 import checkpoint_folders, keys
+
+    storage = f"s3://{s3_server['bucket']}/nodes"
+    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--set", "width=8", "--workers-per-trial",
+                   "2", "--cpus-per-worker", "2", "--trials", "1", "--max-steps", "40", "--eval-every", "20",
+                   "--log-every", "10", "--eval-samples", "500", "--scheduler", "fifo", "--storage", storage,
+                   "--name", "ddp", "--address", ray_address, "--no-dashboard", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (trial,) = load_experiment(f"{storage}/ddp").trials
+    assert [c.step for c in trial.checkpoints] == [20, 40] and trial.status(40) == "finished" and not trial.error
+    assert all(COMPLETE in files for files in checkpoint_folders(keys(s3_server, "nodes/ddp")).values())
+    assert not list(tmp_path.iterdir())  # nothing on the local disk
+    for ckpt in worker_nodes(f"{storage}/ddp")[trial.trial_id]:
         assert len(ckpt) == 2 and len(set(ckpt)) == 2, f"the two DDP workers ran on one node: {ckpt}"
     fids = [r["fid"] for r in trial.results if r.get("fid") == r.get("fid") and r.get("fid") is not None]
     assert fids[-1] < fids[0], fids

@@ -47,8 +47,8 @@ def sweep(ray_address, tmp_path, model, *args, max_steps, eval_every, trials=2):
 
 
 def test_mlp_gan_sweep_learns_and_decodes_latents(ray_address, tmp_path):
-    # one worker under a TorchTrainer (by default one worker trains in the trial's process): every
-    # family is tested on both paths, in-process or TorchTrainer with 1 or 2 workers
+    # the family sweep under a one-worker TorchTrainer (by default one worker trains in the trial's
+    # own process); ddpm, siamese_gan and cyclegan sweep two DDP workers, the others in-process
     _, best = sweep(ray_address, tmp_path, "gan", "--torch-trainer", max_steps=120, eval_every=60)
     model = load_checkpoint(best.path, "cpu")
     z = torch.randn(3, model.hp["latent_dim"])
