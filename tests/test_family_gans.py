@@ -47,9 +47,9 @@ def sweep(ray_address, tmp_path, model, *args, max_steps, eval_every, trials=2):
 
 
 def test_mlp_gan_sweep_learns_and_decodes_latents(ray_address, tmp_path):
-    # the family sweep under a one-worker TorchTrainer (by default one worker trains in the trial's
-    # own process); ddpm, siamese_gan and cyclegan sweep two DDP workers, the others in-process
-    _, best = sweep(ray_address, tmp_path, "gan", "--torch-trainer", max_steps=120, eval_every=60)
+    # in-process, as most families: ddpm, siamese_gan and cyclegan sweep two DDP workers, dcgan two
+    # across two nodes (test_cluster.py) and one under a one-worker TorchTrainer (test_faults.py)
+    _, best = sweep(ray_address, tmp_path, "gan", max_steps=120, eval_every=60)
     model = load_checkpoint(best.path, "cpu")
     z = torch.randn(3, model.hp["latent_dim"])
     images = model.decode(z)
