@@ -13,6 +13,7 @@ phases: the trial-steps TPE + ASHA needs to reach the best FID of random search'
 
     python bench/baseline.py [--model dcgan] [--seeds 0 1 2] [--budget 12800]
     python bench/baseline.py --search-only [--variant NAME --tpe-options="--multivariate ..."]
+    python bench/baseline.py --demo [--seeds 0 1 2]   # the demo's budget: --quick against the defaults
 
 --search-only runs the two searches alone (benchmark 3: no defaults run, no final phase), each
 search trial as long as under --budget. --variant names a run of TPE + ASHA with --tpe-options
@@ -117,6 +118,49 @@ def run_seed(model: str, seed: int, budget: int, trials: int, eval_every: int, s
         save_result(model, done)
 
 
+def trial_steps(exp) -> int:
+    """The trial-steps a sweep trained: each search trial's last step, and each final trial's steps
+    past the checkpoint it continued from (final_steps before its final_until)."""
+    final_steps = int(exp.spec.get("final_steps") or 0)
+    return (sum(t.last_step for t in exp.search_trials)
+            + sum(t.last_step - (t.final_until - final_steps) for t in exp.trials if t.final_from))
+
+
+def run_demo_seed(model: str, seed: int, storage: Path, space: Path, done: dict) -> None:
+    """The demo's budget: `MODEL --quick` (what `make demo` runs), then the family's defaults alone
+    for the trial-steps it trained, at --quick's evaluation cadence and sample count."""
+    from orchestrator.options import QUICK
+
+    if f"quick/{seed}" not in done:
+        wall = run_sweep(model, storage, f"quick_{seed}", "--quick", "--seed", str(seed))
+        exp = load_experiment(storage / f"quick_{seed}")
+        done[f"quick/{seed}"] = {**summary(exp, wall, trial_steps(exp)), "trained_trial_steps": trial_steps(exp)}
+        save_result(model, done)
+    if f"quick-defaults/{seed}" not in done:
+        steps = done[f"quick/{seed}"]["trained_trial_steps"]
+        name = f"quick_defaults_{seed}"
+        wall = run_sweep(model, storage, name, "--space", str(space), "--trials", "1", "--max-steps", str(steps),
+                         "--eval-every", str(QUICK["eval_every"]), "--log-every", str(QUICK["log_every"]),
+                         "--scheduler", "fifo", "--seed", str(seed), "--keep-checkpoints", "1")
+        done[f"quick-defaults/{seed}"] = summary(load_experiment(storage / name), wall, steps)
+        save_result(model, done)
+
+
+def print_demo(model: str, seeds: list[int], done: dict) -> None:
+    print(f"\n9. {model} --quick against its defaults trained alone for the same trial-steps (target <= 0.9x)\n")
+    print("| seed | --quick: best FID | its trial-steps | defaults alone: best FID | ratio |")
+    print("|---|---|---|---|---|")
+    ratios = []
+    for s in seeds:
+        quick, defaults = done.get(f"quick/{s}"), done.get(f"quick-defaults/{s}")
+        if quick and defaults:
+            ratios.append(quick["best_fid"] / defaults["best_fid"])
+            print(f"| {s} | {quick['best_fid']:.1f} | {quick['trained_trial_steps']} | {defaults['best_fid']:.1f} "
+                  f"| {ratios[-1]:.2f}x |")
+    if ratios:
+        print(f"\nmedian {statistics.median(ratios):.2f}x ({min(ratios):.2f}x-{max(ratios):.2f}x)")
+
+
 def save_result(model: str, done: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"baseline_{model}.json").write_text(json.dumps(done, indent=1))
@@ -193,6 +237,8 @@ def main() -> None:
     p.add_argument("--defaults-decay", action="store_true",
                    help="also train the defaults with their last quarter a cooldown (--final-decay)")
     p.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="the sweeps to run (default both)")
+    p.add_argument("--demo", action="store_true",
+                   help="the demo's budget instead: MODEL --quick against the defaults for the trial-steps it trained")
     p.add_argument("--variant", help="a name for the TPE + ASHA run made with --tpe-options")
     p.add_argument("--tpe-options", default="", help="sweep options added to TPE + ASHA's run (with --variant)")
     args = p.parse_args()
@@ -204,10 +250,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         space = defaults_space(args.model, Path(tmp))
         for seed in args.seeds:
+            if args.demo:
+                run_demo_seed(args.model, seed, Path(tmp), space, done)
+                continue
             run_seed(args.model, seed, args.budget, args.trials, args.eval_every, Path(tmp), space, done,
                      args.search_only, args.variant, tuple(args.tpe_options.split()), args.defaults_decay,
                      tuple(args.runs))
     print(f"bench wall {time.perf_counter() - start:.0f} s")
+    if args.demo:
+        return print_demo(args.model, args.seeds, done)
     print_tables(args.model, args.seeds, args.budget, done, args.search_only, args.variant)
 
 
