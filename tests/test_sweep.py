@@ -133,16 +133,29 @@ def test_resume_of_a_finished_sweep_reruns_nothing(digits_sweep, ray_address):
     assert_one_line_error(wrong_family, "is a dcgan sweep, not vae")
 
 
-def test_a_finished_sweep_is_extended_from_2_to_4_trials_and_its_study_goes_on(ray_address, tmp_path):
-    """Also --searcher random: Optuna's RandomSampler instead of TPE (the baseline of bench/sweeps.py),
-    said, kept in sweep.json and used again by the extension."""
-    args = ["--storage", str(tmp_path), "--name", "ext", "--address", ray_address, "--no-dashboard"]
-    first = run_cli("orchestrator.sweep", "vae", "--dataset", "digits", "--trials", "2", "--max-steps", "20",
-                    "--eval-every", "10", "--scheduler", "fifo", "--seed", "1", "--searcher", "random", *args)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+def test_a_finished_sweep_is_extended_with_the_options_it_ran_with_and_its_study_goes_on(ray_address, tmp_path):
+    """A finished sweep extended from 2 to 4 trials, then to 5: one study, the first trials untouched.
+    How it runs (--rescore-top, --no-dashboard, --dashboard-every, --max-concurrent, --max-failures,
+    --mlflow) is saved in sweep.json and reused by --resume unless given again; the first lines say
+    which. (A --resume --trials 4 of a sweep made with --rescore-top 0 once re-scored the top 5 over
+    10,000 images: 158 s of a 232 s command.) Also --searcher random: Optuna's RandomSampler instead
+    of TPE (the baseline of bench/sweeps.py), said, kept in sweep.json and used again."""
+    args = ["--storage", str(tmp_path), "--name", "ext", "--address", ray_address]
+
+    def sweep(*more: str) -> subprocess.CompletedProcess:  # without the --rescore-top 0 that run_cli adds
+        proc = run_cli("orchestrator.sweep", "vae", "--dataset", "digits", *args, *more, rescore=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    first = sweep("--trials", "2", "--max-steps", "20", "--eval-every", "10", "--eval-samples", "100", "--scheduler",
+                  "fifo", "--seed", "1", "--searcher", "random", "--rescore-top", "0", "--no-dashboard",
+                  "--dashboard-every", "5", "--max-concurrent", "1", "--max-failures", "2")
     assert "Optuna sampler random" in first.stdout
     path = tmp_path / "ext"
-    assert json.loads((path / "sweep.json").read_text())["searcher"] == "random"
+    spec = json.loads((path / "sweep.json").read_text())
+    assert spec["searcher"] == "random"
+    assert spec["run_options"] == {"rescore_top": 0, "no_dashboard": True, "dashboard_every": 5.0, "mlflow": None,
+                                   "max_concurrent": 1, "max_failures": 2, "rescore_scaled": False}  # given: in full
     before = {t.trial_id: [r["step"] for r in t.results] for t in load_experiment(path).trials}
     assert len(before) == 2
     assert_one_line_error(run_cli("orchestrator.sweep", "vae", "--resume", "--trials", "1", *args),
@@ -151,8 +164,10 @@ def test_a_finished_sweep_is_extended_from_2_to_4_trials_and_its_study_goes_on(r
                                   *args), "--set latent_dim=4 changes the search space of ext")
     assert json.loads((path / "sweep.json").read_text())["trials"] == 2  # refused: nothing written
 
-    proc = run_cli("orchestrator.sweep", "vae", "--resume", "--trials", "4", *args)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = sweep("--resume", "--trials", "4")
+    assert ("[sweep] resuming with the options it was run with (sweep.json): --rescore-top 0 --no-dashboard "
+            "--dashboard-every 5.0 --max-concurrent 1 --max-failures 2") in proc.stdout
+    assert "re-scoring" not in proc.stdout and not (path / "dashboard.html").exists()
     assert "extending ext from 2 to 4 trials" in proc.stdout and "4 of 4 trials done" in proc.stdout, proc.stdout
     assert json.loads((path / "sweep.json").read_text())["trials"] == 4
     exp = load_experiment(path)
@@ -162,6 +177,15 @@ def test_a_finished_sweep_is_extended_from_2_to_4_trials_and_its_study_goes_on(r
     assert set(exp.statuses().values()) == {"finished"}
     study = optuna.load_study(study_name="ext", storage=f"sqlite:///{path}/optuna.db")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4  # one study, four trials
+
+    # given again, an option wins (the others are still reused); an extension saves them
+    proc = sweep("--resume", "--trials", "5", "--rescore-top", "1")
+    assert "re-scoring the top 1 checkpoints" in proc.stdout and "--rescore-top 0" not in proc.stdout
+    assert "--no-dashboard" in proc.stdout and "Optuna sampler random" in proc.stdout
+    spec = json.loads((path / "sweep.json").read_text())
+    assert spec["run_options"]["rescore_top"] == 1 and spec["run_options"]["no_dashboard"] is True
+    # the feature space its trials were scored in, not chosen or checked again: its first check kept
+    assert "passed its check" not in proc.stdout and spec["feature_network"]["check"]["passed"]
 
 
 NARROW = """
@@ -449,36 +473,3 @@ def test_a_budget_sweep_stops_its_search_at_its_share_and_its_rungs_and_tpe_foll
     parent, best = next((t, c) for t, c in exp.ranked_checkpoints() if not t.final_from)
     assert final.parent == parent.trial_id and final.final_until == best.step + 100
     assert final.last_step == final.final_until
-
-
-@pytest.mark.slow
-def test_resume_reuses_the_options_the_sweep_ran_with(ray_address, tmp_path):
-    """How a sweep runs (--rescore-top, --no-dashboard, --dashboard-every, --max-concurrent,
-    --max-failures, --mlflow) is saved in sweep.json and reused by --resume unless given again;
-    the first lines say which. (A --resume --trials 4 of a sweep made with --rescore-top 0 once
-    re-scored the top 5 over 10,000 images: 158 s of a 232 s command.)"""
-    def sweep(*args: str) -> subprocess.CompletedProcess:  # without the --rescore-top 0 that run_cli adds
-        proc = run_cli("orchestrator.sweep", "vae", "--dataset", "digits", "--storage", str(tmp_path), "--name",
-                       "opts", "--address", ray_address, *args, rescore=True)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return proc
-
-    sweep("--trials", "1", "--max-steps", "10", "--eval-every", "10", "--eval-samples", "100", "--scheduler", "fifo",
-          "--rescore-top", "0", "--no-dashboard", "--dashboard-every", "5", "--max-concurrent", "1",
-          "--max-failures", "2")
-    saved = json.loads((tmp_path / "opts" / "sweep.json").read_text())["run_options"]
-    assert saved == {"rescore_top": 0, "no_dashboard": True, "dashboard_every": 5.0, "mlflow": None,
-                     "max_concurrent": 1, "max_failures": 2, "rescore_scaled": False}  # --rescore-top given: in full
-    proc = sweep("--resume", "--trials", "2")
-    assert ("[sweep] resuming with the options it was run with (sweep.json): --rescore-top 0 --no-dashboard "
-            "--dashboard-every 5.0 --max-concurrent 1 --max-failures 2") in proc.stdout
-    assert "re-scoring" not in proc.stdout and not (tmp_path / "opts" / "dashboard.html").exists()
-    assert len(load_experiment(tmp_path / "opts").trials) == 2
-    # given again, an option wins (the others are still reused); an extension saves them
-    proc = sweep("--resume", "--trials", "3", "--rescore-top", "1")
-    assert "re-scoring the top 1 checkpoints" in proc.stdout and "--rescore-top 0" not in proc.stdout
-    assert "--no-dashboard" in proc.stdout
-    spec = json.loads((tmp_path / "opts" / "sweep.json").read_text())
-    assert spec["run_options"]["rescore_top"] == 1 and spec["run_options"]["no_dashboard"] is True
-    # the feature space its trials were scored in, not chosen or checked again: its first check kept
-    assert "passed its check" not in proc.stdout and spec["feature_network"]["check"]["passed"]
