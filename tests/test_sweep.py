@@ -369,48 +369,6 @@ def test_defaults_are_trial_1_unless_the_space_excludes_them(tmp_path, capsys):
     assert sweep_spec("dcgan", "--scheduler", "pbt").baseline is None
 
 
-def test_the_final_phase_trains_the_best_configuration_on_from_its_best_checkpoint(ray_address, tmp_path):
-    """--final-steps: once the search is done, the top configuration continues from its best
-    checkpoint as a trial of its own, which the leaderboard, best and the dashboard show.
-    --final-decay: the final trial's learning rates fall from the searched values at its parent's
-    checkpoint to 0 at its last step; the search's stay as searched."""
-    from trainables.checkpoints import read_training_state
-
-    proc = run_cli("orchestrator.sweep", "dcgan", "--dataset", "digits", "--trials", "2", "--max-steps", "40",
-                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--scheduler", "fifo",
-                   "--final-steps", "40", "--final-decay", "--storage", str(tmp_path), "--name", "fin", "--address",
-                   ray_address)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    exp = load_experiment(tmp_path / "fin")
-    (final,) = [t for t in exp.trials if t.final_from]
-    parent, best = next((t, c) for t, c in exp.ranked_checkpoints() if not t.final_from)  # the search's best
-    assert final.parent == parent.trial_id and final.final_until == best.step + 40
-    assert final.params == parent.params and "final_from" not in leaderboard(exp).columns
-    assert [r["step"] for r in final.results] == list(range(best.step + 10, best.step + 41, 10))  # from there on
-    assert final.status(exp.spec["max_steps"]) == "finished"
-    for checkpoint in final.checkpoints:
-        config = json.loads((checkpoint.path / "config.json").read_text())
-        assert config["started_from"]["trial_id"] == parent.trial_id and config["started_from"]["step"] == best.step
-    assert list(leaderboard(exp)["role"]).count(f"final of {parent.trial_id}") == 1
-    assert f"final phase: trial {final.trial_id} trained trial {parent.trial_id}'s configuration" in proc.stdout
-    export_best(tmp_path / "fin", top=3)
-    exported = json.loads((tmp_path / "fin" / "best" / "best.json").read_text())["checkpoints"]
-    assert final.trial_id in {c["trial"] for c in exported}
-    assert f"final of {parent.trial_id}" in (tmp_path / "fin" / "dashboard.html").read_text()
-
-    def rates(checkpoint) -> list[float]:
-        state = read_training_state(checkpoint.path)["optimizers"]
-        return [state[name]["param_groups"][0]["lr"] for name in ("generator", "discriminator")]
-
-    for search in exp.search_trials:
-        assert all(rates(c) == pytest.approx([search.params["lr_g"], search.params["lr_d"]])
-                   for c in search.checkpoints)
-    searched, end = [parent.params["lr_g"], parent.params["lr_d"]], final.final_until
-    assert final.checkpoints
-    for checkpoint in final.checkpoints:  # the rate of the step before it: (end - (step - 1)) / 40 of the searched
-        assert rates(checkpoint) == pytest.approx([lr * (end - checkpoint.step + 1) / 40 for lr in searched])
-
-
 def test_budget_splits_between_search_and_final_phase(capsys):
     """--budget B with --search-horizon long (ASHA only): the search may spend 3/4 B in all, a trial
     up to half of that, with rungs x4 from where all trials together spend a quarter of the search;
@@ -446,17 +404,22 @@ def test_budget_splits_between_search_and_final_phase(capsys):
             sweep_spec("dcgan", *argv)
 
 
-def test_a_budget_sweep_stops_its_search_at_its_share_and_its_rungs_and_tpe_follow_their_options(ray_address,
-                                                                                                  tmp_path):
+def test_a_budget_sweep_stops_its_search_at_its_share_and_its_final_phase_trains_the_best_on(ray_address, tmp_path):
     """--budget 400 --search-horizon long, one trial at a time: the search stops once its trials
     have trained 300 trial-steps in all (a trial may train 140), though trials of the 4 asked for
-    were left; the final phase trains the best on for the other 100. --grace-period 100 --reduction-factor 3: a
-    trial stops only at its rung, step 100 (the budget's own rung would be 20), or at its end;
-    --startup-trials and --no-multivariate reach TPE; all four are said and kept in sweep.json."""
+    were left. --grace-period 100 --reduction-factor 3: a trial stops only at its rung, step 100
+    (the budget's own rung would be 20), or at its end; --startup-trials and --no-multivariate reach
+    TPE; all four are said and kept in sweep.json.
+    The final phase: the top configuration continues from its best checkpoint for the other 100
+    trial-steps, as a trial of its own, which the leaderboard, best and the dashboard show.
+    --final-decay: the final trial's learning rates fall from the searched values at its parent's
+    checkpoint to 0 at its last step; the search's stay as searched."""
+    from trainables.checkpoints import read_training_state
+
     proc = run_cli("orchestrator.sweep", "gan", "--dataset", "digits", "--budget", "400", "--search-horizon", "long",
                    "--trials", "4", "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--grace-period", "100",
                    "--reduction-factor", "3", "--startup-trials", "2", "--no-multivariate", "--max-concurrent", "1",
-                   "--storage", str(tmp_path), "--name", "budget", "--address", ray_address, "--no-dashboard")
+                   "--final-decay", "--storage", str(tmp_path), "--name", "budget", "--address", ray_address)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ("4 trials of up to 140 steps, 1 at a time, scheduler asha (rungs at step 100: the top 1/3 go on), the "
             "search stops at 300 trial-steps of --budget 400 (--search-horizon long), Optuna sampler tpe (2 random "
@@ -470,6 +433,29 @@ def test_a_budget_sweep_stops_its_search_at_its_share_and_its_rungs_and_tpe_foll
     assert set(steps[:-1]) <= {100, 140}, steps  # the last one started is the one the budget cut
     assert "the search has trained 300 of its 300 trial-steps: it stops here" in proc.stdout
     assert not [t for t in search if t.error]
-    parent, best = next((t, c) for t, c in exp.ranked_checkpoints() if not t.final_from)
+
+    parent, best = next((t, c) for t, c in exp.ranked_checkpoints() if not t.final_from)  # the search's best
     assert final.parent == parent.trial_id and final.final_until == best.step + 100
-    assert final.last_step == final.final_until
+    assert final.params == parent.params and "final_from" not in leaderboard(exp).columns
+    assert [r["step"] for r in final.results] == list(range(best.step + 10, best.step + 101, 10))  # from there on
+    assert final.status(exp.spec["max_steps"]) == "finished" and final.last_step == final.final_until
+    for checkpoint in final.checkpoints:
+        config = json.loads((checkpoint.path / "config.json").read_text())
+        assert config["started_from"]["trial_id"] == parent.trial_id and config["started_from"]["step"] == best.step
+    assert list(leaderboard(exp)["role"]).count(f"final of {parent.trial_id}") == 1
+    assert f"final phase: trial {final.trial_id} trained trial {parent.trial_id}'s configuration" in proc.stdout
+    export_best(tmp_path / "budget", top=3)
+    exported = json.loads((tmp_path / "budget" / "best" / "best.json").read_text())["checkpoints"]
+    assert final.trial_id in {c["trial"] for c in exported}
+    assert f"final of {parent.trial_id}" in (tmp_path / "budget" / "dashboard.html").read_text()
+
+    def rates(checkpoint) -> list[float]:
+        state = read_training_state(checkpoint.path)["optimizers"]
+        return [state[name]["param_groups"][0]["lr"] for name in ("generator", "discriminator")]
+
+    for trial in search:
+        assert all(rates(c) == pytest.approx([trial.params["lr_g"], trial.params["lr_d"]]) for c in trial.checkpoints)
+    searched, end = [parent.params["lr_g"], parent.params["lr_d"]], final.final_until
+    assert final.checkpoints
+    for checkpoint in final.checkpoints:  # the rate of the step before it: (end - (step - 1)) / 100 of the searched
+        assert rates(checkpoint) == pytest.approx([lr * (end - checkpoint.step + 1) / 100 for lr in searched])
