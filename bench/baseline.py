@@ -134,7 +134,8 @@ def run_demo_seed(model: str, seed: int, storage: Path, space: Path, done: dict)
     if f"quick/{seed}" not in done:
         wall = run_sweep(model, storage, f"quick_{seed}", "--quick", "--seed", str(seed))
         exp = load_experiment(storage / f"quick_{seed}")
-        done[f"quick/{seed}"] = {**summary(exp, wall, trial_steps(exp)), "trained_trial_steps": trial_steps(exp)}
+        trained = trial_steps(exp)
+        done[f"quick/{seed}"] = {**summary(exp, wall, trained), "trained_trial_steps": trained}
         save_result(model, done)
     if f"quick-defaults/{seed}" not in done:
         steps = done[f"quick/{seed}"]["trained_trial_steps"]

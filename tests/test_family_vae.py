@@ -72,8 +72,8 @@ def infer(checkpoint, mode, out, *args, subprocess=False):
 @pytest.fixture(scope="module")
 def vae_sweep(ray_address, tmp_path_factory):
     """Conv VAE, one trial in the trial's own process (an lr above the default's 1e-3: 60 steps at
-    1e-3 lower the FID by 13%, not the 30% asserted). DDP: ddpm, siamese_gan, cyclegan, and dcgan
-    across two nodes (test_cluster.py)."""
+    1e-3 lowered the FID by 13%, not the 30% asserted, with two DDP workers). DDP: ddpm,
+    siamese_gan, cyclegan, and dcgan across two nodes (test_cluster.py)."""
     storage = tmp_path_factory.mktemp("vae")
     (storage / "space.toml").write_text(VAE_SPACE)
     return family_sweep(ray_address, storage, "vae", "--space", str(storage / "space.toml"), "--subset", SUBSET,
@@ -85,7 +85,7 @@ def anomaly_sweep(ray_address, tmp_path_factory):
     storage = tmp_path_factory.mktemp("vae_anomaly")
     (storage / "space.toml").write_text(ANOMALY_SPACE)
     return family_sweep(ray_address, storage, "vae_anomaly", "--space", str(storage / "space.toml"),
-                        "--subset", SUBSET, "--set", "normal_class=1")  # in-process: the vae sweep covers DDP
+                        "--subset", SUBSET, "--set", "normal_class=1")  # in-process, as vae_sweep
 
 
 def test_vae_sweep_lowers_fid_and_infers(vae_sweep, tmp_path):
