@@ -67,9 +67,7 @@ def summary(exp, wall: float, budget: int) -> dict:
     baseline = exp.spec.get("baseline") or {}
     search = best_vs_compute(exp, exp.search_trials)
     search_spent = search[-1][0] if search else 0
-    finals = [t for t in exp.trials if t.final_from]
-    final_spent = sum(t.last_step - (t.final_until - (budget - search_spent) // max(1, len(finals)))
-                      for t in finals)
+    final_spent = sum(t.last_step - final_start(exp, t) for t in exp.trials if t.final_from)
     return {"wall_seconds": wall, "best_fid": best_ckpt.metrics["fid"], "best_step": best_ckpt.metrics["step"],
             "best_is_final": bool(best_trial.final_from), "trials": len(exp.trials),
             "search_trial_steps": search_spent, "final_trial_steps": final_spent,
@@ -118,45 +116,60 @@ def run_seed(model: str, seed: int, budget: int, trials: int, eval_every: int, s
         save_result(model, done)
 
 
+def final_start(exp, final) -> int:
+    """The step a final trial continued from: that of its parent's checkpoint."""
+    parent = next(t for t in exp.search_trials if t.trial_id == final.parent)
+    return next(c.step for c in parent.checkpoints if c.path.name == Path(final.final_from).name)
+
+
 def trial_steps(exp) -> int:
     """The trial-steps a sweep trained: each search trial's last step, and each final trial's steps
-    past the checkpoint it continued from (final_steps before its final_until)."""
-    final_steps = int(exp.spec.get("final_steps") or 0)
+    past the checkpoint it continued from."""
     return (sum(t.last_step for t in exp.search_trials)
-            + sum(t.last_step - (t.final_until - final_steps) for t in exp.trials if t.final_from))
+            + sum(t.last_step - final_start(exp, t) for t in exp.trials if t.final_from))
 
 
-def run_demo_seed(model: str, seed: int, storage: Path, space: Path, done: dict) -> None:
-    """The demo's budget: `MODEL --quick` (what `make demo` runs), then the family's defaults alone
-    for the trial-steps it trained, at --quick's evaluation cadence and sample count."""
+def run_demo_seed(model: str, seed: int, storage: Path, space: Path, done: dict, variant: str | None = None,
+                  options: tuple = ()) -> None:
+    """The demo's budget: `MODEL --quick` (what `make demo` runs; with --variant, its --tpe-options
+    added), then the family's defaults alone for the trial-steps it trained, at --quick's evaluation
+    cadence and sample count."""
     from orchestrator.options import QUICK
 
-    if f"quick/{seed}" not in done:
-        wall = run_sweep(model, storage, f"quick_{seed}", "--quick", "--seed", str(seed))
-        exp = load_experiment(storage / f"quick_{seed}")
+    quick, defaults = (f"quick[{variant}]", f"quick-defaults[{variant}]") if variant else ("quick", "quick-defaults")
+    if f"{quick}/{seed}" not in done:
+        name = f"{quick.replace('[', '_').replace(']', '')}_{seed}"
+        wall = run_sweep(model, storage, name, "--quick", "--seed", str(seed), *options)
+        exp = load_experiment(storage / name)
         trained = trial_steps(exp)
-        done[f"quick/{seed}"] = {**summary(exp, wall, trained), "trained_trial_steps": trained}
+        done[f"{quick}/{seed}"] = {**summary(exp, wall, trained), "trained_trial_steps": trained}
         save_result(model, done)
-    if f"quick-defaults/{seed}" not in done:
-        steps = done[f"quick/{seed}"]["trained_trial_steps"]
-        name = f"quick_defaults_{seed}"
-        wall = run_sweep(model, storage, name, "--space", str(space), "--trials", "1", "--max-steps", str(steps),
-                         "--eval-every", str(QUICK["eval_every"]), "--log-every", str(QUICK["log_every"]),
-                         "--scheduler", "fifo", "--seed", str(seed), "--keep-checkpoints", "1")
-        done[f"quick-defaults/{seed}"] = summary(load_experiment(storage / name), wall, steps)
+    if f"{defaults}/{seed}" not in done:
+        steps = done[f"{quick}/{seed}"]["trained_trial_steps"]
+        same = [v for k, v in done.items() if k.startswith("quick-defaults") and k.endswith(f"/{seed}")
+                and v["search_trial_steps"] == steps]  # the defaults alone for as many steps: trained already
+        if same:
+            done[f"{defaults}/{seed}"] = same[0]
+        else:
+            name = f"{defaults.replace('[', '_').replace(']', '')}_{seed}"
+            wall = run_sweep(model, storage, name, "--space", str(space), "--trials", "1", "--max-steps", str(steps),
+                             "--eval-every", str(QUICK["eval_every"]), "--log-every", str(QUICK["log_every"]),
+                             "--scheduler", "fifo", "--seed", str(seed), "--keep-checkpoints", "1")
+            done[f"{defaults}/{seed}"] = summary(load_experiment(storage / name), wall, steps)
         save_result(model, done)
 
 
-def print_demo(model: str, seeds: list[int], done: dict) -> None:
-    print(f"\n9. {model} --quick against its defaults trained alone for the same trial-steps (target <= 0.9x)\n")
+def print_demo(model: str, seeds: list[int], done: dict, variant: str | None = None) -> None:
+    quick, defaults = (f"quick[{variant}]", f"quick-defaults[{variant}]") if variant else ("quick", "quick-defaults")
+    print(f"\n9. {model} {quick} against its defaults trained alone for the same trial-steps (target <= 0.9x)\n")
     print("| seed | --quick: best FID | its trial-steps | defaults alone: best FID | ratio |")
     print("|---|---|---|---|---|")
     ratios = []
     for s in seeds:
-        quick, defaults = done.get(f"quick/{s}"), done.get(f"quick-defaults/{s}")
-        if quick and defaults:
-            ratios.append(quick["best_fid"] / defaults["best_fid"])
-            print(f"| {s} | {quick['best_fid']:.1f} | {quick['trained_trial_steps']} | {defaults['best_fid']:.1f} "
+        sweep, alone = done.get(f"{quick}/{s}"), done.get(f"{defaults}/{s}")
+        if sweep and alone:
+            ratios.append(sweep["best_fid"] / alone["best_fid"])
+            print(f"| {s} | {sweep['best_fid']:.1f} | {sweep['trained_trial_steps']} | {alone['best_fid']:.1f} "
                   f"| {ratios[-1]:.2f}x |")
     if ratios:
         print(f"\nmedian {statistics.median(ratios):.2f}x ({min(ratios):.2f}x-{max(ratios):.2f}x)")
@@ -252,14 +265,14 @@ def main() -> None:
         space = defaults_space(args.model, Path(tmp))
         for seed in args.seeds:
             if args.demo:
-                run_demo_seed(args.model, seed, Path(tmp), space, done)
+                run_demo_seed(args.model, seed, Path(tmp), space, done, args.variant, tuple(args.tpe_options.split()))
                 continue
             run_seed(args.model, seed, args.budget, args.trials, args.eval_every, Path(tmp), space, done,
                      args.search_only, args.variant, tuple(args.tpe_options.split()), args.defaults_decay,
                      tuple(args.runs))
     print(f"bench wall {time.perf_counter() - start:.0f} s")
     if args.demo:
-        return print_demo(args.model, args.seeds, done)
+        return print_demo(args.model, args.seeds, done, args.variant)
     print_tables(args.model, args.seeds, args.budget, done, args.search_only, args.variant)
 
 

@@ -45,6 +45,7 @@ class SweepOptions:
     final_steps: int | None = None
     final_top: int = 1
     final_decay: bool | None = None
+    final_halving: bool | None = None
     budget: int | None = None
     search_horizon: str | None = None
     dataset: str | None = None

@@ -85,7 +85,7 @@ def execute(plan: SweepPlan, address: str | None) -> SweepResult:
     phase, the re-scoring of the winners and the report."""
     from orchestrator.cluster import check_address, check_shared, default_concurrency, init_ray
     from orchestrator.report import report
-    from orchestrator.tuners import (build_tuner, final_resources, final_tuner, quiet_tune_output, search_description,
+    from orchestrator.tuners import (build_tuner, final_tuner, quiet_tune_output, search_description,
                                      trial_settings)
     from orchestrator.tune_plugins import HideTuneRestoreHint, legacy_names
 
@@ -138,8 +138,7 @@ def execute(plan: SweepPlan, address: str | None) -> SweepResult:
         try:
             tuner.fit()  # Ctrl-C: Tune stops the trials, saves its state and returns
             if not any(t.tune_status in UNFINISHED for t in load_experiment(exp.uri).trials):
-                final = final_tuner(spec, run, exp, replace(settings, resources=final_resources(
-                    settings.resources, spec.final_top, connection.local)))
+                final = final_tuner(spec, run, exp, settings, connection.local)
                 if final:
                     final.fit()
                 if run.rescore_top and spec.objectives:

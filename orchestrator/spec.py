@@ -258,16 +258,38 @@ def make_spec(options: SweepOptions) -> SweepSpec:
         metric_descriptions=metric_descriptions(options.model), keep_checkpoints=options.keep_checkpoints,
         pbt_mutates=mutated, baseline=baseline, final_top=options.final_top,
         budget=options.budget if scheduler != "pbt" and not objectives else None, objectives=objectives, **tuning,
-        final_decay=bool(options.final_decay), family_source=family_source(family),
+        final_decay=bool(options.final_decay), final_halving=bool(options.final_halving),
+        family_source=family_source(family),
         warm_start=[location(e).uri for e in options.warm_start or []])
     if spec.final_decay and not has_final_phase(spec):
         raise UsageError("--final-decay shapes the final phase, and this sweep has none (give --final-steps or --budget)")
+    if spec.final_halving and not has_final_phase(spec):
+        raise UsageError("--final-halving shapes the final phase, and this sweep has none (give --final-steps or "
+                         "--budget)")
     return spec
 
 
 def has_final_phase(spec: SweepSpec) -> bool:
     """--final-steps or --budget asks for one; PBT's population already trains to the end."""
     return spec.scheduler != "pbt" and bool(spec.final_steps or spec.budget)
+
+
+def halving_rungs(trial_steps: int, candidates: int, eval_every: int) -> tuple[list[int], list[int], int] | None:
+    """--final-halving: `candidates` configurations share the final phase's `trial_steps` as successive
+    halving. All train to the first rung; at each rung the better half (at least one) go on, to a
+    rung twice as far; the last one trains on to the end. Half the trial-steps go to the rungs, half
+    to the last one after them. Returns the rungs (steps since each candidate's start, on
+    evaluations), how many go on past each, and the last one's steps in all; None where the first
+    rung would fall before one evaluation."""
+    keep = [candidates]
+    while keep[-1] > 1:
+        keep.append(max(1, keep[-1] // 2))
+    shares = keep[0] + sum(keep[i] * 2 ** (i - 1) for i in range(1, len(keep) - 1))  # trial-steps to the last rung, in first rungs
+    first = trial_steps // 2 // shares // eval_every * eval_every
+    if first < eval_every:
+        return None
+    rungs = [first * 2 ** i for i in range(len(keep) - 1)]
+    return rungs, keep[1:], rungs[-1] + trial_steps - first * shares
 
 
 def pbt_mutations(family, space: dict) -> dict:

@@ -52,6 +52,10 @@ def build_parser() -> Parser:
     budget.add_argument("--final-decay", action=argparse.BooleanOptionalAction, default=None,
                         help="the final phase's learning rates fall linearly to 0 over its steps (a cooldown, as in "
                              "warmup-stable-decay schedules) rather than staying at the searched values (default off)")
+    budget.add_argument("--final-halving", action=argparse.BooleanOptionalAction, default=None,
+                        help="the final phase as successive halving: the top --final-top configurations and the "
+                             "family's defaults (trial 1) continue together; at each rung the weaker half stop, and "
+                             "the last one trains to the end (default off; docs/benchmarks.md section 9)")
     budget.add_argument("--budget", type=positive_int, metavar="TRIAL_STEPS",
                         help=f"total training steps of all trials, search and final phase: the search spends at most "
                              f"{SEARCH_SHARE:.0%}% of it (see --search-horizon), the final phase what the search "

@@ -8,7 +8,9 @@ Uses of Tune's private API or undocumented behaviour, each checked on Ray 2.60:
 - KeepResultsOnRestart: user callbacks run before Tune's JSON logger;
 - HideTuneRestoreHint: the wording of Tune's log lines after an interrupted run;
 - ExtendableSearch: SearchGenerator's `_total_samples` and `_finished`, and that a restored run
-  hands the saved state to `set_state` (Tune keeps no public way to raise num_samples on restore).
+  hands the saved state to `set_state` (Tune keeps no public way to raise num_samples on restore);
+- FinalHalving: TuneController.stop_trial on a trial other than the one reporting (as Tune's own
+  HyperBand does), which tells the scheduler of that trial's end (on_trial_complete).
 Tune pickles the searcher and callbacks with a sweep: experiments written by version 0.2 name these
 classes in trainables.ray_trial, where `legacy_names` puts them again on --resume (the oldest
 find them in orchestrator.searcher and orchestrator.keep_results).
@@ -27,10 +29,12 @@ import ray.tune
 import ray.tune.stopper
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search.search_generator import SearchGenerator
 
 from orchestrator.progress import SweepProgress, spec_trials
 from trainables.layout import DIVERGED, RESTART_BACKUP, RESULT_FILE, STORAGE_FULL
+from trainables.settings import FinalStart
 
 log = logging.getLogger("orchestrator.sweep")
 
@@ -108,6 +112,69 @@ class SearchBudget(ray.tune.stopper.Stopper):
 
     def stop_all(self) -> bool:
         return self.spent >= self.limit
+
+
+class FinalHalving(FIFOScheduler):
+    """--final-halving: the final phase's candidates as successive halving (orchestrator.spec
+    halving_rungs). A candidate's steps count from the checkpoint it started from (`starts`, by
+    its FinalStart checkpoint). At each rung, once every candidate still in has a reading of
+    `metric` there, the better `keep[i]` go on and the others stop. The candidates train at once
+    (the final phase gives each its share of the cores), so one that reaches a rung first trains
+    on meanwhile, rather than being paused and restarted. Tune's ASHA can't do this: it decides
+    each trial as it arrives, so of two the first always goes on."""
+
+    def __init__(self, metric: str, mode: str, rungs: list[int], keep: list[int], starts: dict[str, int]):
+        super().__init__()
+        self.ranked_by, self.sign = metric, 1 if mode == "min" else -1
+        self.rungs, self.keep, self.starts = rungs, keep, starts
+        self.trials: dict[str, object] = {}  # the candidates still in, by trial id
+        self.readings: list[dict[str, float]] = [{} for _ in rungs]
+        self.decided = 0  # rungs decided
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        if trial.status not in (trial.TERMINATED, trial.ERROR):  # a resumed sweep's stopped ones stay out
+            self.trials[trial.trial_id] = trial
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if self.ranked_by in result and trial.trial_id in self.trials:
+            start = self.starts.get(FinalStart.split(trial.config)[1].checkpoint, 0)
+            for rung in range(self.decided, len(self.rungs)):
+                if int(result.get("step") or 0) - start >= self.rungs[rung]:
+                    self.readings[rung].setdefault(trial.trial_id, float(result[self.ranked_by]))
+        stopped = self.decide(tune_controller, trial)
+        return self.STOP if trial.trial_id in stopped else self.CONTINUE
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self.leave(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self.leave(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self.leave(tune_controller, trial)
+
+    def leave(self, tune_controller, trial) -> None:
+        """A candidate that ended (finished, failed or stopped) no longer holds up a rung."""
+        if self.trials.pop(trial.trial_id, None) is not None:
+            self.decide(tune_controller, None)
+
+    def decide(self, tune_controller, current) -> set[str]:
+        """Every rung whose readings are all in: its weaker candidates stop (the `current` one by
+        the caller's decision, the others here). Returns the ids stopped."""
+        stopped = set()
+        while self.trials and self.decided < len(self.rungs) and set(self.trials) <= set(self.readings[self.decided]):
+            readings, kept = self.readings[self.decided], self.keep[self.decided]
+            ranked = sorted(self.trials, key=lambda t: self.sign * readings[t])
+            losers = [self.trials.pop(t) for t in ranked[kept:]]
+            self.decided += 1  # before stopping: Tune tells this scheduler of each stop, which decides again
+            log.info(f"final phase, rung at {self.rungs[self.decided - 1]} steps: "
+                     + ", ".join(f"trial {t} {self.ranked_by} {readings[t]:.4g}" for t in ranked)
+                     + f"; {', '.join(ranked[:kept])} go{'es' if kept == 1 else ''} on")
+            for loser in losers:
+                stopped.add(loser.trial_id)
+                if current is None or loser.trial_id != current.trial_id:
+                    tune_controller.stop_trial(loser)
+        return stopped
 
 
 class ExtendableSearch(SearchGenerator):

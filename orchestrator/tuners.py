@@ -225,56 +225,87 @@ def quiet_tune_output(run: RunOptions) -> None:
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
 
 
-def final_steps(spec: SweepSpec, spent: int) -> int:
-    """Steps each final trial trains: --final-steps, or under --budget what the search left of it
-    (it spent `spent` trial-steps), shared by the --final-top trials, so search + final <= budget."""
-    return spec.final_steps or max(0, spec.budget - spent) // spec.final_top
+def final_steps(spec: SweepSpec, spent: int, candidates: int) -> int:
+    """Trial-steps of the final phase: --final-steps for each of its `candidates`, or under --budget
+    what the search left of it (it spent `spent` trial-steps), so search + final <= budget."""
+    return spec.final_steps * candidates if spec.final_steps else max(0, spec.budget - spent)
 
 
-def final_resources(resources: Resources, final_top: int, local: bool) -> Resources:
+def final_resources(resources: Resources, candidates: int, local: bool) -> Resources:
     """On this machine's own Ray the final phase's few CPU trials share all its cores (torch's
     threads follow cpus_per_worker): a lone final trial would otherwise train on one core while
     the others idle. On a cluster a trial can't span nodes, so it keeps the sweep's resources."""
     if not local or resources.gpus_per_worker > 0 or not resources.in_process:
         return resources
-    return replace(resources, cpus_per_worker=max(resources.cpus_per_worker, (os.cpu_count() or 1) // final_top))
+    return replace(resources, cpus_per_worker=max(resources.cpus_per_worker, (os.cpu_count() or 1) // candidates))
 
 
-def final_tuner(spec: SweepSpec, run: RunOptions, exp: Location, settings: TrialSettings):
+def final_candidates(spec: SweepSpec, searched) -> dict[str, tuple]:
+    """The search trials the final phase continues, by trial id, each with its best checkpoint: the
+    top --final-top, and under --final-halving the family's defaults (the baseline trial) too."""
+    parents: dict[str, tuple] = {}
+    ranked = [(trial, checkpoint) for trial, checkpoint in searched.ranked_checkpoints() if not trial.final_from]
+    for trial, checkpoint in ranked:
+        if len(parents) < spec.final_top:
+            parents.setdefault(trial.trial_id, (trial, checkpoint))
+    if spec.final_halving and spec.baseline:
+        defaults = [(t, c) for t, c in ranked if all(t.params.get(k) == v for k, v in spec.baseline.items())]
+        if defaults:
+            parents.setdefault(defaults[0][0].trial_id, defaults[0])
+    return parents
+
+
+def final_tuner(spec: SweepSpec, run: RunOptions, exp: Location, settings: TrialSettings, local: bool):
     """The final phase, once the search has finished: the top --final-top configurations continue
-    from their best checkpoints for --final-steps more steps (under --budget, what the search left
-    of it, shared), as Tune trials of their own (STORAGE/NAME/final/), checkpointed like any other.
-    None where there is no final phase; a resumed one continues its unfinished trials."""
+    from their best checkpoints (under --final-halving, with the defaults, as successive halving),
+    for --final-steps more steps (under --budget, what the search left of it, shared), as Tune
+    trials of their own (STORAGE/NAME/final/), checkpointed like any other. None where there is no
+    final phase; a resumed one continues its unfinished trials."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from orchestrator.spec import halving_rungs
+    from orchestrator.tune_plugins import FinalHalving
+
     if not has_final_phase(spec):
         return None
-    trainable = make_trainable(replace(settings, loop=replace(settings.loop, final_decay=spec.final_decay)))
+    searched = load_experiment(exp.uri)
+    parents = final_candidates(spec, searched)
+    settings = replace(settings, loop=replace(settings.loop, final_decay=spec.final_decay),
+                       resources=final_resources(settings.resources, max(1, len(parents)), local))
+    trainable = make_trainable(settings)
     if (exp / FINAL_DIR / "tuner.pkl").is_file():  # it started before this run of the sweep
         return tune.Tuner.restore((exp / FINAL_DIR).uri, trainable=trainable, resume_unfinished=True,
                                   resume_errored=False)
-    searched = load_experiment(exp.uri)
-    steps = final_steps(spec, spent=sum(t.last_step for t in searched.search_trials))
-    parents: dict[str, tuple] = {}
-    for trial, checkpoint in searched.ranked_checkpoints():
-        if len(parents) < spec.final_top and not trial.final_from:
-            parents.setdefault(trial.trial_id, (trial, checkpoint))
+    trial_steps = final_steps(spec, sum(t.last_step for t in searched.search_trials), max(1, len(parents)))
+    halving = halving_rungs(trial_steps, len(parents), spec.eval_every) if len(parents) > 1 else None
+    if spec.final_halving and len(parents) > 1 and not halving:
+        parents = dict(list(parents.items())[:1])
+        log.info(f"no halving in the final phase: its {trial_steps} trial-steps are too few for a rung on an "
+                 f"evaluation (--eval-every {spec.eval_every}); the best configuration alone trains on")
+    steps = halving[2] if halving else trial_steps // max(1, len(parents))
     if steps < 1 or not parents:
         log.info(f"no final phase: {'the search spent the budget' if parents else 'no checkpoint to go on from'}")
         return None
     configs = [FinalStart(searched.where(checkpoint.path).uri, checkpoint.step + steps).config(trial.params)
                for trial, checkpoint in parents.values()]
-    log.info(f"final phase: {len(configs)} best configuration(s) continue from their best checkpoints for {steps} "
+    log.info(f"final phase: {len(configs)} configuration(s) continue from their best checkpoints for {steps} "
              f"more steps: " + ", ".join(f"trial {trial.trial_id} from step {checkpoint.step}"
-                                         for trial, checkpoint in parents.values()))
+                                         for trial, checkpoint in parents.values())
+             + (f"; as successive halving, the weaker stopping at {', '.join(map(str, halving[0]))} steps"
+                if halving else ""))
+    scheduler = None
+    if halving:
+        starts = {searched.where(checkpoint.path).uri: checkpoint.step for _, checkpoint in parents.values()}
+        scheduler = FinalHalving(f"{spec.objective}_best", spec.mode, halving[0], halving[1], starts)
     return tune.Tuner(
         trainable,
         param_space=choices_of(configs),
         tune_config=tune.TuneConfig(metric=f"{spec.objective}_best", mode=spec.mode, num_samples=len(configs),
                                     search_alg=BasicVariantGenerator(points_to_evaluate=configs,
-                                                                     max_concurrent=spec.max_concurrent),
-                                    reuse_actors=REUSE_TRIAL_PROCESSES),
+                                                                     max_concurrent=len(configs) if halving else
+                                                                     spec.max_concurrent),
+                                    scheduler=scheduler, reuse_actors=REUSE_TRIAL_PROCESSES),
         run_config=run_config(spec, run, exp, final=(len(configs), steps)),
     )
 

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -381,7 +382,7 @@ def test_budget_splits_between_search_and_final_phase(capsys):
     assert (spec.max_steps, spec.search_budget, spec.grace_period, spec.reduction_factor) == (4800, 9600, 100, 4)
     assert ("rungs at step 100, 400, 1600: the top 1/4 go on), the search stops at 9600 trial-steps of --budget "
             "12800") in search_description(spec)
-    assert final_steps(spec, spent=9600) == 3200 and final_steps(spec, spent=5000) == 7800
+    assert final_steps(spec, 9600, candidates=1) == 3200 and final_steps(spec, 5000, candidates=1) == 7800
     given = sweep_spec("dcgan", "--budget", "12800", "--eval-every", "100", "--reduction-factor", "3",
                        "--grace-period", "200", "--search-horizon", "long")
     assert (given.grace_period, given.reduction_factor) == (200, 3)  # given rungs win
@@ -390,9 +391,10 @@ def test_budget_splits_between_search_and_final_phase(capsys):
         assert (spec.max_steps, spec.final_steps, spec.budget, spec.final_top, spec.search_budget) == \
             (150, 0, 1000, 1, None)
     assert spec.grace_period is None and spec.reduction_factor == 2
-    assert final_steps(spec, spent=4 * 150) == 400 and final_steps(spec, spent=300) == 700  # ASHA stopped some
-    spec.final_top = 2
-    assert final_steps(spec, spent=600) == 200 and final_steps(spec, spent=1200) == 0
+    assert final_steps(spec, 4 * 150, candidates=1) == 400 and final_steps(spec, 300, candidates=1) == 700  # ASHA stopped some
+    assert final_steps(spec, 600, candidates=2) == 400 and final_steps(spec, 1200, candidates=2) == 0  # shared
+    spec.budget, spec.final_steps = None, 300
+    assert final_steps(spec, 600, candidates=3) == 900  # --final-steps: each candidate's
     pbt = sweep_spec("dcgan", "--scheduler", "pbt", "--budget", "1000", "--trials", "4",
                                                "--eval-every", "50")
     assert (pbt.max_steps, pbt.final_steps, pbt.budget, pbt.search_budget) == (250, 0, None, None)
@@ -402,6 +404,54 @@ def test_budget_splits_between_search_and_final_phase(capsys):
                         (("--budget", "1000", "--search-horizon", "long", "--scheduler", "fifo"), "needs ASHA")):
         with pytest.raises(UsageError, match=error):
             sweep_spec("dcgan", *argv)
+
+
+def test_final_halving_shares_the_final_steps_in_rungs_that_halve_the_candidates():
+    """--final-halving's rungs: half the final phase's trial-steps go to the rungs, half to the last
+    candidate after them; each rung falls on an evaluation and is twice as far as the one before."""
+    from orchestrator.spec import halving_rungs
+
+    assert halving_rungs(8000, 2, 100) == ([2000], [1], 6000)  # 2 x 2000, then 4000 more for one
+    assert halving_rungs(8000, 3, 100) == ([1300], [1], 5400)  # 3 x 1300 + 4100
+    assert halving_rungs(8000, 4, 100) == ([600, 1200], [2, 1], 5600)  # 4 x 600 + 2 x 600 + 4400
+    assert halving_rungs(300, 2, 100) is None  # the rung would come before the first evaluation
+    with pytest.raises(UsageError, match="--final-halving shapes the final phase"):
+        sweep_spec("gan", "--final-halving")
+    assert sweep_spec("gan", "--budget", "600", "--final-halving").final_halving
+
+
+def test_a_final_phase_by_halving_keeps_the_defaults_among_its_candidates_and_trains_the_best_at_its_rung_on(
+        ray_address, tmp_path):
+    """--budget --final-top 2 --final-halving: the search's top two and the defaults (trial 1, where
+    they are not among them) continue together; at the rung the better (by the running best FID)
+    goes on to the end, the others stop there. The candidates start together."""
+    proc = run_cli("orchestrator.sweep", "gan", "--dataset", "digits", "--budget", "600", "--trials", "3",
+                   "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--final-top", "2",
+                   "--final-halving", "--max-concurrent", "1", "--storage", str(tmp_path), "--name", "halving",
+                   "--address", ray_address)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = load_experiment(tmp_path / "halving")
+    finals = [t for t in exp.trials if t.final_from]
+    baseline = next(t for t in exp.search_trials if t.params == {**t.params, **exp.spec["baseline"]})
+    top = [t.trial_id for t, _ in exp.ranked_checkpoints() if not t.final_from]
+    assert {t.parent for t in finals} == set(dict.fromkeys(top[:2])) | {baseline.trial_id}
+    rung = int(re.search(r"as successive halving, the weaker stopping at (\d+) steps", proc.stdout).group(1))
+    starts = {t.trial_id: next(c.step for p in exp.search_trials for c in p.checkpoints
+                               if p.trial_id == t.parent and c.path.name == Path(t.final_from).name) for t in finals}
+
+    def at_rung(trial) -> float:
+        return next(r["fid_best"] for r in trial.results if r["step"] - starts[trial.trial_id] >= rung and "fid_best" in r)
+
+    (survivor,) = [t for t in finals if t.status(exp.spec["max_steps"]) == "finished"]
+    assert survivor.last_step == survivor.final_until
+    stopped = [t for t in finals if t is not survivor]
+    assert stopped and all(t.status(exp.spec["max_steps"]) == "stopped early" for t in stopped)
+    assert all(rung <= t.last_step - starts[t.trial_id] < survivor.final_until - starts[survivor.trial_id]
+               for t in stopped)
+    assert all(at_rung(survivor) <= at_rung(t) for t in stopped)
+    assert f"final phase, rung at {rung} steps: " in proc.stdout and f"; {survivor.trial_id} goes on" in proc.stdout
+    searched = sum(t.last_step for t in exp.search_trials)  # the rung's share and the survivor's: the budget
+    assert searched + len(finals) * rung + (survivor.final_until - starts[survivor.trial_id] - rung) <= 600
 
 
 def test_a_budget_sweep_stops_its_search_at_its_share_and_its_final_phase_trains_the_best_on(ray_address, tmp_path):

@@ -177,6 +177,7 @@ class SweepSpec:
     startup_trials: int | None = None  # TPE's random start (None: a third of the trials, 2..10)
     multivariate: bool | None = None  # TPE models the hyperparameters jointly (None: Optuna's default)
     final_decay: bool = False  # the final phase's learning rates fall linearly to 0 (--final-decay)
+    final_halving: bool = False  # the final phase as successive halving, the defaults among its candidates
     family_source: dict | None = None  # a family of the user's own: its module (and file); None: built in
     run_options: dict = field(default_factory=dict)  # how it runs (orchestrator.spec.RunOptions), reused by --resume
     name: str = ""
