@@ -14,6 +14,9 @@ from trainables.cli import UsageError, feature_space, fraction
 from trainables.cli import image_size as parse_image_size  # not the field of that name
 
 QUICK = {"trials": 8, "max_steps": 600, "eval_every": 150, "log_every": 25, "eval_samples": 1000, "final_steps": 600}
+# --quick's --budget in trial-steps (8 search trials of up to 450 steps, the final phase what they left), unless
+# --max-steps or --final-steps is given: then QUICK's steps (docs/benchmarks.md section 9, the demo's budget)
+QUICK_BUDGET = 4800
 DEFAULTS = {"trials": 16, "max_steps": 2000, "eval_every": 250, "log_every": 50, "eval_samples": 2000,
             "final_steps": 0}
 DATA_OPTIONS = ("image_size", "fit", "classes", "attribute", "folders", "swap_domains", "heldout_fraction")  # to the loader

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator.options import (DATA_OPTIONS, DEFAULT_STORAGE, DEFAULTS, QUICK, QUICK_RESCORE_TOP, RESCORE_TOP,
-                                  LONG_REDUCTION, SEARCH_SHARE, STORAGE_ENV, RunOptions, SweepOptions)
+from orchestrator.options import (DATA_OPTIONS, DEFAULT_STORAGE, DEFAULTS, QUICK, QUICK_BUDGET, QUICK_RESCORE_TOP,
+                                  RESCORE_TOP, LONG_REDUCTION, SEARCH_SHARE, STORAGE_ENV, RunOptions, SweepOptions)
 from trainables.cli import UsageError
 from trainables.experiment import is_spec, load_experiment
 from trainables.layout import COST_METRICS, SPEC_FILE
@@ -199,6 +199,13 @@ def search_tuning(options: SweepOptions, scheduler: str, max_steps: int) -> dict
     return {k: v for k, v in {**asha, **tpe}.items() if v is not None}
 
 
+def quick_budget(options: SweepOptions) -> SweepOptions:
+    """--quick is --budget QUICK_BUDGET, unless a budget or steps are given: then theirs."""
+    if options.quick and not (options.budget or options.max_steps or options.final_steps):
+        return replace(options, budget=QUICK_BUDGET)
+    return options
+
+
 def step_budget(options: SweepOptions, scheduler: str, pareto: bool) -> dict:
     """Trials, steps and intervals: the options', else --quick's or the defaults; --budget divided."""
     budget = QUICK if options.quick else DEFAULTS
@@ -226,6 +233,7 @@ def make_spec(options: SweepOptions) -> SweepSpec:
     from trainables.models import family_source, get_family, metric_descriptions
 
     family = get_family(options.model)
+    options = quick_budget(options)
     objectives = pareto_objectives(options, family)
     scheduler = options.scheduler
     if objectives and scheduler == "asha":

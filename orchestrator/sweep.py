@@ -15,8 +15,8 @@ import contextlib
 import logging
 import sys
 
-from orchestrator.options import (DEFAULT_STORAGE, DEFAULTS, FITS, PRECISIONS, QUICK, QUICK_RESCORE_TOP, RESCORE_TOP,
-                                  HORIZONS, LONG_REDUCTION, SCHEDULERS, SEARCH_SHARE, SEARCHERS, STORAGE_ENV, SweepOptions)
+from orchestrator.options import (DEFAULT_STORAGE, DEFAULTS, FITS, PRECISIONS, QUICK, QUICK_BUDGET, QUICK_RESCORE_TOP,
+                                  RESCORE_TOP, HORIZONS, LONG_REDUCTION, SCHEDULERS, SEARCH_SHARE, SEARCHERS, STORAGE_ENV, SweepOptions)
 from trainables.cli import (Parser, UsageError, feature_space, fraction, image_size, non_negative_float, non_negative_int,
                             positive_int, run)
 from trainables.settings import FEATURE_KINDS
@@ -31,8 +31,10 @@ def build_parser() -> Parser:
                         "docs/extending.md), imported here and on every node of the cluster (repeatable)")
     budget = p.add_argument_group("budget")
     budget.add_argument("--quick", action="store_true",
-                        help=f"the demo's small budget: {QUICK['trials']} trials of {QUICK['max_steps']} steps, then "
-                             f"the best one trained {QUICK['final_steps']} steps more (explicit options below still win)")
+                        help=f"the demo's small budget: --budget {QUICK_BUDGET} over {QUICK['trials']} search trials, "
+                             f"evaluated every {QUICK['eval_every']} steps on {QUICK['eval_samples']} images; with "
+                             f"--max-steps or --final-steps, those ({QUICK['final_steps']} final steps unless given) "
+                             f"instead of the budget (explicit options below still win)")
     budget.add_argument("--trials", type=positive_int, help=f"number of trials (default {DEFAULTS['trials']})")
     budget.add_argument("--max-steps", type=positive_int,
                         help=f"training steps per trial, the most ASHA lets a trial run (default {DEFAULTS['max_steps']})")
@@ -46,7 +48,7 @@ def build_parser() -> Parser:
     budget.add_argument("--final-steps", type=positive_int,
                         help="the final phase: once the search is done, the top --final-top configurations continue "
                              "from their best checkpoints for N more steps, as trials of their own (default: none; "
-                             f"{QUICK['final_steps']} with --quick)")
+                             f"{QUICK['final_steps']} with --quick and --max-steps)")
     budget.add_argument("--final-top", type=positive_int, default=1,
                         help="configurations the final phase trains on (default 1)")
     budget.add_argument("--final-decay", action=argparse.BooleanOptionalAction, default=None,

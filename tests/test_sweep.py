@@ -395,6 +395,11 @@ def test_budget_splits_between_search_and_final_phase(capsys):
     assert final_steps(spec, 600, candidates=2) == 400 and final_steps(spec, 1200, candidates=2) == 0  # shared
     spec.budget, spec.final_steps = None, 300
     assert final_steps(spec, 600, candidates=3) == 900  # --final-steps: each candidate's
+    quick = sweep_spec("dcgan", "--quick")  # the demo: --budget 4800 over 8 trials, FID every 150 steps
+    assert (quick.trials, quick.max_steps, quick.final_steps, quick.budget, quick.eval_every) == (8, 450, 0, 4800, 150)
+    stepped = sweep_spec("dcgan", "--quick", "--max-steps", "300")  # steps given: --quick's steps, no budget
+    assert (stepped.max_steps, stepped.final_steps, stepped.budget) == (300, 600, None)
+    assert sweep_spec("dcgan", "--quick", "--budget", "2400").max_steps == 225 // 150 * 150
     pbt = sweep_spec("dcgan", "--scheduler", "pbt", "--budget", "1000", "--trials", "4",
                                                "--eval-every", "50")
     assert (pbt.max_steps, pbt.final_steps, pbt.budget, pbt.search_budget) == (250, 0, None, None)
