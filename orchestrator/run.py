@@ -205,7 +205,8 @@ def start_live_dashboard(plan: SweepPlan):
     from dashboards.live import LiveDashboard
     from dashboards.page import LiveState
 
-    finals = plan.spec.final_top if has_final_phase(plan.spec) else 0
+    spec = plan.spec  # the final phase's trials: at most the top ones, and the defaults under --final-halving
+    finals = spec.final_top + bool(spec.final_halving and spec.baseline) if has_final_phase(spec) else 0
     live = LiveDashboard(plan.exp.uri, LiveState(plan.spec.trials + finals), plan.run.dashboard_every)
     out = live.start()
     if out:

@@ -271,18 +271,18 @@ def final_tuner(spec: SweepSpec, run: RunOptions, exp: Location, settings: Trial
         return None
     searched = load_experiment(exp.uri)
     parents = final_candidates(spec, searched)
+    trial_steps = final_steps(spec, sum(t.last_step for t in searched.search_trials), max(1, len(parents)))
+    halving = halving_rungs(trial_steps, len(parents), spec.eval_every) if spec.final_halving else None
+    if spec.final_halving and len(parents) > 1 and not halving:
+        parents = dict(list(parents.items())[:1])
+        log.info(f"no halving in the final phase: its {trial_steps} trial-steps are too few for a rung on an "
+                 f"evaluation (--eval-every {spec.eval_every}); the best configuration alone trains on")
     settings = replace(settings, loop=replace(settings.loop, final_decay=spec.final_decay),
                        resources=final_resources(settings.resources, max(1, len(parents)), local))
     trainable = make_trainable(settings)
     if (exp / FINAL_DIR / "tuner.pkl").is_file():  # it started before this run of the sweep
         return tune.Tuner.restore((exp / FINAL_DIR).uri, trainable=trainable, resume_unfinished=True,
                                   resume_errored=False)
-    trial_steps = final_steps(spec, sum(t.last_step for t in searched.search_trials), max(1, len(parents)))
-    halving = halving_rungs(trial_steps, len(parents), spec.eval_every) if len(parents) > 1 else None
-    if spec.final_halving and len(parents) > 1 and not halving:
-        parents = dict(list(parents.items())[:1])
-        log.info(f"no halving in the final phase: its {trial_steps} trial-steps are too few for a rung on an "
-                 f"evaluation (--eval-every {spec.eval_every}); the best configuration alone trains on")
     steps = halving[2] if halving else trial_steps // max(1, len(parents))
     if steps < 1 or not parents:
         log.info(f"no final phase: {'the search spent the budget' if parents else 'no checkpoint to go on from'}")
