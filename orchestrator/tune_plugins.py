@@ -120,14 +120,17 @@ class FinalHalving(FIFOScheduler):
     its FinalStart checkpoint). At each rung, once every candidate still in has a reading of
     `metric` there, the better `keep[i]` go on and the others stop. The candidates train at once
     (the final phase gives each its share of the cores), so one that reaches a rung first trains
-    on meanwhile, rather than being paused and restarted. Tune's ASHA can't do this: it decides
-    each trial as it arrives, so of two the first always goes on."""
+    on meanwhile, rather than being paused and restarted; the last one stops where the phase has
+    trained its `trial_steps` in all, so those extra steps come out of its own. Tune's ASHA can't do
+    this: it decides each trial as it arrives, so of two the first always goes on."""
 
-    def __init__(self, metric: str, mode: str, rungs: list[int], keep: list[int], starts: dict[str, int]):
+    def __init__(self, metric: str, mode: str, rungs: list[int], keep: list[int], starts: dict[str, int],
+                 trial_steps: int):
         super().__init__()
         self.ranked_by, self.sign = metric, 1 if mode == "min" else -1
-        self.rungs, self.keep, self.starts = rungs, keep, starts
+        self.rungs, self.keep, self.starts, self.trial_steps = rungs, keep, starts, trial_steps
         self.trials: dict[str, object] = {}  # the candidates still in, by trial id
+        self.trained: dict[str, int] = {}  # every candidate's steps since its start
         self.readings: list[dict[str, float]] = [{} for _ in rungs]
         self.decided = 0  # rungs decided
 
@@ -136,13 +139,21 @@ class FinalHalving(FIFOScheduler):
             self.trials[trial.trial_id] = trial
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if self.ranked_by in result and trial.trial_id in self.trials:
-            start = self.starts.get(FinalStart.split(trial.config)[1].checkpoint, 0)
+        if trial.trial_id not in self.trials:
+            return self.CONTINUE
+        trained = int(result.get("step") or 0) - self.starts.get(FinalStart.split(trial.config)[1].checkpoint, 0)
+        self.trained[trial.trial_id] = max(self.trained.get(trial.trial_id, 0), trained)
+        if self.ranked_by in result:
             for rung in range(self.decided, len(self.rungs)):
-                if int(result.get("step") or 0) - start >= self.rungs[rung]:
+                if trained >= self.rungs[rung]:
                     self.readings[rung].setdefault(trial.trial_id, float(result[self.ranked_by]))
-        stopped = self.decide(tune_controller, trial)
-        return self.STOP if trial.trial_id in stopped else self.CONTINUE
+        if trial.trial_id in self.decide(tune_controller, trial):
+            return self.STOP
+        if len(self.trials) == 1 and sum(self.trained.values()) >= self.trial_steps:
+            log.info(f"final phase: its {self.trial_steps} trial-steps are trained; trial {trial.trial_id} stops at "
+                     f"step {result.get('step')}")
+            return self.STOP
+        return self.CONTINUE
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         self.leave(tune_controller, trial)

@@ -297,7 +297,7 @@ def final_tuner(spec: SweepSpec, run: RunOptions, exp: Location, settings: Trial
     scheduler = None
     if halving:
         starts = {searched.where(checkpoint.path).uri: checkpoint.step for _, checkpoint in parents.values()}
-        scheduler = FinalHalving(f"{spec.objective}_best", spec.mode, halving[0], halving[1], starts)
+        scheduler = FinalHalving(f"{spec.objective}_best", spec.mode, halving[0], halving[1], starts, trial_steps)
     return tune.Tuner(
         trainable,
         param_space=choices_of(configs),
