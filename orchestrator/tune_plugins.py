@@ -19,6 +19,7 @@ find them in orchestrator.searcher and orchestrator.keep_results).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -175,7 +176,7 @@ class FinalHalving(FIFOScheduler):
         stopped = set()
         while self.trials and self.decided < len(self.rungs) and set(self.trials) <= set(self.readings[self.decided]):
             readings, kept = self.readings[self.decided], self.keep[self.decided]
-            ranked = sorted(self.trials, key=lambda t: self.sign * readings[t])
+            ranked = sorted(self.trials, key=lambda t: math.inf if math.isnan(readings[t]) else self.sign * readings[t])
             losers = [self.trials.pop(t) for t in ranked[kept:]]
             self.decided += 1  # before stopping: Tune tells this scheduler of each stop, which decides again
             log.info(f"final phase, rung at {self.rungs[self.decided - 1]} steps: "
