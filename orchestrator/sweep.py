@@ -16,7 +16,8 @@ import logging
 import sys
 
 from orchestrator.options import (DEFAULT_STORAGE, DEFAULTS, FITS, PRECISIONS, QUICK, QUICK_BUDGET, QUICK_RESCORE_TOP,
-                                  RESCORE_TOP, HORIZONS, LONG_REDUCTION, SCHEDULERS, SEARCH_SHARE, SEARCHERS, STORAGE_ENV, SweepOptions)
+                                  RESCORE_TOP, HORIZONS, LONG_REDUCTION, SCHEDULERS, SEARCH_SHARE, SEARCHERS, STORAGE_ENV,
+                                  SweepOptions)
 from trainables.cli import (Parser, UsageError, feature_space, fraction, image_size, non_negative_float, non_negative_int,
                             positive_int, run)
 from trainables.settings import FEATURE_KINDS
@@ -57,7 +58,8 @@ def build_parser() -> Parser:
     budget.add_argument("--final-halving", action=argparse.BooleanOptionalAction, default=None,
                         help="the final phase as successive halving: the top --final-top configurations and the "
                              "family's defaults (trial 1) continue together; at each rung the weaker half stop, and "
-                             "the last one trains to the end (default off; docs/benchmarks.md section 9)")
+                             "the last one trains to the end (default: on under --budget and --quick, off with "
+                             "--final-steps; docs/benchmarks.md section 9)")
     budget.add_argument("--budget", type=positive_int, metavar="TRIAL_STEPS",
                         help=f"total training steps of all trials, search and final phase: the search spends at most "
                              f"{SEARCH_SHARE:.0%}% of it (see --search-horizon), the final phase what the search "
