@@ -63,7 +63,7 @@ def build_parser() -> Parser:
     budget.add_argument("--budget", type=positive_int, metavar="TRIAL_STEPS",
                         help=f"total training steps of all trials, search and final phase: the search spends at most "
                              f"{SEARCH_SHARE:.0%}% of it (see --search-horizon), the final phase what the search "
-                             f"left, shared by --final-top")
+                             f"left (see --final-halving)")
     budget.add_argument("--search-horizon", choices=HORIZONS,
                         help=f"how --budget's search share ({SEARCH_SHARE:.0%}%) is spent: even (the default) gives "
                              f"each search trial an equal share as its --max-steps; long (ASHA only) lets the best "
