@@ -274,8 +274,6 @@ def make_spec(options: SweepOptions) -> SweepSpec:
     if spec.final_halving and not has_final_phase(spec):
         raise UsageError("--final-halving shapes the final phase, and this sweep has none (give --final-steps or "
                          "--budget)")
-    if options.final_halving is None:  # the default under --budget (and --quick): docs/benchmarks.md section 9
-        spec.final_halving = bool(spec.budget) and has_final_phase(spec)
     return spec
 
 

@@ -58,8 +58,8 @@ def build_parser() -> Parser:
     budget.add_argument("--final-halving", action=argparse.BooleanOptionalAction, default=None,
                         help="the final phase as successive halving: the top --final-top configurations and the "
                              "family's defaults (trial 1) continue together; at each rung the weaker half stop, and "
-                             "the last one trains to the end (default: on under --budget and --quick, off with "
-                             "--final-steps; docs/benchmarks.md section 9)")
+                             "the last one trains to the end (default off: it pays where the defaults end best and "
+                             "start slow, as the VAE's; docs/benchmarks.md section 9)")
     budget.add_argument("--budget", type=positive_int, metavar="TRIAL_STEPS",
                         help=f"total training steps of all trials, search and final phase: the search spends at most "
                              f"{SEARCH_SHARE:.0%}% of it (see --search-horizon), the final phase what the search "

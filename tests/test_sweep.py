@@ -422,22 +422,22 @@ def test_final_halving_shares_the_final_steps_in_rungs_that_halve_the_candidates
     assert halving_rungs(300, 2, 100) is None  # the rung would come before the first evaluation
     with pytest.raises(UsageError, match="--final-halving shapes the final phase"):
         sweep_spec("gan", "--final-halving")
-    assert sweep_spec("gan", "--budget", "600").final_halving and sweep_spec("gan", "--quick").final_halving  # default
-    assert not sweep_spec("gan", "--budget", "600", "--no-final-halving").final_halving
-    assert not sweep_spec("gan", "--final-steps", "600").final_halving and sweep_spec("gan").final_halving is False
+    assert not sweep_spec("gan", "--budget", "600").final_halving and not sweep_spec("gan", "--quick").final_halving
+    assert sweep_spec("gan", "--budget", "600", "--final-halving").final_halving
     assert sweep_spec("gan", "--final-steps", "600", "--final-halving").final_halving
-    assert not sweep_spec("gan", "--budget", "600", "--scheduler", "pbt").final_halving  # no final phase
+    with pytest.raises(UsageError, match="--final-halving shapes the final phase"):
+        sweep_spec("gan", "--budget", "600", "--scheduler", "pbt", "--final-halving")  # PBT: no final phase
 
 
 def test_a_final_phase_by_halving_keeps_the_defaults_among_its_candidates_and_trains_the_best_at_its_rung_on(
         ray_address, tmp_path):
-    """--budget --final-top 2 (--final-halving is its default): the search's top two and the
-    defaults (trial 1, where they are not among them) continue together; at the rung the better
+    """--budget --final-top 2 --final-halving: the search's top two and the defaults (trial 1,
+    where they are not among them) continue together; at the rung the better
     (by the running best FID) goes on, the others stop there (or just after: one waits for the
     others' readings), and the phase stops once it has trained what the search left."""
     proc = run_cli("orchestrator.sweep", "gan", "--dataset", "digits", "--budget", "600", "--trials", "3",
                    "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--final-top", "2",
-                   "--max-concurrent", "1", "--storage", str(tmp_path), "--name", "halving",
+                   "--final-halving", "--max-concurrent", "1", "--storage", str(tmp_path), "--name", "halving",
                    "--address", ray_address)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = load_experiment(tmp_path / "halving")
@@ -481,8 +481,7 @@ def test_a_budget_sweep_stops_its_search_at_its_share_and_its_final_phase_trains
     proc = run_cli("orchestrator.sweep", "gan", "--dataset", "digits", "--budget", "400", "--search-horizon", "long",
                    "--trials", "4", "--eval-every", "20", "--log-every", "10", "--eval-samples", "300", "--grace-period", "100",
                    "--reduction-factor", "3", "--startup-trials", "2", "--no-multivariate", "--max-concurrent", "1",
-                   "--final-decay", "--no-final-halving", "--storage", str(tmp_path), "--name", "budget",
-                   "--address", ray_address)
+                   "--final-decay", "--storage", str(tmp_path), "--name", "budget", "--address", ray_address)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ("4 trials of up to 140 steps, 1 at a time, scheduler asha (rungs at step 100: the top 1/3 go on), the "
             "search stops at 300 trial-steps of --budget 400 (--search-horizon long), Optuna sampler tpe (2 random "
