@@ -289,13 +289,15 @@ def halving_rungs(trial_steps: int, candidates: int, eval_every: int) -> tuple[l
     to the last one after them. Returns the rungs (steps since each candidate's start, on
     evaluations), how many go on past each, and the last one's steps in all; None where the first
     rung would fall before one evaluation, or with one candidate."""
+    if candidates < 2:
+        return None
     keep = [candidates]
     while keep[-1] > 1:
         keep.append(max(1, keep[-1] // 2))
     # the trial-steps up to the last rung, in first rungs: keep[0] to the first, keep[i] for 2**(i-1) more
     shares = keep[0] + sum(keep[i] * 2 ** (i - 1) for i in range(1, len(keep) - 1))
     first = trial_steps // 2 // shares // eval_every * eval_every
-    if candidates < 2 or first < eval_every:
+    if first < eval_every:
         return None
     rungs = [first * 2 ** i for i in range(len(keep) - 1)]
     return rungs, keep[1:], rungs[-1] + trial_steps - first * shares

@@ -121,28 +121,37 @@ class FinalHalving(FIFOScheduler):
     its FinalStart checkpoint). At each rung, once every candidate still in has a reading of
     `metric` there, the better `keep[i]` go on and the others stop. The candidates train at once
     (the final phase gives each its share of the cores), so one that reaches a rung first trains
-    on meanwhile, rather than being paused and restarted; the last one stops where the phase has
-    trained its `trial_steps` in all, so those extra steps come out of its own. Tune's ASHA can't do
-    this: it decides each trial as it arrives, so of two the first always goes on."""
+    on meanwhile, rather than being paused and restarted; the last one stops at its last evaluation
+    within the phase's `trial_steps` in all, so those extra steps come out of its own. Tune's ASHA
+    can't do this: it decides each trial as it arrives, so of two the first always goes on. Tune
+    restores a scheduler without its state: a resumed phase counts its stopped candidates' steps
+    from their last results, and decides again any rung it had not decided."""
 
     def __init__(self, metric: str, mode: str, rungs: list[int], keep: list[int], starts: dict[str, int],
-                 trial_steps: int):
+                 trial_steps: int, eval_every: int):
         super().__init__()
         self.ranked_by, self.sign = metric, 1 if mode == "min" else -1
         self.rungs, self.keep, self.starts, self.trial_steps = rungs, keep, starts, trial_steps
+        self.eval_every = eval_every
         self.trials: dict[str, object] = {}  # the candidates still in, by trial id
         self.trained: dict[str, int] = {}  # every candidate's steps since its start
         self.readings: list[dict[str, float]] = [{} for _ in rungs]
         self.decided = 0  # rungs decided
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        if trial.last_result:  # a resumed phase's trial: the steps it trained before
+            self.trained[trial.trial_id] = self.steps_of(trial, trial.last_result)
         if trial.status not in (trial.TERMINATED, trial.ERROR):  # a resumed sweep's stopped ones stay out
             self.trials[trial.trial_id] = trial
+
+    def steps_of(self, trial, result: dict) -> int:
+        """A candidate's steps since the checkpoint it started from."""
+        return int(result.get("step") or 0) - self.starts.get(FinalStart.split(trial.config)[1].checkpoint, 0)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if trial.trial_id not in self.trials:
             return self.CONTINUE
-        trained = int(result.get("step") or 0) - self.starts.get(FinalStart.split(trial.config)[1].checkpoint, 0)
+        trained = self.steps_of(trial, result)
         self.trained[trial.trial_id] = max(self.trained.get(trial.trial_id, 0), trained)
         if self.ranked_by in result:
             for rung in range(self.decided, len(self.rungs)):
@@ -150,7 +159,9 @@ class FinalHalving(FIFOScheduler):
                     self.readings[rung].setdefault(trial.trial_id, float(result[self.ranked_by]))
         if trial.trial_id in self.decide(tune_controller, trial):
             return self.STOP
-        if len(self.trials) == 1 and sum(self.trained.values()) >= self.trial_steps:
+        evaluated = trained % self.eval_every == 0  # starts are on evaluations: so is this step
+        if len(self.trials) == 1 and evaluated and sum(self.trained.values()) + self.eval_every > self.trial_steps:
+            # the next evaluation would come after the phase's last trial-step
             log.info(f"final phase: its {self.trial_steps} trial-steps are trained; trial {trial.trial_id} stops at "
                      f"step {result.get('step')}")
             return self.STOP

@@ -248,11 +248,27 @@ def final_candidates(spec: SweepSpec, searched) -> dict[str, tuple]:
     for trial, checkpoint in ranked:
         if len(parents) < spec.final_top:
             parents.setdefault(trial.trial_id, (trial, checkpoint))
-    if spec.final_halving and spec.baseline:
-        defaults = [(t, c) for t, c in ranked if all(t.params.get(k) == v for k, v in spec.baseline.items())]
-        if defaults:
-            parents.setdefault(defaults[0][0].trial_id, defaults[0])
+    defaults = searched.baseline_trial if spec.final_halving else None
+    for trial, checkpoint in ranked:
+        if trial.trial_id == defaults:
+            parents.setdefault(defaults, (trial, checkpoint))
+            break
     return parents
+
+
+def fit_at_once(resources: Resources, candidates: int, local: bool) -> bool:
+    """Whether `candidates` final trials can train at the same time, as --final-halving's rungs need:
+    on this machine's own Ray CPU trials share its cores (final_resources); elsewhere the cluster's
+    CPUs and GPUs must hold them all now."""
+    if local and resources.in_process and resources.gpus_per_worker == 0:
+        return True
+    import ray
+
+    total = ray.cluster_resources()
+    workers = resources.workers_per_trial
+    cpus = resources.cpus_per_worker if resources.in_process else TRIAL_DRIVER_CPU + resources.cpus_per_worker * workers
+    return (candidates * cpus <= total.get("CPU", 0)
+            and candidates * resources.gpus_per_worker * workers <= total.get("GPU", 0))
 
 
 def final_tuner(spec: SweepSpec, run: RunOptions, exp: Location, settings: TrialSettings, local: bool):
@@ -270,13 +286,17 @@ def final_tuner(spec: SweepSpec, run: RunOptions, exp: Location, settings: Trial
     if not has_final_phase(spec):
         return None
     searched = load_experiment(exp.uri)
-    parents = final_candidates(spec, searched)
-    trial_steps = final_steps(spec, sum(t.last_step for t in searched.search_trials), max(1, len(parents)))
-    halving = halving_rungs(trial_steps, len(parents), spec.eval_every) if spec.final_halving else None
-    if spec.final_halving and len(parents) > 1 and not halving:
-        parents = dict(list(parents.items())[:1])
-        log.info(f"no halving in the final phase: its {trial_steps} trial-steps are too few for a rung on an "
-                 f"evaluation (--eval-every {spec.eval_every}); the best configuration alone trains on")
+    spent = sum(t.last_step for t in searched.search_trials)
+    parents, halving = final_candidates(spec, searched), None
+    if spec.final_halving and len(parents) > 1:
+        halving = halving_rungs(final_steps(spec, spent, len(parents)), len(parents), spec.eval_every)
+        why = ("too few trial-steps for a rung on an evaluation" if not halving else None if
+               fit_at_once(settings.resources, len(parents), local) else
+               f"its {len(parents)} candidates can't all train at once")
+        if why:
+            log.info(f"no halving in the final phase: {why}; the top --final-top train on without it")
+            parents, halving = final_candidates(replace(spec, final_halving=False), searched), None
+    trial_steps = final_steps(spec, spent, max(1, len(parents)))
     settings = replace(settings, loop=replace(settings.loop, final_decay=spec.final_decay),
                        resources=final_resources(settings.resources, max(1, len(parents)), local))
     trainable = make_trainable(settings)
@@ -297,7 +317,8 @@ def final_tuner(spec: SweepSpec, run: RunOptions, exp: Location, settings: Trial
     scheduler = None
     if halving:
         starts = {searched.where(checkpoint.path).uri: checkpoint.step for _, checkpoint in parents.values()}
-        scheduler = FinalHalving(f"{spec.objective}_best", spec.mode, halving[0], halving[1], starts, trial_steps)
+        scheduler = FinalHalving(f"{spec.objective}_best", spec.mode, halving[0], halving[1], starts, trial_steps,
+                                 spec.eval_every)
     return tune.Tuner(
         trainable,
         param_space=choices_of(configs),
