@@ -67,7 +67,7 @@ def summary(exp, wall: float, budget: int) -> dict:
     baseline = exp.spec.get("baseline") or {}
     search = best_vs_compute(exp, exp.search_trials)
     search_spent = search[-1][0] if search else 0
-    final_spent = sum(t.last_step - final_start(exp, t) for t in exp.trials if t.final_from)
+    final_spent = final_trial_steps(exp)
     return {"wall_seconds": wall, "best_fid": best_ckpt.metrics["fid"], "best_step": best_ckpt.metrics["step"],
             "best_is_final": bool(best_trial.final_from), "trials": len(exp.trials),
             "search_trial_steps": search_spent, "final_trial_steps": final_spent,
@@ -122,11 +122,20 @@ def final_start(exp, final) -> int:
     return next(c.step for c in parent.checkpoints if c.path.name == Path(final.final_from).name)
 
 
+def final_trial_steps(exp) -> int:
+    """The trial-steps of a sweep's final phase: each final trial's steps past the checkpoint it
+    continued from."""
+    return sum(t.last_step - final_start(exp, t) for t in exp.trials if t.final_from)
+
+
 def trial_steps(exp) -> int:
-    """The trial-steps a sweep trained: each search trial's last step, and each final trial's steps
-    past the checkpoint it continued from."""
-    return (sum(t.last_step for t in exp.search_trials)
-            + sum(t.last_step - final_start(exp, t) for t in exp.trials if t.final_from))
+    """The trial-steps a sweep trained: each search trial's last step, and its final phase's."""
+    return sum(t.last_step for t in exp.search_trials) + final_trial_steps(exp)
+
+
+def demo_keys(variant: str | None) -> tuple[str, str]:
+    """The result keys (before /SEED) of a --demo run and of the defaults trained alone beside it."""
+    return (f"quick[{variant}]", f"quick-defaults[{variant}]") if variant else ("quick", "quick-defaults")
 
 
 def run_demo_seed(model: str, seed: int, storage: Path, space: Path, done: dict, variant: str | None = None,
@@ -136,7 +145,7 @@ def run_demo_seed(model: str, seed: int, storage: Path, space: Path, done: dict,
     cadence and sample count."""
     from orchestrator.options import QUICK
 
-    quick, defaults = (f"quick[{variant}]", f"quick-defaults[{variant}]") if variant else ("quick", "quick-defaults")
+    quick, defaults = demo_keys(variant)
     if f"{quick}/{seed}" not in done:
         name = f"{quick.replace('[', '_').replace(']', '')}_{seed}"
         wall = run_sweep(model, storage, name, "--quick", "--seed", str(seed), *options)
@@ -160,7 +169,7 @@ def run_demo_seed(model: str, seed: int, storage: Path, space: Path, done: dict,
 
 
 def print_demo(model: str, seeds: list[int], done: dict, variant: str | None = None) -> None:
-    quick, defaults = (f"quick[{variant}]", f"quick-defaults[{variant}]") if variant else ("quick", "quick-defaults")
+    quick, defaults = demo_keys(variant)
     print(f"\n9. {model} {quick} against its defaults trained alone for the same trial-steps (target <= 0.9x)\n")
     print("| seed | --quick: best FID | its trial-steps | defaults alone: best FID | ratio |")
     print("|---|---|---|---|---|")

@@ -231,11 +231,17 @@ def final_steps(spec: SweepSpec, spent: int, candidates: int) -> int:
     return spec.final_steps * candidates if spec.final_steps else max(0, spec.budget - spent)
 
 
+def shares_local_cores(resources: Resources, local: bool) -> bool:
+    """Whether the final phase's trials are CPU trials in their own processes on this machine's own
+    Ray, which share its cores between them (final_resources)."""
+    return local and resources.in_process and resources.gpus_per_worker == 0
+
+
 def final_resources(resources: Resources, candidates: int, local: bool) -> Resources:
     """On this machine's own Ray the final phase's few CPU trials share all its cores (torch's
     threads follow cpus_per_worker): a lone final trial would otherwise train on one core while
     the others idle. On a cluster a trial can't span nodes, so it keeps the sweep's resources."""
-    if not local or resources.gpus_per_worker > 0 or not resources.in_process:
+    if not shares_local_cores(resources, local):
         return resources
     return replace(resources, cpus_per_worker=max(resources.cpus_per_worker, (os.cpu_count() or 1) // candidates))
 
@@ -260,7 +266,7 @@ def fit_at_once(resources: Resources, candidates: int, local: bool) -> bool:
     """Whether `candidates` final trials can train at the same time, as --final-halving's rungs need:
     on this machine's own Ray CPU trials share its cores (final_resources); elsewhere the cluster's
     CPUs and GPUs must hold them all now."""
-    if local and resources.in_process and resources.gpus_per_worker == 0:
+    if shares_local_cores(resources, local):
         return True
     import ray
 

@@ -442,9 +442,8 @@ def test_a_final_phase_by_halving_keeps_the_defaults_among_its_candidates_and_tr
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = load_experiment(tmp_path / "halving")
     finals = [t for t in exp.trials if t.final_from]
-    baseline = next(t for t in exp.search_trials if t.params == {**t.params, **exp.spec["baseline"]})
     top = list(dict.fromkeys(t.trial_id for t, _ in exp.ranked_checkpoints(rescored=False) if not t.final_from))
-    assert {t.parent for t in finals} == set(top[:2]) | {baseline.trial_id}  # as ranked before re-scoring
+    assert exp.baseline_trial and {t.parent for t in finals} == set(top[:2]) | {exp.baseline_trial}  # before re-scoring
     rung = int(re.search(r"as successive halving, the weaker stopping at (\d+) steps", proc.stdout).group(1))
     starts = {t.trial_id: next(c.step for p in exp.search_trials for c in p.checkpoints
                                if p.trial_id == t.parent and c.path.name == Path(t.final_from).name) for t in finals}
