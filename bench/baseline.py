@@ -35,6 +35,7 @@ from pathlib import Path
 
 from common import ROOT, run_sweep  # noqa: E402  (puts the project on sys.path)
 from sweeps import best_vs_compute, compute_to_reach  # noqa: E402
+from trainables.trials import is_untrained  # noqa: E402
 from orchestrator.spec import search_trial_steps  # noqa: E402
 from trainables.experiment import load_experiment  # noqa: E402
 
@@ -73,7 +74,20 @@ def summary(exp, wall: float, budget: int) -> dict:
             "search_trial_steps": search_spent, "final_trial_steps": final_spent,
             "search_best_fid": search[-1][1] if search else None, "search_curve": search,
             "search_trials_run": len(exp.search_trials), "best_params": best_trial.params,
-            "best_is_defaults": bool(baseline) and all(best_trial.params.get(k) == v for k, v in baseline.items())}
+            "best_is_defaults": bool(baseline) and all(best_trial.params.get(k) == v for k, v in baseline.items()),
+            "best_curve": lineage_curve(exp, best_trial)}
+
+
+def lineage_curve(exp, trial) -> list[tuple[int, float]]:
+    """(step, FID) at each evaluation of `trial`; for a final trial, its parent's up to the step it
+    continued from, then its own: the winner's curve, to set beside the defaults' step for step."""
+    def readings(t, upto=math.inf):
+        return [(r["step"], r["fid"]) for r in t.results
+                if "fid" in r and r["fid"] == r["fid"] and not is_untrained(r) and r["step"] <= upto]
+    if not trial.final_from:
+        return readings(trial)
+    parent = next(t for t in exp.search_trials if t.trial_id == trial.parent)
+    return readings(parent, final_start(exp, trial)) + readings(trial)
 
 
 def run_key(run: str, variant: str | None, search_only: bool) -> str:
