@@ -269,17 +269,24 @@ def make_spec(options: SweepOptions) -> SweepSpec:
         final_decay=bool(options.final_decay), final_halving=bool(options.final_halving),
         family_source=family_source(family),
         warm_start=[location(e).uri for e in options.warm_start or []])
-    if spec.final_decay and not has_final_phase(spec):
-        raise UsageError("--final-decay shapes the final phase, and this sweep has none (give --final-steps or --budget)")
-    if spec.final_halving and not has_final_phase(spec):
-        raise UsageError("--final-halving shapes the final phase, and this sweep has none (give --final-steps or "
-                         "--budget)")
+    for flag, given in (("--final-decay", spec.final_decay), ("--final-halving", spec.final_halving)):
+        if given and not has_final_phase(spec):
+            raise UsageError(f"{flag} shapes the final phase, and this sweep has none: {no_final_phase_reason(spec)}")
     return spec
 
 
 def has_final_phase(spec: SweepSpec) -> bool:
     """--final-steps or --budget asks for one; PBT's population already trains to the end."""
     return spec.scheduler != "pbt" and bool(spec.final_steps or spec.budget)
+
+
+def no_final_phase_reason(spec: SweepSpec) -> str:
+    """Why has_final_phase(spec) is false, as the fix a user can make."""
+    if spec.scheduler == "pbt":
+        return "PBT's population already trains to the last step"
+    if spec.objectives:
+        return "a Pareto search's result is its front, not one winner to train on"
+    return "give --final-steps or --budget"
 
 
 def halving_rungs(trial_steps: int, candidates: int, eval_every: int) -> tuple[list[int], list[int], int] | None:

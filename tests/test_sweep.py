@@ -420,13 +420,13 @@ def test_final_halving_shares_the_final_steps_in_rungs_that_halve_the_candidates
     assert halving_rungs(8000, 3, 100) == ([1300], [1], 5400)  # 3 x 1300 + 4100
     assert halving_rungs(8000, 4, 100) == ([600, 1200], [2, 1], 5600)  # 4 x 600 + 2 x 600 + 4400
     assert halving_rungs(300, 2, 100) is None  # the rung would come before the first evaluation
-    with pytest.raises(UsageError, match="--final-halving shapes the final phase"):
+    with pytest.raises(UsageError, match="--final-halving shapes the final phase.*give --final-steps or --budget"):
         sweep_spec("gan", "--final-halving")
     assert not sweep_spec("gan", "--budget", "600").final_halving and not sweep_spec("gan", "--quick").final_halving
     assert sweep_spec("gan", "--budget", "600", "--final-halving").final_halving
     assert sweep_spec("gan", "--final-steps", "600", "--final-halving").final_halving
-    with pytest.raises(UsageError, match="--final-halving shapes the final phase"):
-        sweep_spec("gan", "--budget", "600", "--scheduler", "pbt", "--final-halving")  # PBT: no final phase
+    with pytest.raises(UsageError, match="--final-halving shapes the final phase.*none: PBT's population"):
+        sweep_spec("gan", "--budget", "600", "--scheduler", "pbt", "--final-halving")
 
 
 def test_a_final_phase_by_halving_keeps_the_defaults_among_its_candidates_and_trains_the_best_at_its_rung_on(
