@@ -47,19 +47,19 @@ RUNS = {  # name: sweep options
 }
 
 
-def defaults_space(model: str, folder: Path) -> Path:
-    """A search space that fixes every hyperparameter of the model's own space to its default (the
-    first one as a choice of one value: a space must search something)."""
+def fixed_space(model: str, folder: Path, params: dict | None = None, name: str = "defaults") -> Path:
+    """A search space that fixes every hyperparameter of the model's own space to `params`' value,
+    else its default (the first one as a choice of one value: a space must search something)."""
     from search_spaces import default_space_path
     from trainables.models import get_family
     import tomllib
 
-    defaults = get_family(model).defaults
+    values = {**get_family(model).defaults, **(params or {})}
     keys = list(tomllib.loads(default_space_path(model).read_text()))
-    path = folder / f"{model}_defaults.toml"
+    path = folder / f"{model}_{name}.toml"
     first, *rest = keys
-    path.write_text("".join(f"{k} = {json.dumps(defaults[k])}\n" for k in rest)
-                    + f'[{first}]\ndistribution = "choice"\nvalues = [{json.dumps(defaults[first])}]\n')
+    path.write_text("".join(f"{k} = {json.dumps(values[k])}\n" for k in rest)
+                    + f'[{first}]\ndistribution = "choice"\nvalues = [{json.dumps(values[first])}]\n')
     return path
 
 
@@ -98,17 +98,28 @@ def run_key(run: str, variant: str | None, search_only: bool) -> str:
 
 def run_seed(model: str, seed: int, budget: int, trials: int, eval_every: int, storage: Path, space: Path,
              done: dict, search_only: bool = False, variant: str | None = None, tpe_options: tuple = (),
-             defaults_decay: bool = False, runs: tuple = tuple(RUNS)) -> None:
+             defaults_decay: bool = False, runs: tuple = tuple(RUNS), oracles: tuple = ()) -> None:
     common = ["--seed", str(seed), "--eval-every", str(eval_every), "--log-every", str(eval_every // 2),
               "--keep-checkpoints", "1"]
     size = (["--max-steps", str(search_trial_steps(budget, trials, eval_every))] if search_only
             else ["--budget", str(budget)])
-    if not search_only and f"defaults/{seed}" not in done:
-        name = f"defaults_{seed}"
+    def train_alone(key: str, space: Path) -> None:  # one configuration trained for the whole budget
+        name = f"{key.replace('+', '_').replace('[', '_').replace(']', '')}_{seed}"
         wall = run_sweep(model, storage, name, "--space", str(space), "--trials", "1", "--max-steps", str(budget),
                          "--scheduler", "fifo", *common)
-        done[f"defaults/{seed}"] = summary(load_experiment(storage / name), wall, budget)
+        done[f"{key}/{seed}"] = summary(load_experiment(storage / name), wall, budget)
         save_result(model, done)
+
+    if not search_only and f"defaults/{seed}" not in done:
+        train_alone("defaults", space)
+    for key in oracles:  # a sweep's winner trained alone: the most a sweep that picks it can reach
+        if f"oracle[{key}]/{seed}" not in done:
+            sweep = done[f"{key}/{seed}"]
+            if sweep["best_is_defaults"]:
+                done[f"oracle[{key}]/{seed}"] = done[f"defaults/{seed}"]
+                save_result(model, done)
+            else:
+                train_alone(f"oracle[{key}]", fixed_space(model, storage, sweep["best_params"], f"oracle_{seed}"))
     if defaults_decay and f"defaults+decay/{seed}" not in done:  # the same, its last quarter a cooldown
         name, cooldown = f"defaults_decay_{seed}", budget // 4
         wall = run_sweep(model, storage, name, "--space", str(space), "--trials", "1", "--max-steps",
@@ -223,7 +234,8 @@ def print_tables(model: str, seeds: list[int], budget: int, done: dict, search_o
 
 def print_row9(model: str, seeds: list[int], budget: int, done: dict) -> None:
     variants = sorted({key.split("/")[0] for key in done if key.startswith("tpe+asha+final[")})
-    names = ["defaults", "defaults+decay", *RUNS, *variants]
+    oracles = sorted({key.split("/")[0] for key in done if key.startswith("oracle[")})
+    names = ["defaults", "defaults+decay", *RUNS, *variants, *oracles]
     print(f"\n9. {model}, {budget} trial-steps per run, seeds {seeds}: best FID, median (range)\n")
     print("| run | " + " | ".join(f"seed {s}" for s in seeds) + " | median (range) | FID vs defaults, median "
           "(target <= 0.8x) | wall s, median |")
@@ -278,6 +290,10 @@ def main() -> None:
                    help="the demo's budget instead: MODEL --quick against the defaults for the trial-steps it trained")
     p.add_argument("--variant", help="a name for the TPE + ASHA run made with --tpe-options")
     p.add_argument("--tpe-options", default="", help="sweep options added to TPE + ASHA's run (with --variant)")
+    p.add_argument("--oracle", nargs="+", default=[], metavar="RUN",
+                   help="also train the winning configuration of each RUN (a result key before /SEED, e.g. "
+                        "'tpe+asha+final[even]') alone for the whole budget, as the defaults: the most a sweep that "
+                        "picks that winner can reach at equal trial-steps, since a sweep pays for its search")
     args = p.parse_args()
     if bool(args.variant) != bool(args.tpe_options):
         p.error("--variant and --tpe-options go together")
@@ -285,14 +301,14 @@ def main() -> None:
     done = {} if args.fresh or not path.exists() else json.loads(path.read_text())
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        space = defaults_space(args.model, Path(tmp))
+        space = fixed_space(args.model, Path(tmp))
         for seed in args.seeds:
             if args.demo:
                 run_demo_seed(args.model, seed, Path(tmp), space, done, args.variant, tuple(args.tpe_options.split()))
                 continue
             run_seed(args.model, seed, args.budget, args.trials, args.eval_every, Path(tmp), space, done,
                      args.search_only, args.variant, tuple(args.tpe_options.split()), args.defaults_decay,
-                     tuple(args.runs))
+                     tuple(args.runs), tuple(args.oracle))
     print(f"bench wall {time.perf_counter() - start:.0f} s")
     if args.demo:
         return print_demo(args.model, args.seeds, done, args.variant)
