@@ -253,6 +253,31 @@ def print_row9(model: str, seeds: list[int], budget: int, done: dict) -> None:
               f"| {statistics.median(r['wall_seconds'] for r in runs.values()):.0f} |")
 
 
+def running_best(curve: list, step: int) -> float | None:
+    """The best FID a (step, FID) curve read by `step`; None before its first reading."""
+    fids = [fid for at, fid in curve if at <= step and fid < math.inf]
+    return min(fids) if fids else None
+
+
+def print_curves(model: str, seeds: list[int], budget: int, done: dict, runs: list[str]) -> None:
+    """Each run's best FID so far at eighths of the budget, by the steps its best model trained
+    (the winner's from its first step, through the search into the final phase): where the winner
+    runs ahead of the defaults step for step, and how many steps it had."""
+    marks = [budget * i // 8 for i in range(1, 9)]
+    print(f"\n9. {model}: best FID so far by the best model's own step (its curve), at eighths of {budget}\n")
+    print("| seed | run | " + " | ".join(str(m) for m in marks) + " |")
+    print("|---|---|" + "---|" * len(marks))
+    for seed in seeds:
+        for run in runs:
+            result = done.get(f"{run}/{seed}")
+            curve = result and (result.get("best_curve") or (result["search_curve"] if result["trials"] == 1 else None))
+            if not curve:
+                continue
+            last = max(at for at, _ in curve)
+            cells = [running_best(curve, m) if m <= last + budget // 16 else None for m in marks]
+            print(f"| {seed} | {run} | " + " | ".join("-" if c is None else f"{c:.1f}" for c in cells) + " |")
+
+
 def print_row3(seeds: list[int], done: dict, random: str, tpe: str) -> None:
     print(f"\n3. {tpe} against {random}, over the same seeds: trial-steps TPE + ASHA's search needs to reach "
           "random search's best FID (its trials run in full)\n")
@@ -313,6 +338,9 @@ def main() -> None:
     if args.demo:
         return print_demo(args.model, args.seeds, done, args.variant)
     print_tables(args.model, args.seeds, args.budget, done, args.search_only, args.variant)
+    if args.oracle:
+        print_curves(args.model, args.seeds, args.budget, done,
+                     ["defaults", *(run for key in args.oracle for run in (key, f"oracle[{key}]"))])
 
 
 if __name__ == "__main__":
