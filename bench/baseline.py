@@ -14,6 +14,7 @@ phases: the trial-steps TPE + ASHA needs to reach the best FID of random search'
     python bench/baseline.py [--model dcgan] [--seeds 0 1 2] [--budget 12800]
     python bench/baseline.py --search-only [--variant NAME --tpe-options="--multivariate ..."]
     python bench/baseline.py --demo [--seeds 0 1 2]   # the demo's budget: --quick against the defaults
+    python bench/baseline.py ... --oracle "tpe+asha+final[VARIANT]"   # and each seed's winner trained alone
 
 --search-only runs the two searches alone (benchmark 3: no defaults run, no final phase), each
 search trial as long as under --budget. --variant names a run of TPE + ASHA with --tpe-options
@@ -317,8 +318,8 @@ def main() -> None:
     p.add_argument("--tpe-options", default="", help="sweep options added to TPE + ASHA's run (with --variant)")
     p.add_argument("--oracle", nargs="+", default=[], metavar="RUN",
                    help="also train the winning configuration of each RUN (a result key before /SEED, e.g. "
-                        "'tpe+asha+final[even]') alone for the whole budget, as the defaults: the most a sweep that "
-                        "picks that winner can reach at equal trial-steps, since a sweep pays for its search")
+                        "'tpe+asha+final[even]') alone for the whole budget, as the defaults: about the most a sweep "
+                        "that picks that winner can reach at equal trial-steps, since a sweep pays for its search")
     args = p.parse_args()
     if bool(args.variant) != bool(args.tpe_options):
         p.error("--variant and --tpe-options go together")
