@@ -97,6 +97,12 @@ def run_key(run: str, variant: str | None, search_only: bool) -> str:
     return f"{name}[{variant}]" if variant and run.startswith("tpe") else name
 
 
+def run_folder(key: str, seed: int) -> str:
+    """The sweep folder (--name) of a result key's run for one seed: 'tpe+asha+final[even]', 0 ->
+    'tpe_asha_final_even_0'."""
+    return f"{key.replace('+', '_').replace('[', '_').replace(']', '')}_{seed}"
+
+
 def run_seed(model: str, seed: int, budget: int, trials: int, eval_every: int, storage: Path, space: Path,
              done: dict, search_only: bool = False, variant: str | None = None, tpe_options: tuple = (),
              defaults_decay: bool = False, runs: tuple = tuple(RUNS), oracles: tuple = ()) -> None:
@@ -105,7 +111,7 @@ def run_seed(model: str, seed: int, budget: int, trials: int, eval_every: int, s
     size = (["--max-steps", str(search_trial_steps(budget, trials, eval_every))] if search_only
             else ["--budget", str(budget)])
     def train_alone(key: str, space: Path) -> None:  # one configuration trained for the whole budget
-        name = f"{key.replace('+', '_').replace('[', '_').replace(']', '')}_{seed}"
+        name = run_folder(key, seed)
         wall = run_sweep(model, storage, name, "--space", str(space), "--trials", "1", "--max-steps", str(budget),
                          "--scheduler", "fifo", *common)
         done[f"{key}/{seed}"] = summary(load_experiment(storage / name), wall, budget)
@@ -113,16 +119,8 @@ def run_seed(model: str, seed: int, budget: int, trials: int, eval_every: int, s
 
     if not search_only and f"defaults/{seed}" not in done:
         train_alone("defaults", space)
-    for key in oracles:  # a sweep's winner trained alone: the most a sweep that picks it can reach
-        if f"oracle[{key}]/{seed}" not in done:
-            sweep = done[f"{key}/{seed}"]
-            if sweep["best_is_defaults"]:
-                done[f"oracle[{key}]/{seed}"] = done[f"defaults/{seed}"]
-                save_result(model, done)
-            else:
-                train_alone(f"oracle[{key}]", fixed_space(model, storage, sweep["best_params"], f"oracle_{seed}"))
     if defaults_decay and f"defaults+decay/{seed}" not in done:  # the same, its last quarter a cooldown
-        name, cooldown = f"defaults_decay_{seed}", budget // 4
+        name, cooldown = run_folder("defaults+decay", seed), budget // 4
         wall = run_sweep(model, storage, name, "--space", str(space), "--trials", "1", "--max-steps",
                          str(budget - cooldown), "--final-steps", str(cooldown), "--final-decay", "--scheduler", "fifo",
                          *common)
@@ -135,11 +133,21 @@ def run_seed(model: str, seed: int, budget: int, trials: int, eval_every: int, s
         if f"{key}/{seed}" in done:
             continue
         extra = list(tpe_options) if run.startswith("tpe") else []
-        name = f"{key.replace('+', '_').replace('[', '_').replace(']', '')}_{seed}"
+        name = run_folder(key, seed)
         wall = run_sweep(model, storage, name, *size, "--trials", str(trials),
                          "--max-concurrent", "2", *options, *extra, *common)
         done[f"{key}/{seed}"] = summary(load_experiment(storage / name), wall, budget)
         save_result(model, done)
+    for key in oracles:  # after the sweeps: a winner trained alone, about the most a sweep that picks it reaches
+        if f"oracle[{key}]/{seed}" not in done:
+            if f"{key}/{seed}" not in done:
+                raise SystemExit(f"--oracle {key}: no such run for seed {seed} (give it with --runs / --variant)")
+            sweep = done[f"{key}/{seed}"]
+            if sweep["best_is_defaults"]:
+                done[f"oracle[{key}]/{seed}"] = done[f"defaults/{seed}"]
+                save_result(model, done)
+            else:
+                train_alone(f"oracle[{key}]", fixed_space(model, storage, sweep["best_params"], f"oracle_{seed}"))
 
 
 def final_start(exp, final) -> int:
@@ -173,7 +181,7 @@ def run_demo_seed(model: str, seed: int, storage: Path, space: Path, done: dict,
 
     quick, defaults = demo_keys(variant)
     if f"{quick}/{seed}" not in done:
-        name = f"{quick.replace('[', '_').replace(']', '')}_{seed}"
+        name = run_folder(quick, seed)
         wall = run_sweep(model, storage, name, "--quick", "--seed", str(seed), *options)
         exp = load_experiment(storage / name)
         trained = trial_steps(exp)
@@ -186,7 +194,7 @@ def run_demo_seed(model: str, seed: int, storage: Path, space: Path, done: dict,
         if same:
             done[f"{defaults}/{seed}"] = same[0]
         else:
-            name = f"{defaults.replace('[', '_').replace(']', '')}_{seed}"
+            name = run_folder(defaults, seed)
             wall = run_sweep(model, storage, name, "--space", str(space), "--trials", "1", "--max-steps", str(steps),
                              "--eval-every", str(QUICK["eval_every"]), "--log-every", str(QUICK["log_every"]),
                              "--scheduler", "fifo", "--seed", str(seed), "--keep-checkpoints", "1")
